@@ -1,0 +1,20 @@
+"""pygpu_ops: hand-written CUDA kernels behind a small NumPy-style op API.
+
+Each op runs on one of three backends (see ``available_backends()``): ``"numpy"`` (the CPU
+fallback), ``"emulator"`` (the real ``.cu`` kernels and launch code executed on the CPU, with
+race, barrier and bounds checks) and ``"cuda"`` (the kernels on the GPU through CuPy).
+Importing the package imports no CuPy and compiles nothing.
+"""
+from ._runtime.backends import BackendUnavailableError, available_backends, use_backend
+from .linalg import gemm, matmul, sgemm_variants
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "available_backends",
+    "gemm",
+    "matmul",
+    "sgemm_variants",
+    "use_backend",
+]

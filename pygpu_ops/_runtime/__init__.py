@@ -1,0 +1,1 @@
+"""The runtime: kernel sources and registry, backend dispatch, launching (CUDA and emulator)."""

@@ -1,0 +1,196 @@
+"""The two kernel-running backends behind one interface: CUDA (CuPy) and the CPU emulator.
+
+Op code is written once against `Device`: it allocates with `empty`, brings inputs in with
+`asarray` / `contiguous`, and launches a registered `Kernel` with a `Launch` computed by the op's
+single launch-configuration function. The emulator's `RawModule` stands in for CuPy's, so the
+grid, shared memory and argument packing that run on the CPU are the ones the GPU gets.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+from . import sources
+from .kernels import Kernel, module_name_expressions
+
+#: Dynamic shared memory a kernel may use without opting in (CUDA's default limit).
+DEFAULT_DYNAMIC_SMEM = 48 * 1024
+
+
+def _dims(d) -> Tuple[int, int, int]:
+    t = tuple(int(v) for v in (d if isinstance(d, tuple) else (d,)))
+    return t + (1,) * (3 - len(t))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Grid, block and dynamic shared memory (bytes) of one kernel launch."""
+
+    grid: Tuple[int, ...]
+    block: Tuple[int, ...]
+    shared_mem: int = 0
+
+    @property
+    def threads(self) -> int:
+        x, y, z = _dims(self.block)
+        return x * y * z
+
+
+def extra_options() -> Tuple[str, ...]:
+    """Options from the environment: ``PYGPU_OPS_LINEINFO=1`` adds ``-lineinfo`` (Nsight source view)."""
+    return ("-lineinfo",) if os.environ.get("PYGPU_OPS_LINEINFO", "") not in ("", "0") else ()
+
+
+class Device:
+    """Base: module memoization, launch checks. Subclasses provide the module type and arrays."""
+
+    name = ""
+    xp = np
+
+    def __init__(self) -> None:
+        self._modules: Dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    # -- modules ----------------------------------------------------------------------------
+    def _device_id(self) -> int:
+        return 0
+
+    def _raw_module(self, code: str, options: Tuple[str, ...], names: Tuple[str, ...], label: str):
+        raise NotImplementedError
+
+    def function(self, kernel: Kernel):
+        opts = kernel.options(extra_options())
+        key = (self._device_id(), kernel.module_key, opts)
+        with self._lock:
+            mod = self._modules.get(key)
+            if mod is None:
+                names = module_name_expressions(kernel)
+                mod = self._raw_module(sources.expand(kernel.source), opts, names, kernel.source)
+                self._modules[key] = mod
+        return mod.get_function(kernel.name_expression)
+
+    def max_shared_optin(self) -> int:
+        raise NotImplementedError
+
+    # -- launch -----------------------------------------------------------------------------
+    def launch(self, kernel: Kernel, launch: Launch, args: tuple) -> None:
+        fn = self.function(kernel)
+        if launch.threads > fn.max_threads_per_block:
+            raise ValueError(
+                f"{kernel.name_expression}: block {launch.block} has {launch.threads} threads, "
+                f"more than the kernel's limit of {fn.max_threads_per_block}"
+            )
+        smem = int(launch.shared_mem)
+        if smem > DEFAULT_DYNAMIC_SMEM:
+            static = int(fn.attributes.get("shared_size_bytes", 0))
+            limit = self.max_shared_optin()
+            if smem + static > limit:
+                raise ValueError(
+                    f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
+                    f"memory exceed the device's {limit} bytes per block"
+                )
+            if fn.max_dynamic_shared_size_bytes < smem:
+                fn.max_dynamic_shared_size_bytes = smem
+        if min(_dims(launch.grid)) == 0:
+            return
+        fn(_dims(launch.grid), _dims(launch.block), args, shared_mem=smem)
+
+    # -- arrays -----------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        raise NotImplementedError
+
+    def asarray(self, x):
+        """``x`` as an array this backend's kernels can read (any strides)."""
+        raise NotImplementedError
+
+    def view(self, x):
+        """``x`` as an array of this backend's array module, sharing its memory (no copy)."""
+        return x
+
+    def contiguous(self, x):
+        """A C-contiguous array of this backend holding ``x`` (``x`` itself when it already is)."""
+        raise NotImplementedError
+
+    def result(self, x):
+        """What the caller gets back."""
+        return x
+
+
+class CudaDevice(Device):
+    name = "cuda"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import cupy
+
+        self.cupy = self.xp = cupy
+
+    def _device_id(self) -> int:
+        return self.cupy.cuda.Device().id
+
+    def _raw_module(self, code, options, names, label):
+        return self.cupy.RawModule(code=code, options=options, name_expressions=names)
+
+    def max_shared_optin(self) -> int:
+        rt = self.cupy.cuda.runtime
+        return rt.deviceGetAttribute(rt.cudaDevAttrMaxSharedMemoryPerBlockOptin, self._device_id())
+
+    def empty(self, shape, dtype):
+        return self.cupy.empty(shape, dtype=dtype)
+
+    def asarray(self, x):
+        if isinstance(x, self.cupy.ndarray):
+            return x
+        if getattr(x, "__cuda_array_interface__", None) is not None:
+            return self.cupy.asarray(x)  # zero-copy view of a CUDA tensor
+        return self.cupy.from_dlpack(x)
+
+    def view(self, x):
+        return self.asarray(x)
+
+    def contiguous(self, x):
+        return self.cupy.ascontiguousarray(self.asarray(x))
+
+
+class EmulatorDevice(Device):
+    name = "emulator"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from . import emulator
+
+        self.emu = emulator
+
+    def _raw_module(self, code, options, names, label):
+        return self.emu.RawModule(code=code, options=options, name_expressions=names, name=label)
+
+    def max_shared_optin(self) -> int:
+        return 227 * 1024
+
+    def empty(self, shape, dtype):
+        return self.emu.empty(shape, dtype)
+
+    def asarray(self, x):
+        return x if self.emu.is_device_array(x) else self.emu.to_device(np.asarray(x))
+
+    def contiguous(self, x):
+        if self.emu.is_device_array(x) and x.flags.c_contiguous:
+            return x
+        return self.emu.to_device(np.ascontiguousarray(x))
+
+    def result(self, x):
+        # Hand back ordinary NumPy memory; the guarded buffer is released with its last view.
+        return np.array(x, copy=True)
+
+
+_DEVICES = {"cuda": CudaDevice, "emulator": EmulatorDevice}
+
+
+@functools.lru_cache(maxsize=None)
+def get_device(name: str) -> Device:
+    return _DEVICES[name]()

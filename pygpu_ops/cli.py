@@ -1,0 +1,107 @@
+"""The ``pygpu-ops`` command: info, check (offline compile gate), selftest, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+from ._runtime import backends
+
+
+def _cmd_info(args) -> int:
+    import numpy as np
+
+    from . import __version__
+
+    print(f"pygpu_ops {__version__}")
+    print(f"python    {platform.python_version()} ({sys.executable})")
+    print(f"numpy     {np.__version__}")
+    for name in backends.BACKENDS:
+        why = backends.problem(name)
+        print(f"backend   {name:9s} {'available' if why is None else 'unavailable: ' + why}")
+    if backends.problem("cuda") is None:
+        import cupy
+
+        dev = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        print(f"cupy      {cupy.__version__}")
+        print(f"device    {dev.id}: {props['name'].decode()} (sm_{props['major']}{props['minor']})")
+    if backends.problem("emulator") is None:
+        from ._runtime.emulator import cache_dir
+
+        print(f"emulator cache  {cache_dir()}")
+    try:
+        from ._runtime.compile_gate import nvrtc_version
+
+        print(f"nvrtc     {nvrtc_version()} (offline compile gate available)")
+    except Exception as exc:
+        print(f"nvrtc     unavailable: {exc}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from ._runtime import compile_gate
+
+    try:
+        reports, errors = compile_gate.run_gate(archs=args.arch or compile_gate.ARCHS)
+    except compile_gate.GateUnavailable as exc:
+        print(f"pygpu-ops check: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(compile_gate.as_json(reports, errors), indent=1))
+    else:
+        print(f"NVRTC {compile_gate.nvrtc_version()}, archs {', '.join(args.arch or compile_gate.ARCHS)}")
+        print(compile_gate.format_table(reports))
+        for e in errors:
+            print(f"\nCOMPILE ERROR {e.source} ({e.arch}):\n{e.log}")
+    bad = [r for r in reports if not r.ok]
+    if errors or bad:
+        print(f"check FAILED: {len(errors)} compile errors, {len(bad)} kernels with forbidden spills",
+              file=sys.stderr)
+        return 1
+    print(f"check passed: {len(reports)} kernel builds, no errors, no forbidden spills")
+    return 0
+
+
+def _cmd_selftest(args) -> int:
+    from . import selftest
+
+    names = args.backend or list(backends.available_backends())
+    return selftest.run(names, verbose=not args.quiet)
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pygpu-ops", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("info", help="versions, device, backends, caches")
+    s.set_defaults(func=_cmd_info)
+    s = sub.add_parser("check", help="offline NVRTC compile of every kernel with the ptxas resource report")
+    s.add_argument("--arch", action="append", help="sm_XX (repeatable; default sm_75 sm_80 sm_86 sm_89 sm_90)")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=_cmd_check)
+    s = sub.add_parser("selftest", help="every op on every available backend against the reference")
+    s.add_argument("--backend", action="append", choices=backends.BACKENDS)
+    s.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    s.set_defaults(func=_cmd_selftest)
+    s = sub.add_parser("bench", help="benchmark the kernels (the main job)")
+    from . import bench
+
+    bench.add_arguments(s)
+    s.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -194,3 +194,20 @@ def test_variants_registry():
     for v in linalg.SGEMM_LADDER:
         assert v.kernel.symbol == f"sgemm_{v.name}"
         assert v.kernel.source.split("/")[0] == "sgemm" and v.name in v.kernel.source
+
+
+# -- emulator-only: shared-memory races show up as seed-dependent results -------------------------
+@pytest.mark.emulator
+@pytest.mark.parametrize("variant", VARIANTS + ("dgemm",))
+def test_kernels_race_free_under_two_schedules(variant):
+    from pygpu_ops._runtime import backends
+
+    if backends.problem("emulator"):
+        pytest.skip(f"backend 'emulator' unavailable: {backends.problem('emulator')}")
+    from pygpu_ops._runtime.emulator.testing import run_under_seeds
+
+    dtype = np.float64 if variant == "dgemm" else np.float32
+    rng = np.random.default_rng(9)
+    a, b, c = rand(rng, (70, 37), dtype), rand(rng, (37, 131), dtype), rand(rng, (70, 131), dtype)
+    v = "auto" if variant == "dgemm" else variant
+    run_under_seeds(lambda: po.gemm(a, b, c, beta=0.5, variant=v, backend="emulator"), seeds=(1, 2))

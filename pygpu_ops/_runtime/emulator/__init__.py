@@ -1,0 +1,113 @@
+"""CPU emulator for the package's hand-written CUDA kernels.
+
+It runs the *unchanged* ``.cu`` source on the CPU and stands in for
+``cupy.RawModule``, so that op code computes grids, shared memory and
+arguments exactly as it does for the GPU.
+
+How it works
+------------
+The source is compiled by g++ as C++17 after a prelude header
+(``csrc/pygpuemu_prelude.h``) that defines the CUDA language: ``__global__``
+and friends, ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``, vector types,
+``__syncthreads``, warp collectives, atomics and the device math library.
+A generated glue section records each kernel's C signature (so arguments can
+be type-checked) and a trampoline that unpacks the argument array.  Modules
+are cached on disk (``$PYGPU_OPS_CACHE_DIR/emulator``, else
+``$XDG_CACHE_HOME/pygpu_ops/emulator`` or ``~/.cache/pygpu_ops/emulator``) and
+in-process.
+
+A launch runs the blocks one after another on the calling OS thread, in a
+pseudo-random order.  Every thread of a block is a fiber (hand-written x86-64
+context switch, ``ucontext`` elsewhere; 128 KiB stack each) that runs until it
+blocks at ``__syncthreads``, a warp collective or ``__nanosleep``, or
+finishes; the next runnable fiber is picked at random.  Both orders come from
+the seed (``set_seed``, ``seed()``, env ``PYGPU_OPS_EMU_SEED``; default 0, so
+runs are reproducible).  ``set_timeout(seconds)`` (env
+``PYGPU_OPS_EMU_TIMEOUT``; default: none) turns a launch that hangs into a
+``KernelError``.
+
+Public interface: ``RawModule``, ``RawKernel``, ``Function`` (as in CuPy),
+``empty``, ``zeros``, ``to_device``, ``is_device_array``, ``set_seed`` /
+``get_seed`` / ``seed``, ``set_timeout`` / ``get_timeout``,
+``testing.run_under_seeds``, ``cache_dir()``, and the exception classes
+below.  The C++ compiler is ``$PYGPU_OPS_EMU_CXX``, else ``$CXX``, else g++.
+
+What it checks (each error names the kernel, block and thread)
+-------------------------------------------------------------
+* ``DeadlockError``: a thread exits while others wait at ``__syncthreads``
+  (early ``return`` before a barrier); a warp collective whose mask names a
+  lane that exited or waits elsewhere (e.g. a full-mask shuffle in divergent
+  code); lanes reaching different collectives; a shuffle reading a lane that
+  is not in its mask.
+* Races on shared memory: the thread order (and block order) differs between
+  seeds; :func:`testing.run_under_seeds` runs a computation under several
+  seeds and requires bit-identical results.
+* ``OutOfBoundsError``: device buffers (:func:`empty`, :func:`to_device`) sit
+  between PROT_NONE guard pages, so accesses just past the end (or before the
+  start) fault and are reported with the buffer and the offset; the few
+  slack bytes between data and guard page carry a canary that is checked
+  after every launch (reported without a thread).  Accesses beyond the
+  launch's dynamic shared memory (rounded up to 4 KiB pages) fault too.  A
+  fault never crashes Python.
+* Uninitialized memory: static and dynamic shared memory are filled with
+  0xFF bytes before every block, new device buffers too (NaN for
+  float/double), so reads of unwritten data show up as NaN.
+* Argument checking (``TypeError``): count, numpy scalar types that match the
+  C parameter exactly, device arrays whose dtype matches the pointee.
+* ``LaunchError``: more than 1024 threads (or the ``__launch_bounds__``
+  value), block/grid dimension limits, dynamic shared memory above
+  ``max_dynamic_shared_size_bytes`` (48 KiB unless raised, at most 227 KiB).
+* ``KernelError``: device ``assert``, ``__trap()``, integer division by
+  zero, stack overflow (128 KiB per thread), timeout.
+
+Dialect notes: ``__shared__`` variables become ``static thread_local`` (the
+runtime poisons the module's TLS block before each block);
+``extern __shared__ T name[];`` is rewritten on its own line into a pointer
+to the dynamic shared memory window (page-aligned); ``__CUDA_ARCH__`` and
+``__CUDACC__`` are not defined, ``PYGPU_EMULATOR`` is.  Scalar arguments of
+type ``size_t``/``unsigned long long`` also accept a non-negative
+``numpy.int64``.
+
+What it cannot model
+--------------------
+* Timing and performance: memory coalescing, bank conflicts, occupancy,
+  register pressure; ``clock()``/``clock64()`` are plain counters.
+* Concurrency between blocks: blocks run sequentially, so grid-wide
+  synchronization (cooperative groups ``grid.sync()``), inter-block spin
+  waits and dynamic parallelism are not supported; cooperative groups are
+  not provided at all.
+* Threads are never preempted: a spin-wait on shared memory written by
+  another thread of the block never ends unless it calls ``__nanosleep``
+  (which yields).  Memory is sequentially consistent, so bugs that need a
+  weaker memory model (missing ``__threadfence``, missing ``volatile``) do
+  not show.
+* Warp-synchronous code without ``_sync`` (implicit lockstep, legacy
+  ``__shfl``) is not modelled; the legacy intrinsics are not defined.
+  ``__activemask()`` returns the lanes of the warp that have not exited (the
+  emulator has no notion of convergence).
+* Floating-point results are IEEE float/double computed by the CPU, with
+  ``a*b+c`` contracted into FMA like nvcc does; approximate intrinsics
+  (``__expf``...) are computed accurately; no half/bfloat16 types yet.
+* Reads of a few bytes past the end of a buffer whose size is not a multiple
+  of 256 bytes land in the slack, not in the guard page, and go unnoticed.
+* ``attributes['shared_size_bytes']`` is 0 (static shared memory is not
+  measured per kernel); the ``__launch_bounds__`` value is captured only when
+  it is a literal or made of macros.
+* ``extern __shared__ T name[];`` is rewritten by a regular expression: a
+  declaration produced by a macro is not recognised.
+"""
+
+from . import testing
+from ._build import cache_dir
+from ._errors import (CompileError, DeadlockError, EmulatorError, KernelError,
+                      KernelNotFoundError, LaunchError, OutOfBoundsError)
+from ._memory import empty, is_device_array, live_buffer_count, to_device, zeros
+from ._module import (Function, RawKernel, RawModule, get_seed, get_timeout, seed, set_seed,
+                      set_timeout)
+
+__all__ = [
+    "RawModule", "RawKernel", "Function", "empty", "zeros", "to_device", "is_device_array",
+    "live_buffer_count", "cache_dir", "set_seed", "get_seed", "seed", "set_timeout", "get_timeout", "testing",
+    "EmulatorError", "CompileError", "DeadlockError", "OutOfBoundsError", "LaunchError",
+    "KernelError", "KernelNotFoundError",
+]

@@ -44,7 +44,13 @@ def _cmd_check(args) -> int:
     from ._runtime import compile_gate
 
     try:
-        reports, errors = compile_gate.run_gate(archs=args.arch or compile_gate.ARCHS)
+        import re
+
+        from ._runtime.kernels import all_kernels
+
+        pattern = re.compile(args.filter or "")
+        chosen = [k for k in all_kernels() if pattern.search(k.name_expression) or pattern.search(k.source)]
+        reports, errors = compile_gate.run_gate(chosen, archs=args.arch or compile_gate.ARCHS)
     except compile_gate.GateUnavailable as exc:
         print(f"pygpu-ops check: {exc}", file=sys.stderr)
         return 2
@@ -85,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="offline NVRTC compile of every kernel with the ptxas resource report")
     s.add_argument("--arch", action="append", help="sm_XX (repeatable; default sm_75 sm_80 sm_86 sm_89 sm_90)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--filter", metavar="REGEX", help="only kernels whose name or source file matches")
     s.set_defaults(func=_cmd_check)
     s = sub.add_parser("selftest", help="every op on every available backend against the reference")
     s.add_argument("--backend", action="append", choices=backends.BACKENDS)

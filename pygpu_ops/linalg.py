@@ -267,5 +267,6 @@ def _as_batch(dev, x, batch_shape, batch, rows, cols):
     if x.ndim == 2:
         return xp.broadcast_to(x, (batch, rows, cols))
     if tuple(x.shape[:-2]) != tuple(batch_shape):
-        x = xp.broadcast_to(x, tuple(batch_shape) + (rows, cols))
+        # A partial broadcast has no single batch stride: materialize it (the one copy here).
+        x = dev.contiguous(xp.broadcast_to(x, tuple(batch_shape) + (rows, cols)))
     return x.reshape(batch, rows, cols)

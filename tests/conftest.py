@@ -13,26 +13,53 @@ def _param(name):
     return pytest.param(name, id=name, marks=marks)
 
 
-ALL_BACKENDS = [_param(n) for n in backends.BACKENDS]
-DEVICE_BACKENDS = [_param(n) for n in ("emulator", "cuda")]
+# "fakecuda": the cuda backend's own code (CudaDevice, CuPy-array strides, in-place out=) driven
+# through a fake CuPy module whose kernels run on the emulator; used where no GPU is present.
+FAKE = "fakecuda"
+ALL_BACKENDS = [_param(n) for n in backends.BACKENDS] + [pytest.param(FAKE, id=FAKE, marks=pytest.mark.emulator)]
+DEVICE_BACKENDS = [_param(n) for n in ("emulator", "cuda")] + [pytest.param(FAKE, id=FAKE, marks=pytest.mark.emulator)]
 
 
-def _skip_unavailable(name):
+def _select(name, monkeypatch):
+    if name == FAKE:
+        if backends.problem("cuda") is None:
+            pytest.skip("a real GPU is present: the cuda tests cover this path")
+        if backends.problem("emulator") is not None:
+            pytest.skip(f"the fake CuPy needs the emulator: {backends.problem('emulator')}")
+        import sys
+
+        from pygpu_ops._runtime import device
+
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
+        import fake_cupy
+
+        sys.path.pop(0)
+        monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make())
+        monkeypatch.setattr(backends, "_problems", {})
+        device.get_device.cache_clear()
+        return "cuda"
     why = backends.problem(name)
     if why is not None:
         pytest.skip(f"backend {name!r} unavailable: {why}")
+    return name
 
 
 @pytest.fixture(params=ALL_BACKENDS)
-def backend(request):
-    _skip_unavailable(request.param)
-    return request.param
+def backend(request, monkeypatch):
+    yield _select(request.param, monkeypatch)
+    if request.param == FAKE:
+        from pygpu_ops._runtime import device
+
+        device.get_device.cache_clear()
 
 
 @pytest.fixture(params=DEVICE_BACKENDS)
-def device_backend(request):
-    _skip_unavailable(request.param)
-    return request.param
+def device_backend(request, monkeypatch):
+    yield _select(request.param, monkeypatch)
+    if request.param == FAKE:
+        from pygpu_ops._runtime import device
+
+        device.get_device.cache_clear()
 
 
 class Arrays:

@@ -60,10 +60,10 @@ _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 def array_kind(x: object) -> Optional[str]:
     """``"numpy"``, ``"cuda"`` (CuPy, or a CUDA tensor via CAI / DLPack), or None."""
-    if isinstance(x, np.ndarray):
-        return "numpy"
     if type(x).__module__.split(".")[0] == "cupy":
         return "cuda"
+    if isinstance(x, np.ndarray):
+        return "numpy"
     try:
         if getattr(x, "__cuda_array_interface__", None) is not None:
             return "cuda"

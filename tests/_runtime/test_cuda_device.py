@@ -1,0 +1,74 @@
+"""The CUDA backend's code path, run on the CPU: a fake ``cupy`` module backed by the emulator
+stands in for CuPy, so dispatch, CudaDevice (modules memoized per device, launch checks) and the
+ops' device path are exercised without a GPU. The real GPU runs the same tests with the ``gpu``
+marker (tests/test_linalg.py with backend=cuda)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import pygpu_ops as po
+from pygpu_ops._runtime import backends, device
+
+import fake_cupy
+
+
+@pytest.fixture
+def cupy(monkeypatch):
+    if backends.problem("emulator"):
+        pytest.skip(f"the fake CuPy runs on the emulator: {backends.problem('emulator')}")
+    fake = fake_cupy.make()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "_problems", {})
+    device.get_device.cache_clear()
+    yield fake
+    device.get_device.cache_clear()
+
+
+def test_cupy_inputs_dispatch_to_cuda_and_return_cupy_arrays(cupy):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((37, 21)).astype(np.float32), rng.standard_normal((21, 45)).astype(np.float32)
+    got = po.gemm(cupy.asarray(a), cupy.asarray(b), variant="vectorized")
+    assert type(got) is cupy.ndarray
+    np.testing.assert_allclose(got.get(), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    assert "cuda" in po.available_backends()
+
+
+def test_modules_are_memoized_per_device(cupy):
+    a = cupy.asarray(np.ones((5, 3), np.float32))
+    b = cupy.asarray(np.ones((3, 4), np.float32))
+    po.gemm(a, b, variant="naive")
+    po.gemm(a, b, variant="naive")
+    built = [d for d, names in cupy._state["modules_built"] if "sgemm_naive<32, 32>" in names]
+    assert built == [0]
+    cupy._state["device"] = 1
+    po.matmul(a, b, variant="naive")
+    built = [d for d, names in cupy._state["modules_built"] if "sgemm_naive<32, 32>" in names]
+    assert built == [0, 1]
+
+
+def test_out_written_in_place_on_device(cupy):
+    a = cupy.asarray(np.full((4, 3), 2.0, np.float32))
+    b = cupy.asarray(np.ones((3, 5), np.float32))
+    c = cupy.asarray(np.ones((4, 5), np.float32))
+    r = po.gemm(a, b, c, beta=1.0, out=c)
+    assert r is c
+    np.testing.assert_array_equal(c.get(), np.full((4, 5), 7.0, np.float32))
+
+
+def test_launch_checks_threads_against_the_kernel(cupy):
+    from pygpu_ops import linalg
+
+    v = linalg.SGEMM_LADDER[0]
+    bad = linalg.GemmVariant(v.name, v.kernel, v.tile, (2048,))
+    a = cupy.asarray(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="2048 threads, more than the kernel's limit"):
+        linalg._run_device("cuda", bad, a[None], cupy.asarray(np.ones((3, 2), np.float32))[None],
+                           None, None, (4, 2), np.dtype(np.float32), 1.0, 0.0)
+
+
+def test_numpy_and_cupy_mixed(cupy):
+    with pytest.raises(TypeError, match="mixed kinds"):
+        po.gemm(np.ones((2, 2), np.float32), cupy.asarray(np.ones((2, 2), np.float32)))

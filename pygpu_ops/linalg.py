@@ -29,6 +29,11 @@ class GemmVariant:
     tile: Tuple[int, int]
     block: Tuple[int, ...]
 
+    @property
+    def label(self) -> str:
+        """The name in NVTX ranges and benchmark rows: the ladder step, or the DGEMM symbol."""
+        return self.name if self.kernel.symbol == f"sgemm_{self.name}" else self.kernel.symbol
+
 
 def _variant(name: str, source: str, targs: tuple, tile: Tuple[int, int], block: Tuple[int, ...],
              prefix: str = "sgemm", no_spill: bool = True) -> GemmVariant:
@@ -200,7 +205,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
             raise ValueError(f"gemm: c has shape {tuple(c.shape)}; expected ({M}, {N})")
     if out is not None:
         _check_out(op, out, (M, N), dtype)
-    label = "numpy" if name == "numpy" else v.kernel.symbol
+    label = "numpy" if name == "numpy" else v.label
     with op_range(op, label):
         opa = a.T if trans_a else a
         opb = b.T if trans_b else b
@@ -217,14 +222,13 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
 
 
 def _numpy_gemm(opa, opb, c, alpha, beta, dtype, out):
-    r = np.matmul(opa, opb)
+    # beta * c first: ``out`` may be ``c`` itself (numpy.matmul buffers any other overlap).
+    scaled_c = dtype.type(beta) * c if beta != 0.0 else None
+    r = np.matmul(opa, opb, out=out)
     if alpha != 1.0:
         r *= dtype.type(alpha)
-    if beta != 0.0:
-        r += dtype.type(beta) * c
-    if out is not None:
-        out[...] = r
-        return out
+    if scaled_c is not None:
+        r += scaled_c
     return r
 
 
@@ -248,7 +252,7 @@ def matmul(a, b, *, variant="auto", backend="auto"):
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of a {tuple(a.shape)} and b {tuple(b.shape)} "
                          f"do not broadcast") from None
-    label = "numpy" if name == "numpy" else v.kernel.symbol
+    label = "numpy" if name == "numpy" else v.label
     with op_range(op, label):
         if name == "numpy":
             return np.matmul(a, b)

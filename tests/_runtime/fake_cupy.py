@@ -4,6 +4,7 @@ a machine without a GPU. Arrays are an ndarray subclass whose ``__module__`` is 
 the emulator's guarded device memory."""
 from __future__ import annotations
 
+import time
 import types
 
 import numpy as np
@@ -44,6 +45,12 @@ def make(device_count: int = 1):
     mod.from_dlpack = asarray
     mod.broadcast_to = lambda x, shape: np.broadcast_to(x, shape, subok=True)
     mod.asnumpy = lambda x: np.array(x)
+    # Enough of the rest of CuPy for the benchmark's GPU path (timings here mean nothing).
+    mod.ones = lambda shape, dtype=np.float64: _wrap(emulator.to_device(np.ones(shape, dtype)))
+    mod.empty_like = lambda x: mod.empty(x.shape, x.dtype)
+    mod.copyto = np.copyto
+    mod.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
+    mod.abs, mod.max = np.abs, np.max
 
     def RawModule(code, options=(), name_expressions=()):
         state["modules_built"].append((state["device"], tuple(name_expressions)))
@@ -55,10 +62,24 @@ def make(device_count: int = 1):
         def __init__(self, i=None):
             self.id = state["device"] if i is None else i
 
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: device_count,
         cudaDevAttrMaxSharedMemoryPerBlockOptin=97,
-        deviceGetAttribute=lambda attr, dev: 227 * 1024,
+        cudaDevAttrL2CacheSize=38,
+        deviceGetAttribute=lambda attr, dev: {97: 227 * 1024, 38: 1 << 16}[attr],
+        getDeviceProperties=lambda dev: {"name": b"Fake GPU (emulator)", "major": 9, "minor": 0,
+                                         "multiProcessorCount": 132, "clockRate": 1980000},
     )
-    mod.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
+    mod.cuda = types.SimpleNamespace(Device=Device, runtime=runtime, Event=Event,
+                                     get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3)
     return mod

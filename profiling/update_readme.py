@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Regenerate the README's results table from the newest recorded GPU benchmark.
+
+Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --json`` on a GPU
+(see ``profiling/gpu_check.sh``) and replaces the text between ``<!-- results:start -->`` and
+``<!-- results:end -->`` in README.md. With no GPU results recorded, the table says
+"not measured". Never edit that part of the README by hand.
+
+    python profiling/update_readme.py [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def newest(results_dir: Path):
+    docs = []
+    for path in sorted(results_dir.glob("*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("meta", {}).get("backend") == "cuda":
+            docs.append((doc["meta"].get("date", ""), path.name, doc))
+    return max(docs, key=lambda d: (d[0], d[1])) if docs else None
+
+
+def render(found) -> str:
+    if found is None:
+        return "No GPU benchmark has been recorded yet: every GPU figure is **not measured**."
+    _, name, doc = found
+    meta = doc["meta"]
+    lines = [f"Measured on {meta.get('device', '?')} (compute capability {meta.get('cc', '?')}), "
+             f"{meta.get('date', '?')}, CuPy {meta.get('cupy', '?')}, median of {meta.get('repeats', '?')} "
+             f"runs; from `profiling/results/{name}`."]
+    if "copy" in meta:
+        lines.append(f"Device-to-device copy in the same run: {meta['copy']['GB/s']:.0f} GB/s.")
+    lines += ["", "| op | dtype | variant | size | median ms | throughput | % of vendor | correct |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for r in doc["results"]:
+        value = f"{r['value']:.2f} {r['unit']}" if r["unit"] == "TFLOP/s" else f"{r['value']:.0f} {r['unit']}"
+        pct = f"{r['pct_vendor']:.1f}%" if "pct_vendor" in r else "-"
+        correct = "-" if "correct" not in r else ("yes" if r["correct"] else "**NO**")
+        lines.append(f"| {r['op']} | {r['dtype']} | {r['variant']} | {r['size']} | {r['median_ms']:.3f} "
+                     f"| {value} | {pct} | {correct} |")
+    return "\n".join(lines)
+
+
+def update(readme: Path, results_dir: Path) -> bool:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render(newest(results_dir))}\n{END}{tail}"
+    changed = new != text
+    readme.write_text(new)
+    return changed
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--results", type=Path, default=ROOT / "profiling" / "results")
+    p.add_argument("--check", action="store_true", help="exit 1 if the README is not up to date")
+    args = p.parse_args(argv)
+    if args.check:
+        text = args.readme.read_text()
+        head, rest = text.split(START, 1)
+        current = rest.split(END, 1)[0].strip()
+        ok = current == render(newest(args.results)).strip()
+        print("README results table is up to date" if ok else "README results table is stale: run profiling/update_readme.py")
+        return 0 if ok else 1
+    print("README updated" if update(args.readme, args.results) else "README already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

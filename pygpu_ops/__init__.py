@@ -7,14 +7,21 @@ Importing the package imports no CuPy and compiles nothing.
 """
 from ._runtime.backends import BackendUnavailableError, available_backends, use_backend
 from .linalg import gemm, matmul, sgemm_variants
+from .quantization import dequantize, int8_gemm, int8_gemm_variants, qlinear_matmul, quant_params, quantize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "available_backends",
+    "dequantize",
     "gemm",
+    "int8_gemm",
+    "int8_gemm_variants",
     "matmul",
+    "qlinear_matmul",
+    "quant_params",
+    "quantize",
     "sgemm_variants",
     "use_backend",
 ]

@@ -60,7 +60,10 @@ def module_name_expressions(kernel: Kernel) -> Tuple[str, ...]:
 
 
 #: The op-family modules of the package; importing one registers its kernels.
-OP_MODULES: Tuple[str, ...] = ("pygpu_ops.linalg",)
+OP_MODULES: Tuple[str, ...] = (
+    "pygpu_ops.linalg",
+    "pygpu_ops.quantization",
+)
 
 
 def all_kernels() -> Tuple[Kernel, ...]:

@@ -1,0 +1,558 @@
+"""INT8: ``quant_params``, ``quantize`` / ``dequantize`` (ONNX QuantizeLinear / DequantizeLinear),
+``int8_gemm`` (ONNX MatMulInteger) with its optimization ladder (``int8_gemm_variants``) and
+``qlinear_matmul`` (ONNX QLinearMatMul, requantized inside the GEMM kernel).
+
+Numerical contract (every backend gives the same bits):
+
+* ``quantize`` divides: ``q = saturate(rint(x / scale) + zero_point)`` with one correctly rounded
+  float32 division (``__fdiv_rn`` in the kernel, NumPy float32 division in the fallback), ties to
+  even (``__float2int_rn`` / ``np.rint``). Scales are rounded to float32 first and must be finite,
+  positive and normal (>= 2**-126: CuPy compiles with ``-ftz=true``, which would flush a subnormal
+  scale to zero). Subnormal inputs are treated as 0 (what ``-ftz`` does on the GPU, done explicitly
+  everywhere), NaN gives the zero point, +-Inf saturate. float16 / float64 inputs are converted to
+  float32 first.
+* ``dequantize``: ``float32(q - zero_point) * scale``, one float32 rounding of an exact integer
+  (exact for 8-bit inputs) and one correctly rounded product (``__fmul_rn``, never an FMA).
+* ``int8_gemm``: exact int32. The kernels read every operand as signed bytes (a uint8 operand with
+  its top bit flipped, i.e. minus 128, its zero point shifted alike), accumulate ``sum a*b`` in
+  int32 and correct for the zero points in the epilogue in 64-bit integers, gemmlowp style
+  (``acc - zb*rowsum(a) - za*colsum(b) + K*za*zb``). Exactness needs the raw accumulator
+  (``<= 16384 K``) and the result (``<= K max|a - za| max|b - zb|``) inside int32: K is limited to
+  ``(2**31 - 1) // max(16384, max|a - za| * max|b - zb|)`` - 131071 for int8 with zero zero
+  points, 33025 in the worst case (uint8 with zero point 0 or 255) - and a larger K raises
+  ``ValueError`` on every backend. The CPU fallback is float64 BLAS, exact because every partial
+  sum is an integer below 2**53.
+* ``qlinear_matmul``: ``y = saturate(rint(float32(acc) * mult[n]) + y_zero_point)`` with
+  ``mult = float32(float32(a_scale * b_scale[n]) / y_scale)`` computed once on the host, the
+  product one correctly rounded float32 multiplication. This is float32 arithmetic, as ONNX Runtime
+  does it; against exact float64 arithmetic it can differ by one unit, only where the exact value
+  lies within a few float32 ulps of a rounding tie (``mult`` carries up to 2 roundings, ``float32(acc)``
+  one when ``|acc| > 2**24``, the product one: a relative error below ``2**-22``).
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ._runtime import backends, validate
+from ._runtime.device import Launch, get_device
+from ._runtime.kernels import Kernel, ceil_div, register
+from ._runtime.nvtx import op_range
+
+FLT_MIN = np.float32(2.0 ** -126)
+MAX_GRID_YZ = 65535
+INT32_MAX = 2 ** 31 - 1
+QDTYPES: Dict[str, np.dtype] = {"int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8)}
+_CTYPE = {np.dtype(np.int8): "signed char", np.dtype(np.uint8): "unsigned char", np.dtype(np.int32): "int"}
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+QUANTIZE = {dt: register(Kernel("quant/quantize_linear.cu", "quantize_linear", (_CTYPE[dt],)))
+            for dt in QDTYPES.values()}
+DEQUANTIZE = {dt: register(Kernel("quant/dequantize_linear.cu", "dequantize_linear", (_CTYPE[dt],)))
+              for dt in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32))}
+ROW_SUMS = register(Kernel("int8_gemm/zero_point_sums.cu", "int8_gemm_row_sums"))
+COL_SUMS = register(Kernel("int8_gemm/zero_point_sums.cu", "int8_gemm_col_sums"))
+
+
+@dataclass(frozen=True)
+class Int8GemmVariant:
+    """One step of the int8 GEMM ladder: a kernel per output type, the C tile of a block, its block."""
+
+    name: str
+    kernels: Dict[np.dtype, Kernel]
+    tile: Tuple[int, int]
+    block: Tuple[int, ...]
+
+
+def _variant(name: str, source: str, targs: tuple, tile, block, no_spill: bool = True) -> Int8GemmVariant:
+    kernels = {dt: register(Kernel(source=source, symbol=f"int8_gemm_{name}", template_args=(ctype,) + targs,
+                                   no_spill=no_spill))
+               for dt, ctype in _CTYPE.items()}
+    return Int8GemmVariant(name, kernels, tile, block)
+
+
+# Slowest first; template arguments after the output type are each file's documented defaults.
+INT8_GEMM_LADDER: Tuple[Int8GemmVariant, ...] = (
+    _variant("naive", "int8_gemm/01_naive.cu", (), (16, 16), (16, 16), no_spill=False),
+    _variant("dp4a", "int8_gemm/02_dp4a.cu", (32,), (128, 128), (256,)),
+    _variant("mma", "int8_gemm/03_mma.cu", (64,), (128, 128), (256,)),
+)
+_BY_NAME = {v.name: v for v in INT8_GEMM_LADDER}
+
+
+def int8_gemm_variants() -> Tuple[str, ...]:
+    """Names of the int8 GEMM optimization ladder, slowest step first; each is a valid ``variant=``.
+
+    ``"auto"`` picks ``"mma"`` (tensor cores) on a CUDA device of compute capability 8.0 or newer,
+    else ``"dp4a"``; every variant runs (and is exact) everywhere, ``"mma"`` on the emulator and
+    on sm_75 through the plain-CUDA twin of its PTX.
+    """
+    return tuple(v.name for v in INT8_GEMM_LADDER)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch configurations (one per kernel)
+# ---------------------------------------------------------------------------------------------
+ELEMENTWISE_BLOCK = 256
+ELEMENTWISE_MAX_GRID = 8192
+
+
+def elementwise_launch(n: int) -> Launch:
+    """quantize_linear / dequantize_linear: 4 elements per thread, grid-stride beyond the cap."""
+    return Launch(grid=(min(ceil_div(ceil_div(n, 4), ELEMENTWISE_BLOCK), ELEMENTWISE_MAX_GRID),),
+                  block=(ELEMENTWISE_BLOCK,))
+
+
+def row_sums_launch(M: int) -> Launch:
+    """int8_gemm_row_sums: one warp per row, 8 rows per block."""
+    return Launch(grid=(ceil_div(M, 8),), block=(256,))
+
+
+def col_sums_launch(N: int) -> Launch:
+    """int8_gemm_col_sums: one thread per column."""
+    return Launch(grid=(ceil_div(N, 256),), block=(256,))
+
+
+def gemm_launch(v: Int8GemmVariant, M: int, N: int) -> Launch:
+    """The int8 GEMM ladder: one block per (BM x BN) tile of C."""
+    return Launch(grid=(ceil_div(N, v.tile[1]), ceil_div(M, v.tile[0])), block=v.block)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------------------------
+def _host_param(op: str, name: str, v) -> np.ndarray:
+    """A scale / zero point (number, NumPy array, or GPU array) as a host NumPy array."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a number or an array of numbers; got bool {v!r}")
+    if isinstance(v, (numbers.Number, np.generic, np.ndarray)):
+        return np.asarray(v)
+    if backends.array_kind(v) == "cuda":
+        import cupy
+
+        return cupy.asnumpy(cupy.asarray(v))
+    raise TypeError(f"{op}: {name} must be a number or an array; got {type(v).__module__}.{type(v).__qualname__}")
+
+
+def _scales(op: str, name: str, v, count: Optional[int], allow_scalar: bool = False) -> np.ndarray:
+    """float32 scales: shape (1,) for ``count=None`` (per tensor), else (count,)."""
+    arr = _host_param(op, name, v)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{op}: {name} must hold real numbers; got dtype {arr.dtype}")
+    scalar = arr.ndim == 0 or arr.shape == (1,)
+    if count is None and not scalar:
+        raise ValueError(f"{op}: {name} must be a scalar (per tensor); got shape {arr.shape}")
+    if count is not None and arr.shape != (count,) and not (allow_scalar and scalar):
+        want = f"({count},)" + (" or a scalar" if allow_scalar else "")
+        raise ValueError(f"{op}: {name} must have shape {want}; got shape {arr.shape}")
+    with np.errstate(over="ignore"):
+        s = arr.astype(np.float32).reshape(-1)
+    bad = ~np.isfinite(s) | ~(s > 0)
+    if bad.any():
+        raise ValueError(f"{op}: {name} must be finite and positive (as float32); got {arr.reshape(-1)[bad][0]!r}")
+    if (s < FLT_MIN).any():
+        raise ValueError(f"{op}: {name} must be at least {float(FLT_MIN)!r} (the smallest normal float32; "
+                         f"subnormal scales are flushed to zero on the GPU); got {float(s[s < FLT_MIN][0])!r}")
+    return s
+
+
+def _zero_points(op: str, name: str, v, count: Optional[int], qdtype: np.dtype) -> np.ndarray:
+    """int64 zero points in ``qdtype``'s range: shape (1,) (scalar) or (count,)."""
+    arr = _host_param(op, name, v)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must be an integer or an integer array; got dtype {arr.dtype}")
+    scalar = arr.ndim == 0 or arr.shape == (1,)
+    if not scalar and (count is None or arr.shape != (count,)):
+        want = "a scalar" if count is None else f"a scalar or shape ({count},)"
+        raise ValueError(f"{op}: {name} must be {want}; got shape {arr.shape}")
+    z = arr.astype(np.int64).reshape(-1)
+    info = np.iinfo(qdtype)
+    out = (z < info.min) | (z > info.max)
+    if out.any():
+        raise ValueError(f"{op}: {name} must lie in [{info.min}, {info.max}] ({qdtype}); got {int(z[out][0])}")
+    return z
+
+
+def _axis(op: str, axis, ndim: int) -> Optional[int]:
+    if axis is None:
+        return None
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral,)):
+        raise TypeError(f"{op}: axis must be an int or None; got {type(axis).__name__} {axis!r}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim
+
+
+def _qdtype(op: str, name: str, dtype) -> np.dtype:
+    if isinstance(dtype, str):
+        validate.check_choice(op, name, dtype, tuple(QDTYPES))
+        return QDTYPES[dtype]
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in QDTYPES.values():
+        raise ValueError(f"{op}: {name} must be 'int8' or 'uint8'; got {dtype!r}")
+    return dt
+
+
+def _float_input(op: str, name: str, x) -> np.dtype:
+    return validate.check_dtype(op, name, x, (np.float32, np.float16, np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU fallback helpers (bit-identical to the kernels)
+# ---------------------------------------------------------------------------------------------
+def _round_saturate_np(v: np.ndarray, zp, qdtype: np.dtype) -> np.ndarray:
+    """``round_saturate`` of cuda_src/quant/qcommon.cuh on float32 ``v``."""
+    r = np.rint(v)
+    r = np.where(np.isnan(r), np.float32(0), r)
+    r = np.clip(r, -65536, 65536).astype(np.int64) + zp
+    info = np.iinfo(qdtype)
+    return np.clip(r, info.min, info.max).astype(qdtype)
+
+
+def _channel_shape(ndim: int, axis: Optional[int], C: int):
+    return () if axis is None else (C,) + (1,) * (ndim - axis - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device helpers
+# ---------------------------------------------------------------------------------------------
+def _upload(dev, arr: np.ndarray):
+    arr = np.array(arr, order="C")   # (np.ascontiguousarray would turn 0-d into 1-d)
+    if dev.name == "cuda":
+        return dev.cupy.asarray(arr)
+    return dev.emu.to_device(arr)
+
+
+def _is_device(dev, x) -> bool:
+    return dev.name == "cuda" or dev.emu.is_device_array(x)
+
+
+def _rowmajor(dev, x):
+    """(x, leading dimension): unit column stride and a non-negative row stride; copies if needed."""
+    rows, cols = x.shape
+    sr, sc = x.strides
+    ok = (cols <= 1 or sc == 1) and sr >= 0 and (rows <= 1 or sr >= cols) and sr < 2 ** 31
+    if not ok or not _is_device(dev, x):
+        x = dev.contiguous(x)
+        sr = x.strides[0]
+    return x, (sr if rows > 1 else max(cols, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# quant_params / quantize / dequantize
+# ---------------------------------------------------------------------------------------------
+def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
+    """``(scale, zero_point)`` for quantizing ``x`` to ``dtype``, per tensor or per channel along ``axis``.
+
+    * symmetric, int8: ``scale = max|x| / 127``, zero point 0 (range [-127, 127]);
+      symmetric, uint8: the same scale, zero point 128 (range [1, 255]).
+    * asymmetric: ``scale = (max(0, max x) - min(0, min x)) / 255`` (in float64, rounded to
+      float32), ``zero_point = saturate(rint(qmin - min(0, min x) / scale))``, so 0.0 quantizes to
+      the zero point exactly and dequantizes to exactly 0.0.
+    * An all-zero channel (or tensor, or an empty one) gets ``scale = 1.0`` and the zero point the
+      formulas give for a zero range: 0 (int8 symmetric), 128 (uint8 symmetric), ``qmin``
+      (asymmetric: -128 / 0). Any positive scale represents it exactly; 1.0 keeps it valid input to
+      ``quantize``. A scale that would be below the smallest normal float32 is raised to it.
+
+    Symmetric scales are computed in float32 (``float32(max|x|) / 127``). Returns float32 scales
+    and zero points of ``dtype``, 0-d (per tensor) or of shape (x.shape[axis],), as arrays of the
+    input's kind. NaN or Inf in ``x`` raise ``ValueError``. This is a reduction done with the
+    array library (NumPy / CuPy), no custom kernel; the emulator backend runs it in NumPy.
+    """
+    op = "quant_params"
+    name = backends.resolve(op, backend, {"x": x})
+    _float_input(op, "x", x)
+    qdt = _qdtype(op, "dtype", dtype)
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"{op}: symmetric must be a bool; got {type(symmetric).__name__} {symmetric!r}")
+    ndim = len(x.shape)
+    ax = _axis(op, axis, ndim)
+    with op_range(op, name):
+        xd = get_device("cuda").asarray(x) if name == "cuda" else np.asarray(x)
+        C = 1 if ax is None else x.shape[ax]
+        red = tuple(i for i in range(ndim) if i != ax)
+        if xd.size == 0:
+            lo = hi = np.zeros(C, np.float64)
+        else:
+            hi = np.asarray(_host(xd.max(axis=red))).astype(np.float64).reshape(-1)
+            lo = np.asarray(_host(xd.min(axis=red))).astype(np.float64).reshape(-1)
+            if not (np.isfinite(hi).all() and np.isfinite(lo).all()):   # max / min propagate NaN
+                raise ValueError(f"{op}: x contains NaN or Inf; no finite scale represents it")
+        info = np.iinfo(qdt)
+        if symmetric:
+            amax = np.maximum(np.abs(hi), np.abs(lo)).astype(np.float32)
+            scale = amax / np.float32(127)
+            zp = np.full(C, 0 if qdt == np.int8 else 128, np.int64)
+        else:
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+            with np.errstate(over="ignore"):
+                scale = ((hi - lo) / 255.0).astype(np.float32)
+            if not np.isfinite(scale).all():
+                raise ValueError(f"{op}: the range of x exceeds what a float32 scale can express")
+            safe = np.where(scale > 0, scale, np.float32(1)).astype(np.float64)
+            zp = np.clip(np.rint(info.min - lo / safe), info.min, info.max).astype(np.int64)
+        zero = scale == 0
+        scale = np.where(zero, np.float32(1), np.maximum(scale, FLT_MIN)).astype(np.float32)
+        if not symmetric:
+            zp = np.where(zero, info.min, zp)
+        zp = zp.astype(qdt)
+        if ax is None:
+            scale, zp = scale.reshape(()), zp.reshape(())
+        if name == "cuda":
+            dev = get_device("cuda")
+            return _upload(dev, scale), _upload(dev, zp)
+        return scale, zp
+
+
+def _host(x):
+    return x.get() if hasattr(x, "get") else x
+
+
+def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto"):
+    """ONNX QuantizeLinear: ``saturate(round_half_to_even(x / scale) + zero_point)`` as int8 / uint8.
+
+    ``axis=None``: per tensor, ``scale`` and ``zero_point`` scalars. ``axis=k``: per channel,
+    ``scale`` of shape (x.shape[k],), ``zero_point`` a scalar or of that shape. See the module
+    docstring for the exact float32 arithmetic (true division, ties to even, NaN -> zero point).
+    """
+    op = "quantize"
+    name = backends.resolve(op, backend, {"x": x})
+    _float_input(op, "x", x)
+    qdt = _qdtype(op, "dtype", dtype)
+    ax = _axis(op, axis, len(x.shape))
+    C = 1 if ax is None else int(x.shape[ax])
+    s = _scales(op, "scale", scale, None if ax is None else C)
+    z = _zero_points(op, "zero_point", zero_point, None if ax is None else C, qdt)
+    kernel = QUANTIZE[qdt]
+    with op_range(op, "numpy" if name == "numpy" else kernel.symbol):
+        if name == "numpy":
+            x32 = np.asarray(x, dtype=np.float32)
+            shp = _channel_shape(x32.ndim, ax, C)
+            sb = s.reshape(shp) if ax is not None else s[0]
+            zb = np.broadcast_to(z, (C,)).reshape(shp) if ax is not None else z[0]
+            xf = np.where(np.abs(x32) < FLT_MIN, np.float32(0), x32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                return _round_saturate_np(xf / sb, zb, qdt)
+        dev = get_device(name)
+        out = dev.empty(tuple(x.shape), qdt)
+        n = int(np.prod(x.shape, dtype=np.int64))
+        if n:
+            xd = dev.asarray(x)
+            if xd.dtype != np.float32 or not xd.flags.c_contiguous:
+                xd32 = dev.empty(tuple(x.shape), np.float32)
+                xd32[...] = xd   # converts (float16 / float64) and packs on the device
+                xd = xd32
+            inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
+            args = (np.int64(n), xd.reshape(-1), out.reshape(-1), _upload(dev, s),
+                    _upload(dev, np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+            dev.launch(kernel, elementwise_launch(n), args)
+        return dev.result(out)
+
+
+def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
+    """ONNX DequantizeLinear: ``(q - zero_point) * scale`` as float32.
+
+    ``q`` is int8, uint8 or int32; ``axis`` as in :func:`quantize`; ``zero_point`` must lie in
+    ``q``'s range.
+    """
+    op = "dequantize"
+    name = backends.resolve(op, backend, {"q": q})
+    qdt = validate.check_dtype(op, "q", q, (np.int8, np.uint8, np.int32))
+    ax = _axis(op, axis, len(q.shape))
+    C = 1 if ax is None else int(q.shape[ax])
+    s = _scales(op, "scale", scale, None if ax is None else C)
+    z = _zero_points(op, "zero_point", zero_point, None if ax is None else C, qdt)
+    kernel = DEQUANTIZE[qdt]
+    with op_range(op, "numpy" if name == "numpy" else kernel.symbol):
+        if name == "numpy":
+            qa = np.asarray(q)
+            shp = _channel_shape(qa.ndim, ax, C)
+            sb = s.reshape(shp) if ax is not None else s[0]
+            zb = np.broadcast_to(z, (C,)).reshape(shp) if ax is not None else z[0]
+            return (qa.astype(np.int64) - zb).astype(np.float32) * sb
+        dev = get_device(name)
+        out = dev.empty(tuple(q.shape), np.float32)
+        n = int(np.prod(q.shape, dtype=np.int64))
+        if n:
+            qd = dev.contiguous(dev.asarray(q))
+            inner = int(np.prod(q.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
+            args = (np.int64(n), qd.reshape(-1), out.reshape(-1), _upload(dev, s),
+                    _upload(dev, np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+            dev.launch(kernel, elementwise_launch(n), args)
+        return dev.result(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 GEMM
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _GemmProblem:
+    """A validated int8 GEMM: operands, zero points in the kernels' signed domain, flips."""
+
+    a: object
+    b: object
+    M: int
+    N: int
+    K: int
+    za: np.ndarray      # (1,) or (M,), shifted: a uint8 operand's zero point minus 128
+    zb: np.ndarray      # (1,) or (N,)
+    a_flip: int
+    b_flip: int
+
+
+def _gemm_problem(op: str, a, b, a_zero_point, b_zero_point, a_zp_per_row: bool) -> _GemmProblem:
+    adt = validate.check_dtype(op, "a", a, (np.int8, np.uint8))
+    bdt = validate.check_dtype(op, "b", b, (np.int8, np.uint8))
+    validate.check_ndim(op, "a", a, 2)
+    validate.check_ndim(op, "b", b, 2)
+    (M, K), (Kb, N) = tuple(a.shape), tuple(b.shape)
+    if K != Kb:
+        raise ValueError(f"{op}: a is {tuple(a.shape)} and b is {tuple(b.shape)}: a's columns ({K}) must "
+                         f"equal b's rows ({Kb})")
+    if max(M, N, K) > INT32_MAX:
+        raise ValueError(f"{op}: dimensions must be below 2**31; got M={M}, N={N}, K={K}")
+    za = _zero_points(op, "a_zero_point", a_zero_point, M if a_zp_per_row else None, adt)
+    zb = _zero_points(op, "b_zero_point", b_zero_point, N, bdt)
+    a_shift = 128 if adt == np.uint8 else 0
+    b_shift = 128 if bdt == np.uint8 else 0
+    za, zb = za - a_shift, zb - b_shift
+    amax = int(max(127 - za.min(), za.max() + 128))
+    bmax = int(max(127 - zb.min(), zb.max() + 128))
+    kmax = INT32_MAX // max(16384, amax * bmax)
+    if K > kmax:
+        raise ValueError(
+            f"{op}: K={K} is too large for exact int32 accumulation with these types and zero points: "
+            f"K * max|a - a_zero_point| * max|b - b_zero_point| = {K} * {amax} * {bmax} (and the raw "
+            f"sum, up to K * 16384) must stay below 2**31, so K <= {kmax}; split K and add the "
+            f"int32 results in int64")
+    flip = 0x80808080
+    return _GemmProblem(a, b, M, N, K, za, zb, flip if a_shift else 0, flip if b_shift else 0)
+
+
+def _pick(op: str, variant: str, backend_name: str) -> Int8GemmVariant:
+    validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
+    if variant != "auto":
+        return _BY_NAME[variant]
+    if backend_name == "cuda":
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["major"] >= 8:
+            return _BY_NAME["mma"]
+    return _BY_NAME["dp4a"]
+
+
+def _numpy_acc(p: _GemmProblem) -> np.ndarray:
+    """int32 sum_k (a - za)(b - zb) via float64 BLAS (exact: integer partial sums below 2**53)."""
+    a = np.asarray(p.a).astype(np.float64)
+    b = np.asarray(p.b).astype(np.float64)
+    if p.a_flip:
+        a -= 128
+    if p.b_flip:
+        b -= 128
+    a -= p.za.astype(np.float64)[:, None] if p.za.size > 1 else float(p.za[0])
+    b -= p.zb.astype(np.float64)[None, :] if p.zb.size > 1 else float(p.zb[0])
+    return (a @ b).astype(np.int32)
+
+
+def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.dtype,
+                 mult: Optional[np.ndarray], y_zp: int):
+    dev = get_device(name)
+    M, N, K = p.M, p.N, p.K
+    out = dev.empty((M, N), out_dtype)
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        if mult is None:
+            out.fill(0)
+        else:
+            row = _round_saturate_np(np.zeros(N, np.float32) * np.broadcast_to(mult, (N,)), y_zp, out_dtype)
+            out[...] = _upload(dev, np.broadcast_to(row, (M, N)))
+        return out
+    a, lda = _rowmajor(dev, dev.asarray(p.a))
+    b, ldb = _rowmajor(dev, dev.asarray(p.b))
+    a, b = a.view(np.int8), b.view(np.int8)
+    za = _upload(dev, p.za.astype(np.int32))
+    zb = _upload(dev, p.zb.astype(np.int32))
+    has_zp = bool(p.za.any() or p.zb.any())
+    if has_zp:
+        row_sum = dev.empty((M,), np.int32)
+        col_sum = dev.empty((N,), np.int32)
+        dev.launch(ROW_SUMS, row_sums_launch(M),
+                   (np.int32(M), np.int32(K), a, np.int32(lda), np.uint32(p.a_flip), row_sum))
+        dev.launch(COL_SUMS, col_sums_launch(N),
+                   (np.int32(K), np.int32(N), b, np.int32(ldb), np.uint32(p.b_flip), col_sum))
+    else:
+        row_sum = col_sum = _upload(dev, np.zeros(1, np.int32))   # not read (has_zp == 0)
+    ym = _upload(dev, mult if mult is not None else np.ones(1, np.float32))
+    kernel = v.kernels[np.dtype(out_dtype)]
+    a_step = 1 if p.za.size > 1 else 0
+    # gridDim.y stops at 65535: taller problems go in chunks of rows.
+    rows = MAX_GRID_YZ * v.tile[0]
+    for m0 in range(0, M, rows):
+        m = min(rows, M - m0)
+        args = (np.int32(m), np.int32(N), np.int32(K),
+                a[m0:m0 + m], np.int32(lda), np.uint32(p.a_flip),
+                b, np.int32(ldb), np.uint32(p.b_flip),
+                za[m0:m0 + m] if a_step else za, np.int32(a_step),
+                zb, np.int32(1 if p.zb.size > 1 else 0),
+                row_sum[m0:m0 + m] if has_zp else row_sum, col_sum, np.int32(has_zp),
+                ym, np.int32(1 if ym.size > 1 else 0), np.int32(y_zp),
+                out[m0:m0 + m], np.int32(N))
+        dev.launch(kernel, gemm_launch(v, m, N), args)
+    return out
+
+
+def int8_gemm(a, b, *, a_zero_point=0, b_zero_point=0, variant="auto", backend="auto"):
+    """ONNX MatMulInteger: int32 (M, N) ``= sum_k (a[m, k] - a_zp) * (b[k, n] - b_zp)``, exact.
+
+    ``a`` (M, K) and ``b`` (K, N) are int8 or uint8 (independently). ``a_zero_point`` is a
+    scalar or per row (M,), ``b_zero_point`` a scalar or per column (N,), each in its operand's
+    range. ``variant``: one of :func:`int8_gemm_variants` or ``"auto"``. K is limited so that
+    int32 accumulation is exact (see the module docstring); beyond it: ``ValueError``.
+    """
+    op = "int8_gemm"
+    name = backends.resolve(op, backend, {"a": a, "b": b})
+    p = _gemm_problem(op, a, b, a_zero_point, b_zero_point, a_zp_per_row=True)
+    v = _pick(op, variant, name)
+    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+        if name == "numpy":
+            return _numpy_acc(p)
+        return get_device(name).result(_device_gemm(name, v, p, np.dtype(np.int32), None, 0))
+
+
+def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
+                   out_dtype="int8", variant="auto", backend="auto"):
+    """ONNX QLinearMatMul: the int8 GEMM requantized in its epilogue to ``out_dtype``.
+
+    ``y[m, n] = saturate(rint(a_scale * b_scale[n] / y_scale * acc[m, n]) + y_zero_point)`` with
+    ``acc = int8_gemm(a, b, a_zero_point, b_zero_point)``; ``a_scale``, ``a_zero_point``,
+    ``y_scale``, ``y_zero_point`` scalars, ``b_scale`` / ``b_zero_point`` scalars or per column
+    (N,). float32 arithmetic, identical on every backend (module docstring). ``variant`` selects
+    the GEMM kernel as in :func:`int8_gemm` (an extension of the API's signature).
+    """
+    op = "qlinear_matmul"
+    name = backends.resolve(op, backend, {"a": a, "b": b})
+    ydt = _qdtype(op, "out_dtype", out_dtype)
+    p = _gemm_problem(op, a, b, a_zero_point, b_zero_point, a_zp_per_row=False)
+    sa = _scales(op, "a_scale", a_scale, None)
+    sb = _scales(op, "b_scale", b_scale, p.N, allow_scalar=True)
+    sy = _scales(op, "y_scale", y_scale, None)
+    zy = int(_zero_points(op, "y_zero_point", y_zero_point, None, ydt)[0])
+    with np.errstate(over="ignore", under="ignore"):
+        mult = ((sa * sb) / sy).astype(np.float32)
+    v = _pick(op, variant, name)
+    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+        if name == "numpy":
+            acc = _numpy_acc(p).astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                return _round_saturate_np(acc * (mult if mult.size > 1 else mult[0]), zy, ydt)
+        return get_device(name).result(_device_gemm(name, v, p, ydt, mult, zy))

@@ -7,6 +7,8 @@ Importing the package imports no CuPy and compiles nothing.
 """
 from ._runtime.backends import BackendUnavailableError, available_backends, use_backend
 from .linalg import gemm, matmul, sgemm_variants
+from .normalization import log_softmax, softmax, softmax_variants
+from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
 from .quantization import dequantize, int8_gemm, int8_gemm_variants, qlinear_matmul, quant_params, quantize
 
 __version__ = "0.1.0"
@@ -14,6 +16,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "available_backends",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "log_softmax",
+    "max_pool2d",
+    "softmax",
+    "softmax_variants",
     "dequantize",
     "gemm",
     "int8_gemm",

@@ -11,6 +11,8 @@ from typing import Callable, List, Tuple
 import numpy as np
 
 from . import linalg as _linalg
+from . import normalization as _norm
+from . import pooling as _pool
 from . import quantization as _quant
 
 
@@ -83,11 +85,79 @@ def _quantize_case(qdtype: str):
     return Case(f"quantize+dequantize[{qdtype}:axis=1:4x5x6]", run)
 
 
+def _softmax_case(fn_name: str, variant: str, dtype, shape, axis: int = -1):
+    def run(backend):
+        rng = np.random.default_rng(shape[-1])
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+        x.reshape(-1)[:: 7] += 20.0  # outliers, so the probabilities are not all tiny
+        (dx,) = _to_backend(backend, x)
+        fn = getattr(_norm, fn_name)
+        got = _host(fn(dx, axis=axis, variant=variant, backend=backend))
+        x64 = x.astype(np.float64)
+        z = x64 - x64.max(axis=axis, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        want = z - lse if fn_name == "log_softmax" else np.exp(z - lse)
+        L = shape[axis]
+        return got, want, 4 * L * np.finfo(dtype).eps * (np.abs(want) + (1 if fn_name == "log_softmax" else 0))
+
+    return Case(f"{fn_name}[{np.dtype(dtype).name}:{variant}:{'x'.join(map(str, shape))}:axis={axis}]", run)
+
+
+def _pool_ref(x, k, s, p, ceil_mode, kind, count_include_pad=True):
+    """Direct float64 loops over NCHW windows (PyTorch semantics)."""
+    N, C, H, W = x.shape
+
+    def out_size(n):
+        o = (n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= n + p:
+            o -= 1
+        return o
+
+    OH, OW = out_size(H), out_size(W)
+    y = np.empty((N, C, OH, OW))
+    for i in range(OH):
+        for j in range(OW):
+            h0, w0 = i * s - p, j * s - p
+            h1, w1 = min(h0 + k, H + p), min(w0 + k, W + p)
+            win = x[:, :, max(h0, 0):min(h1, H), max(w0, 0):min(w1, W)].astype(np.float64)
+            if kind == "max":
+                y[:, :, i, j] = win.max(axis=(2, 3))
+            else:
+                div = (h1 - h0) * (w1 - w0) if count_include_pad else win.shape[2] * win.shape[3]
+                y[:, :, i, j] = win.sum(axis=(2, 3)) / div
+    return y
+
+
+def _pool_case(kind: str, layout: str, count_include_pad: bool = True):
+    def run(backend):
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+        xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        (dx,) = _to_backend(backend, xin)
+        if kind == "max":
+            got = _pool.max_pool2d(dx, 3, stride=2, padding=1, ceil_mode=True, layout=layout, backend=backend)
+        else:
+            got = _pool.avg_pool2d(dx, 3, stride=2, padding=1, ceil_mode=True,
+                                   count_include_pad=count_include_pad, layout=layout, backend=backend)
+        got = _host(got)
+        if layout == "NHWC":
+            got = got.transpose(0, 3, 1, 2)
+        want = _pool_ref(x, 3, 2, 1, True, kind, count_include_pad)
+        return got, want, 1e-5 * (1 + np.abs(want))
+
+    return Case(f"{kind}_pool2d[{layout}:k3s2p1:ceil:count_include_pad={count_include_pad}:2x3x9x11]", run)
+
+
 CASES: List[Case] = [_gemm_case(v, np.float32, 67, 45, 33) for v in _linalg.sgemm_variants()]
 CASES.append(_gemm_case("auto", np.float64, 67, 45, 33))
 CASES += [_int8_gemm_case(v, ad, bd, 33, 70, 45) for v in _quant.int8_gemm_variants()
           for ad, bd in ((np.int8, np.int8), (np.uint8, np.int8), (np.int8, np.uint8), (np.uint8, np.uint8))]
 CASES += [_quantize_case(q) for q in ("int8", "uint8")]
+CASES += [_softmax_case(f, v, np.float32, shape) for f in ("softmax", "log_softmax")
+          for v in _norm.softmax_variants() for shape in ((5, 33), (3, 1500))]
+CASES.append(_softmax_case("softmax", "auto", np.float64, (4, 37, 5), axis=1))
+CASES += [_pool_case("max", lay) for lay in ("NCHW", "NHWC")]
+CASES += [_pool_case("avg", lay, cip) for lay in ("NCHW", "NHWC") for cip in (True, False)]
 
 
 def run(backends, verbose: bool = True) -> int:

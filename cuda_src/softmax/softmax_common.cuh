@@ -1,0 +1,116 @@
+// Helpers shared by the softmax kernels (cuda_src/softmax/*.cu).
+//
+// Semantics (PyTorch's): the row max m is subtracted before exp; a -inf entry
+// gives 0; a row of only -inf gives NaN (exp(-inf - -inf) = exp(NaN)); a +inf
+// entry makes the whole row NaN (inf - inf in the sum); a NaN entry makes the
+// whole row NaN. The explicit three-pass kernels get this for free from
+// NaN-propagating max and IEEE arithmetic; the online (max, sum) update needs
+// the guards written out in online_add / online_merge below.
+#pragma once
+
+// -inf without <math.h> (NVRTC has no INFINITY macro).
+template <typename T> __device__ __forceinline__ T neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double neg_inf<double>()
+{
+    return __longlong_as_double((long long)0xfff0000000000000ULL);
+}
+
+__device__ __forceinline__ float sm_exp(float x) { return expf(x); }
+__device__ __forceinline__ double sm_exp(double x) { return exp(x); }
+__device__ __forceinline__ float sm_log(float x) { return logf(x); }
+__device__ __forceinline__ double sm_log(double x) { return log(x); }
+
+// max that propagates NaN from either side (fmaxf would drop it).
+template <typename T>
+__device__ __forceinline__ T nan_max(T a, T b)
+{
+    return (a != a || a > b) ? a : b;
+}
+
+// One element x folded into the running (m, s): m is the largest non-NaN value
+// seen so far (-inf when none), s = sum exp(seen - m). A NaN never becomes m;
+// it poisons s instead, which makes every output of the row NaN.
+template <typename T>
+__device__ __forceinline__ void online_add(T& m, T& s, T x)
+{
+    if (x > m) {
+        // New running max: rescale the old sum. With m == -inf, exp(-inf) = 0
+        // and s is 0. x - x + 1 is 1 for finite x and NaN for x = +inf, which
+        // is what exp(x - x) would give, without a second exp.
+        s = s * sm_exp(m - x) + (x - x + T(1));
+        m = x;
+    } else if (x != neg_inf<T>()) {
+        // x <= m, or x is NaN (then exp(NaN) poisons s, as intended).
+        s += sm_exp(x - m);
+    }
+    // x == -inf adds exp(-inf) = 0. Skipping it is also the guard for the
+    // all -inf prefix, where m == -inf and exp(x - m) would be exp(NaN).
+}
+
+// Merge partial state (m2, s2) into (m, s); either side may be empty (-inf, 0).
+template <typename T>
+__device__ __forceinline__ void online_merge(T& m, T& s, T m2, T s2)
+{
+    const T mn = m > m2 ? m : m2;  // m, m2 are never NaN (see online_add)
+    if (mn == neg_inf<T>()) {
+        // Both sides empty or all -inf: exp(-inf - -inf) would be NaN; the
+        // sum stays 0 (rescale guard of the online algorithm).
+        s = s + s2;
+    } else {
+        s = s * sm_exp(m - mn) + s2 * sm_exp(m2 - mn);
+    }
+    m = mn;
+}
+
+// The output for entry x of a row with max m and (rescaled) sum s.
+template <typename T, bool LOG>
+__device__ __forceinline__ T softmax_out(T x, T m, T s_or_inv)
+{
+    // LOG: s_or_inv is log(s), the log-sum-exp relative to m.
+    // else: s_or_inv is 1 / s.
+    return LOG ? (x - m) - s_or_inv : sm_exp(x - m) * s_or_inv;
+}
+
+// Correctly rounded reciprocals as intrinsics: a plain 1 / s compiles to a
+// division whose slow path is a subroutine call, and the registers live
+// across that call (a whole row in the warp kernel) would be spilled.
+__device__ __forceinline__ float sm_rcp(float x) { return __frcp_rn(x); }
+__device__ __forceinline__ double sm_rcp(double x) { return __drcp_rn(x); }
+
+template <typename T, bool LOG>
+__device__ __forceinline__ T softmax_scale(T s)
+{
+    return LOG ? sm_log(s) : sm_rcp(s);
+}
+
+// Butterfly reductions over groups of WIDTH lanes (WIDTH a power of two <= 32);
+// every lane of the group ends with the result. All 32 lanes must call them.
+template <int WIDTH, typename T>
+__device__ __forceinline__ T warp_max(T v)
+{
+#pragma unroll
+    for (int off = WIDTH / 2; off > 0; off /= 2)
+        v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, off, WIDTH));
+    return v;
+}
+
+template <int WIDTH, typename T>
+__device__ __forceinline__ T warp_sum(T v)
+{
+#pragma unroll
+    for (int off = WIDTH / 2; off > 0; off /= 2)
+        v += __shfl_xor_sync(0xffffffffu, v, off, WIDTH);
+    return v;
+}
+
+template <int WIDTH, typename T>
+__device__ __forceinline__ void warp_online_merge(T& m, T& s)
+{
+#pragma unroll
+    for (int off = WIDTH / 2; off > 0; off /= 2) {
+        const T m2 = __shfl_xor_sync(0xffffffffu, m, off, WIDTH);
+        const T s2 = __shfl_xor_sync(0xffffffffu, s, off, WIDTH);
+        online_merge(m, s, m2, s2);
+    }
+}

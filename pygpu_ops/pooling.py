@@ -1,0 +1,334 @@
+"""2-D max / average pooling and global average pooling, NCHW and NHWC, with PyTorch's semantics.
+
+``max_pool2d`` and ``avg_pool2d`` follow ``torch.nn.functional``: ``kernel_size``, ``stride``
+(default: the kernel size), ``padding`` and ``dilation`` (max only) are an int or a pair (h, w);
+the output size is ``floor((H + 2p - d(k-1) - 1) / s) + 1`` (``ceil`` with ``ceil_mode``, where a
+window that would start in the right padding is dropped); padding may be at most half the
+effective kernel ``((k-1)d + 1) // 2``. Max pooling pads with -inf, propagates NaN and returns
+int64 indices flat into each H * W plane (``h * W + w``) with ``return_indices=True``. Average
+pooling pads with zeros; with ``count_include_pad`` the divisor is the window clipped to the padded
+input (so with ``ceil_mode`` the part of a window past the padded input is not counted), else the
+number of input elements in the window.
+
+Kernels (``cuda_src/pooling/``): one thread per output element; NCHW maps threads to ow, NHWC to
+C. ``global_avg_pool2d`` reduces each plane with a warp (NCHW) or channel-mapped blocks (NHWC).
+Inputs must be 4-D; an input with H or W of zero gives an output with OH or OW of zero.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Tuple
+
+import numpy as np
+
+from ._runtime import backends, validate
+from ._runtime.device import Launch, get_device
+from ._runtime.kernels import Kernel, ceil_div, register
+from ._runtime.nvtx import op_range
+
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_DTYPES = (np.float32, np.float64)
+_LAYOUTS = ("NCHW", "NHWC")
+MAX_GRID_X = 2**31 - 1
+_INT32_MAX = 2**31 - 1
+
+
+def _register_all():
+    maxk, avgk, gk = {}, {}, {}
+    for layout in _LAYOUTS:
+        lo = layout.lower()
+        for dt, ctype in _CTYPES.items():
+            for idx in (False, True):
+                maxk[(layout, dt, idx)] = register(Kernel(
+                    source=f"pooling/max_pool2d_{lo}.cu", symbol=f"max_pool2d_{lo}",
+                    template_args=(ctype, "true" if idx else "false"), no_spill=True))
+            avgk[(layout, dt)] = register(Kernel(source=f"pooling/avg_pool2d_{lo}.cu", symbol=f"avg_pool2d_{lo}",
+                                                 template_args=(ctype,), no_spill=True))
+            gk[(layout, dt)] = register(Kernel(source=f"pooling/global_avg_pool2d_{lo}.cu",
+                                               symbol=f"global_avg_pool2d_{lo}", template_args=(ctype,),
+                                               no_spill=True))
+    return maxk, avgk, gk
+
+
+MAX_POOL_KERNELS, AVG_POOL_KERNELS, GLOBAL_AVG_KERNELS = _register_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks and output sizes
+# ---------------------------------------------------------------------------------------------
+def _int(op: str, name: str, v) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints; got bool {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints; got {type(v).__name__} {v!r}") from None
+
+
+def _pair(op: str, name: str, v, minimum: int) -> Tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) not in (1, 2):
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints; got {len(v)} values {tuple(v)!r}")
+        p = tuple(_int(op, name, e) for e in v)
+        p = p * 2 if len(p) == 1 else p
+    else:
+        p = (_int(op, name, v),) * 2
+    if min(p) < minimum:
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{op}: {name} must be {what}; got {v!r}")
+    return p
+
+
+def _flag(op: str, name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool; got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's ``pooling_output_shape`` for one axis (may be < 1 for a too-small input)."""
+    num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = num // s + 1  # floor division, as PyTorch's div_rtn
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1  # the last window would start in the right padding
+    return out
+
+
+def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout):
+    validate.check_choice(op, "layout", layout, _LAYOUTS)
+    dtype = validate.check_dtype(op, "x", x, _DTYPES)
+    validate.check_ndim(op, "x", x, 4, layout)
+    k = _pair(op, "kernel_size", kernel_size, 1)
+    s = k if stride is None else _pair(op, "stride", stride, 1)
+    p = _pair(op, "padding", padding, 0)
+    d = _pair(op, "dilation", dilation, 1)
+    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    for ax in range(2):
+        eff = (k[ax] - 1) * d[ax] + 1
+        if p[ax] > eff // 2:
+            raise ValueError(f"{op}: padding must be at most half the effective kernel size "
+                             f"((kernel_size - 1) * dilation + 1) // 2 = {eff // 2}; got padding={p[ax]}, "
+                             f"kernel_size={k[ax]}, dilation={d[ax]}")
+    if layout == "NCHW":
+        N, C, H, W = (int(v) for v in x.shape)
+    else:
+        N, H, W, C = (int(v) for v in x.shape)
+    out = []
+    for ax, size in enumerate((H, W)):
+        o = pool_output_size(size, k[ax], s[ax], p[ax], d[ax], ceil_mode)
+        if size == 0:
+            o = 0
+        elif o < 1:
+            raise ValueError(f"{op}: output size is too small: input {'HW'[ax]}={size} with kernel_size={k[ax]}, "
+                             f"stride={s[ax]}, padding={p[ax]}, dilation={d[ax]} gives {o}")
+        out.append(o)
+    OH, OW = out
+    if H * W > _INT32_MAX or OH * OW > _INT32_MAX:
+        raise ValueError(f"{op}: planes of H*W = {H * W} or OH*OW = {OH * OW} elements are too large "
+                         f"(at most 2**31 - 1)")
+    return dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode
+
+
+def _out_shape(layout, N, C, OH, OW):
+    return (N, C, OH, OW) if layout == "NCHW" else (N, OH, OW, C)
+
+
+def launch_elementwise(total: int) -> Launch:
+    """The launch of the max / avg pooling kernels: one thread per output element, 256 per block."""
+    grid = ceil_div(total, 256)
+    if grid > MAX_GRID_X:
+        raise ValueError(f"pooling: {total} output elements are more than one launch covers")
+    return Launch(grid=(grid,), block=(256,))
+
+
+def launch_global_nchw(planes: int) -> Launch:
+    """global_avg_pool2d NCHW: one warp per plane, 8 planes per 256-thread block."""
+    return Launch(grid=(ceil_div(planes, 8),), block=(256,))
+
+
+def launch_global_nhwc(N: int, C: int) -> Tuple[Launch, int]:
+    """global_avg_pool2d NHWC: (TX, TY) blocks with TX over channels; also the channel tiles per image."""
+    tx = min(32, 1 << max(0, (C - 1).bit_length()))
+    ctiles = ceil_div(C, tx)
+    if ctiles * N > MAX_GRID_X:
+        raise ValueError(f"global_avg_pool2d: N*C = {N * C} is more than one launch covers")
+    return Launch(grid=(ctiles * N,), block=(tx, 256 // tx)), ctiles
+
+
+# ---------------------------------------------------------------------------------------------
+# max_pool2d
+# ---------------------------------------------------------------------------------------------
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               layout="NCHW", *, backend="auto"):
+    """2-D max pooling as ``torch.nn.functional.max_pool2d``; NaN propagates.
+
+    Returns the pooled values, or ``(values, indices)`` with ``return_indices=True``: int64,
+    flat into each H * W plane (``h * W + w``), in the layout of the values.
+    """
+    op = "max_pool2d"
+    name = backends.resolve(op, backend, {"x": x})
+    dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode = _check_pool(
+        op, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+    return_indices = _flag(op, "return_indices", return_indices)
+    out_shape = _out_shape(layout, N, C, OH, OW)
+    label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
+    with op_range(op, label):
+        if name == "numpy":
+            vals, idx = _numpy_max_pool(np.asarray(x), layout, k, s, p, d, OH, OW)
+            return (vals, idx) if return_indices else vals
+        dev = get_device(name)
+        xd = dev.contiguous(dev.asarray(x))
+        y = dev.empty(out_shape, dtype)
+        ind = dev.empty(out_shape if return_indices else (1,), np.int64)
+        total = N * C * OH * OW
+        if total:
+            kern = MAX_POOL_KERNELS[(layout, dtype, return_indices)]
+            geo = (np.int32(OH), np.int32(OW)) + tuple(np.int32(v) for v in (k + s + p + d))
+            if layout == "NCHW":
+                args = (xd, y, ind, np.int64(total), np.int32(H), np.int32(W)) + geo
+            else:
+                args = (xd, y, ind, np.int64(total), np.int32(H), np.int32(W), np.int32(C)) + geo
+            dev.launch(kern, launch_elementwise(total), args)
+        if return_indices:
+            return dev.result(y), dev.result(ind)
+        return dev.result(y)
+
+
+def _nchw_view(x, layout):
+    return x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
+
+
+def _from_nchw(y, layout):
+    return y if layout == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+
+def _padded(xv, fill, k, s, p, d, OH, OW):
+    """``xv`` (N, C, H, W) padded with ``fill`` so that every tap of every window is in range."""
+    N, C, H, W = xv.shape
+    Hp = max(H + 2 * p[0], (OH - 1) * s[0] + (k[0] - 1) * d[0] + 1)
+    Wp = max(W + 2 * p[1], (OW - 1) * s[1] + (k[1] - 1) * d[1] + 1)
+    xp = np.full((N, C, Hp, Wp), fill, xv.dtype)
+    xp[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = xv
+    return xp
+
+
+def _tap(xp, i, j, k, s, d, OH, OW):
+    h0, w0 = i * d[0], j * d[1]
+    return xp[:, :, h0:h0 + (OH - 1) * s[0] + 1:s[0], w0:w0 + (OW - 1) * s[1] + 1:s[1]]
+
+
+def _numpy_max_pool(x, layout, k, s, p, d, OH, OW):
+    xv = _nchw_view(x, layout)
+    N, C, H, W = xv.shape
+    best = np.full((N, C, OH, OW), -np.inf, xv.dtype)
+    oh, ow = np.arange(OH), np.arange(OW)
+    hs, ws = oh * s[0] - p[0], ow * s[1] - p[1]
+    # PyTorch's starting index: the first tap at or after 0 (stepping by whole dilations).
+    hs0 = np.where(hs < 0, hs + (-hs + d[0] - 1) // d[0] * d[0], hs)
+    ws0 = np.where(ws < 0, ws + (-ws + d[1] - 1) // d[1] * d[1], ws)
+    idx = np.broadcast_to((hs0[:, None] * W + ws0[None, :]).astype(np.int64), best.shape).copy()
+    if best.size:
+        xp = _padded(xv, -np.inf, k, s, p, d, OH, OW)
+        for i in range(k[0]):
+            for j in range(k[1]):
+                v = _tap(xp, i, j, k, s, d, OH, OW)
+                pos = (hs[:, None] + i * d[0]) * W + (ws[None, :] + j * d[1])
+                take = (v > best) | np.isnan(v)
+                best = np.where(take, v, best)
+                idx = np.where(take, pos, idx)
+    return _from_nchw(best, layout), _from_nchw(idx, layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# avg_pool2d
+# ---------------------------------------------------------------------------------------------
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               layout="NCHW", *, backend="auto"):
+    """2-D average pooling as ``torch.nn.functional.avg_pool2d`` (no ``divisor_override``)."""
+    op = "avg_pool2d"
+    name = backends.resolve(op, backend, {"x": x})
+    dtype, (N, C, H, W), (OH, OW), k, s, p, _, ceil_mode = _check_pool(
+        op, x, kernel_size, stride, padding, 1, ceil_mode, layout)
+    count_include_pad = _flag(op, "count_include_pad", count_include_pad)
+    out_shape = _out_shape(layout, N, C, OH, OW)
+    label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
+    with op_range(op, label):
+        if name == "numpy":
+            return _numpy_avg_pool(np.asarray(x), layout, k, s, p, OH, OW, count_include_pad)
+        dev = get_device(name)
+        xd = dev.contiguous(dev.asarray(x))
+        y = dev.empty(out_shape, dtype)
+        total = N * C * OH * OW
+        if total:
+            geo = (np.int32(OH), np.int32(OW)) + tuple(np.int32(v) for v in (k + s + p)) + \
+                (np.int32(count_include_pad),)
+            if layout == "NCHW":
+                args = (xd, y, np.int64(total), np.int32(H), np.int32(W)) + geo
+            else:
+                args = (xd, y, np.int64(total), np.int32(H), np.int32(W), np.int32(C)) + geo
+            dev.launch(AVG_POOL_KERNELS[(layout, dtype)], launch_elementwise(total), args)
+        return dev.result(y)
+
+
+def _avg_divisor(size, OS, k, s, p, count_include_pad):
+    o = np.arange(OS)
+    start = o * s - p
+    end = np.minimum(start + k, size + p)
+    padded = end - start
+    valid = np.minimum(end, size) - np.maximum(start, 0)
+    return padded if count_include_pad else np.maximum(valid, 0)
+
+
+def _numpy_avg_pool(x, layout, k, s, p, OH, OW, count_include_pad):
+    xv = _nchw_view(x, layout)
+    N, C, H, W = xv.shape
+    acc = np.zeros((N, C, OH, OW), xv.dtype)
+    if acc.size:
+        xp = _padded(xv, 0, k, s, p, (1, 1), OH, OW)
+        for i in range(k[0]):
+            for j in range(k[1]):
+                acc += _tap(xp, i, j, k, s, (1, 1), OH, OW)
+        div = (_avg_divisor(H, OH, k[0], s[0], p[0], count_include_pad)[:, None]
+               * _avg_divisor(W, OW, k[1], s[1], p[1], count_include_pad)[None, :])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(div > 0, acc / div.astype(xv.dtype), xv.dtype.type(0))
+    return _from_nchw(acc, layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# global_avg_pool2d
+# ---------------------------------------------------------------------------------------------
+def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
+    """Mean over H and W: (N, C, 1, 1) for NCHW, (N, 1, 1, C) for NHWC. An empty plane gives NaN."""
+    op = "global_avg_pool2d"
+    name = backends.resolve(op, backend, {"x": x})
+    validate.check_choice(op, "layout", layout, _LAYOUTS)
+    dtype = validate.check_dtype(op, "x", x, _DTYPES)
+    validate.check_ndim(op, "x", x, 4, layout)
+    if layout == "NCHW":
+        N, C, H, W = (int(v) for v in x.shape)
+    else:
+        N, H, W, C = (int(v) for v in x.shape)
+    HW = H * W
+    if HW > _INT32_MAX:
+        raise ValueError(f"{op}: planes of H*W = {HW} elements are too large (at most 2**31 - 1)")
+    out_shape = _out_shape(layout, N, C, 1, 1)
+    label = "numpy" if name == "numpy" else f"global_avg_pool2d_{layout.lower()}"
+    with op_range(op, label):
+        if name == "numpy":
+            axes = (2, 3) if layout == "NCHW" else (1, 2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if HW == 0:
+                    return np.full(out_shape, np.nan, dtype)
+                return np.mean(np.asarray(x), axis=axes, keepdims=True, dtype=dtype)
+        dev = get_device(name)
+        xd = dev.contiguous(dev.asarray(x))
+        y = dev.empty(out_shape, dtype)
+        if N * C:
+            kern = GLOBAL_AVG_KERNELS[(layout, dtype)]
+            if layout == "NCHW":
+                dev.launch(kern, launch_global_nchw(N * C), (xd, y, np.int64(N * C), np.int32(HW)))
+            else:
+                launch, ctiles = launch_global_nhwc(N, C)
+                dev.launch(kern, launch, (xd, y, np.int64(N), np.int32(HW), np.int32(C), np.int32(ctiles)))
+        return dev.result(y)

@@ -113,7 +113,163 @@ def _gemm_checker(xp, a, b, c, dtype):
     return check
 
 
-PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {"gemm": gemm_cases}
+def _torch_cuda():
+    """PyTorch with CUDA, for the vendor rows (cuDNN / cuBLASLt), or None."""
+    try:
+        import torch
+    except Exception:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _bound_checker(xp, got, ref_fn, bound_fn):
+    def check():
+        ref = ref_fn()
+        ratio = float(xp.max(xp.abs(got.astype(np.float64) - ref) / bound_fn(ref)))
+        return ratio <= 1.0, ratio
+
+    return check
+
+
+SOFTMAX_GPU = ((8192, 1024), (8192, 4096), (2048, 16384), (512, 65536))
+SOFTMAX_QUICK = ((4096, 1024), (1024, 8192))
+SOFTMAX_CPU = ((512, 1024), (128, 8192))
+
+
+def softmax_cases(env: Env) -> Iterable[Case]:
+    from . import normalization as _norm
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    shapes = (SOFTMAX_QUICK if env.quick else SOFTMAX_GPU) if env.gpu else SOFTMAX_CPU
+    for rows, L in shapes:
+        rng = np.random.default_rng(L)
+        host = (rng.standard_normal((rows, L)) * 4).astype(np.float32)
+        host[:, :: 97] += 20.0  # outliers: the probabilities are not all tiny
+        x = xp.asarray(host)
+        y = xp.empty_like(x)
+        size, group, nbytes = f"{rows}x{L}", f"softmax/float32/{rows}x{L}", 2.0 * x.size * 4
+
+        def ref(x=x):
+            z = x.astype(np.float64)
+            z = xp.exp(z - z.max(axis=1, keepdims=True))
+            return z / z.sum(axis=1, keepdims=True)
+
+        bound = lambda r, L=L: 4 * L * np.finfo(np.float32).eps * r + 1e-30
+        if torch is not None:
+            tx = torch.as_tensor(x, device="cuda")
+            yield Case("softmax", "float32", "torch.softmax", size, "GB/s", nbytes,
+                       lambda tx=tx: torch.softmax(tx, dim=1), vendor=True, group=group)
+        elif not env.gpu:
+            def plain(x=x, y=y):
+                np.subtract(x, x.max(axis=1, keepdims=True), out=y)
+                np.exp(y, out=y)
+                y /= y.sum(axis=1, keepdims=True)
+            yield Case("softmax", "float32", "numpy (plain)", size, "GB/s", nbytes, plain, vendor=True, group=group)
+        variants = ["auto"] if not env.gpu else list(_norm.softmax_variants())
+        for v in variants:
+            label = "numpy backend" if not env.gpu else v
+            holder = {}
+
+            def run(x=x, v=v, holder=holder):
+                holder["y"] = _norm.softmax(x, axis=1, variant=v, backend="cuda" if env.gpu else "numpy")
+
+            def check(holder=holder, ref=ref, bound=bound):
+                return _bound_checker(xp, holder["y"], ref, bound)()
+
+            slow = env.gpu and v in ("naive", "online") and L > 4096
+            yield Case("softmax", "float32", label, size, "GB/s", nbytes, run, check=check,
+                       repeats=3 if slow else None, group=group)
+
+
+POOL_GPU = (32, 64, 112, 112)
+POOL_CPU = (4, 32, 56, 56)
+
+
+def pooling_cases(env: Env) -> Iterable[Case]:
+    from . import pooling as _pool
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    N, C, H, W = POOL_GPU if env.gpu else POOL_CPU
+    rng = np.random.default_rng(1)
+    host = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    be = "cuda" if env.gpu else "numpy"
+    for layout in ("NCHW", "NHWC"):
+        x = xp.asarray(host if layout == "NCHW" else np.ascontiguousarray(host.transpose(0, 2, 3, 1)))
+        for kind in ("max", "avg"):
+            fn = _pool.max_pool2d if kind == "max" else _pool.avg_pool2d
+            size = f"{layout} {N}x{C}x{H}x{W} k3s2p1"
+            OH = (H + 2 - 3) // 2 + 1
+            OW = (W + 2 - 3) // 2 + 1
+            nbytes = 4.0 * (x.size + N * C * OH * OW)
+            group = f"{kind}_pool2d/{size}"
+            if torch is not None:
+                tx = torch.as_tensor(xp.asarray(host), device="cuda")
+                if layout == "NHWC":
+                    tx = tx.contiguous(memory_format=torch.channels_last)
+                tfn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+                yield Case(f"{kind}_pool2d", "float32", "torch", size, "GB/s", nbytes,
+                           lambda tx=tx, tfn=tfn: tfn(tx, 3, 2, 1), vendor=True, group=group)
+            holder = {}
+
+            def run(x=x, fn=fn, layout=layout, holder=holder):
+                holder["y"] = fn(x, 3, stride=2, padding=1, layout=layout, backend=be)
+
+            def check(holder=holder, fn=fn, layout=layout):
+                want = fn(np.asarray(host if layout == "NCHW" else host.transpose(0, 2, 3, 1)), 3, stride=2,
+                          padding=1, layout=layout, backend="numpy")
+                got = holder["y"].get() if hasattr(holder["y"], "get") else holder["y"]
+                err = float(np.max(np.abs(got.astype(np.float64) - want) / (1e-6 * (1 + np.abs(want)))))
+                return err <= 1.0, err
+
+            yield Case(f"{kind}_pool2d", "float32", "numpy backend" if not env.gpu else f"{kind}_pool2d_{layout.lower()}",
+                       size, "GB/s", nbytes, run, check=check if env.gpu else None, group=group)
+
+
+def int8_gemm_cases(env: Env) -> Iterable[Case]:
+    from . import quantization as _quant
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    sizes = env.sizes if env.gpu else tuple(n for n in env.sizes if n <= 512)
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        ha = rng.integers(-128, 128, (n, n), dtype=np.int8)
+        hb = rng.integers(-128, 128, (n, n), dtype=np.int8)
+        a, b = xp.asarray(ha), xp.asarray(hb)
+        group, ops = f"int8_gemm/{n}", 2.0 * n ** 3
+        rows = rng.choice(n, size=min(n, 16), replace=False)
+        want = ha[rows].astype(np.int64) @ hb.astype(np.int64)
+        if torch is not None:
+            ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")
+            yield Case("int8_gemm", "int8", "torch._int_mm", str(n), "TOPS", ops,
+                       lambda ta=ta, tb=tb: torch._int_mm(ta, tb), vendor=True, group=group)
+        elif not env.gpu:
+            yield Case("int8_gemm", "int8", "numpy int32 matmul", str(n), "TOPS", ops,
+                       lambda: ha.astype(np.int32) @ hb.astype(np.int32), vendor=True, group=group)
+        for v in (_quant.int8_gemm_variants() if env.gpu else ("auto",)):
+            holder = {}
+
+            def run(a=a, b=b, v=v, holder=holder):
+                holder["c"] = _quant.int8_gemm(a, b, variant=v, backend="cuda" if env.gpu else "numpy")
+
+            def check(holder=holder, rows=rows, want=want):
+                c = holder["c"]
+                got = (c.get() if hasattr(c, "get") else c)[rows]
+                return bool((got == want).all()), float((got != want).sum())
+
+            slow = env.gpu and v == "naive" and n > 4096
+            yield Case("int8_gemm", "int8", v if env.gpu else "numpy backend", str(n), "TOPS", ops, run,
+                       check=check, repeats=2 if slow else None, group=group)
+
+
+PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
+    "gemm": gemm_cases,
+    "softmax": softmax_cases,
+    "pooling": pooling_cases,
+    "int8_gemm": int8_gemm_cases,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +349,7 @@ def run_cases(cases: Iterable[Case], timer, repeats: int, progress: bool = True)
                   end="", file=sys.stderr, flush=True)
         ts = timer(case.fn, case.repeats or repeats)
         med = statistics.median(ts)
-        scale = 1e9 if case.unit == "TFLOP/s" else 1e6
+        scale = 1e9 if case.unit in ("TFLOP/s", "TOPS") else 1e6
         row = dict(op=case.op, dtype=case.dtype, variant=case.variant, size=case.size, unit=case.unit,
                    value=case.work / med / scale, median_ms=med, min_ms=min(ts), max_ms=max(ts),
                    repeats=len(ts), vendor=case.vendor, group=case.group)
@@ -215,14 +371,14 @@ def run_cases(cases: Iterable[Case], timer, repeats: int, progress: bool = True)
 
 
 def format_rows(rows: List[Dict]) -> str:
-    head = ("op", "dtype", "variant", "size", "median ms", "value", "unit", "% vendor", "% peak", "check")
+    head = ("op", "dtype", "variant", "size", "median ms", "value", "unit", "% vendor", "% peak/copy", "check")
     lines = [head]
     for r in rows:
         pct = f"{r['pct_vendor']:.1f}" if "pct_vendor" in r else "-"
-        peak = f"{r['pct_peak']:.1f}" if "pct_peak" in r else "-"
+        peak = f"{r['pct_peak']:.1f}" if "pct_peak" in r else f"{r['pct_copy']:.1f}" if "pct_copy" in r else "-"
         check = "-" if "correct" not in r else ("ok" if r["correct"] else "WRONG")
         lines.append((r["op"], r["dtype"], r["variant"], r["size"], f"{r['median_ms']:.3f}",
-                      f"{r['value']:.2f}" if r["unit"] == "TFLOP/s" else f"{r['value']:.0f}",
+                      f"{r['value']:.2f}" if r["unit"] in ("TFLOP/s", "TOPS") else f"{r['value']:.0f}",
                       r["unit"], pct, peak, check))
     w = [max(len(l[i]) for l in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(l)).rstrip()
@@ -241,12 +397,18 @@ def plot(rows: List[Dict], folder: str) -> List[str]:
     for key in sorted({(r["op"], r["dtype"]) for r in rows}):
         sel = [r for r in rows if (r["op"], r["dtype"]) == key]
         fig, ax = plt.subplots(figsize=(8, 5))
+        sizes = list(dict.fromkeys(r["size"] for r in sel))
+        numeric = all(z.isdigit() for z in sizes)
         for variant in dict.fromkeys(r["variant"] for r in sel):
-            pts = [(int(r["size"]), r["value"]) for r in sel if r["variant"] == variant]
+            pts = [(int(r["size"]) if numeric else sizes.index(r["size"]), r["value"])
+                   for r in sel if r["variant"] == variant]
             vendor = any(r["vendor"] for r in sel if r["variant"] == variant)
             ax.plot(*zip(*pts), "k--" if vendor else "-o", label=variant, linewidth=2 if vendor else 1)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("size (M = N = K)" if key[0] == "gemm" else "size")
+        if numeric:
+            ax.set_xscale("log", base=2)
+        else:
+            ax.set_xticks(range(len(sizes)), sizes, rotation=20, fontsize=8)
+        ax.set_xlabel("size (M = N = K)" if key[0] in ("gemm", "int8_gemm") else "shape")
         ax.set_ylabel(sel[0]["unit"])
         ax.set_title(f"{key[0]} {key[1]}")
         ax.grid(True, alpha=0.3)

@@ -19,7 +19,7 @@ def test_info(capsys):
 def test_bench_without_gpu_says_so_first(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(backends._problems, "cuda", "no CUDA device is present")
     path = tmp_path / "r.json"
-    assert cli.main(["bench", "--quick", "--sizes", "64", "--repeats", "2", "--json", str(path)]) == 0
+    assert cli.main(["bench", "--quick", "--ops", "gemm", "--sizes", "64", "--repeats", "2", "--json", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("pygpu-ops bench: no GPU here")
     doc = json.loads(path.read_text())
@@ -61,13 +61,16 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
     assert set(doc) == {"meta", "results"}
     assert {"pygpu_ops", "python", "numpy", "date", "backend", "device", "repeats"} <= set(doc["meta"])
     keys = {"op", "dtype", "variant", "size", "unit", "value", "median_ms", "min_ms", "max_ms",
-            "repeats", "vendor", "group", "pct_vendor"}
+            "repeats", "vendor", "group"}
+    with_vendor = {r["group"] for r in doc["results"] if r["vendor"]}
     for r in doc["results"]:
         assert keys <= set(r), keys - set(r)
+        assert ("pct_vendor" in r) == (r["group"] in with_vendor)
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
-    assert all(r["correct"] for r in doc["results"] if not r["vendor"])
+    assert all(r["correct"] for r in doc["results"] if "correct" in r)
     pngs = sorted(p.name for p in plots.iterdir())
-    assert pngs == ["gemm_float32.png", "gemm_float64.png"]
+    assert pngs == ["avg_pool2d_float32.png", "gemm_float32.png", "gemm_float64.png", "int8_gemm_int8.png",
+                    "max_pool2d_float32.png", "softmax_float32.png"]
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
@@ -87,11 +90,13 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(_sys.modules, "cupy", fake_cupy.make())
     monkeypatch.setattr(backends, "_problems", {})
     monkeypatch.setattr(bench, "COPY_BYTES", 1 << 16)
+    monkeypatch.setattr(bench, "SOFTMAX_GPU", ((3, 40), (2, 1100)))
+    monkeypatch.setattr(bench, "POOL_GPU", (1, 3, 9, 10))
     device.get_device.cache_clear()
     try:
         path = tmp_path / "g.json"
         rc = cli.main(["bench", "--sizes", "40", "--variants", "naive", "warptile", "--repeats", "1",
-                       "--json", str(path), "--no-progress"])
+                       "--json", str(path), "--no-progress", "--plot", str(tmp_path / "plots")])
     finally:
         device.get_device.cache_clear()
     out = capsys.readouterr().out
@@ -99,10 +104,15 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
     assert out.startswith("pygpu-ops bench: timing the CUDA kernels")
     doc = json.loads(path.read_text())
     assert doc["meta"]["backend"] == "cuda" and doc["meta"]["copy"]["GB/s"] > 0
-    variants = [r["variant"] for r in doc["results"]]
-    assert variants == ["cuBLAS SGEMM", "naive", "warptile", "cuBLAS DGEMM", "dgemm_blocktile_2d"]
-    assert all(r["correct"] for r in doc["results"] if not r["vendor"])
-    assert all("pct_peak" in r for r in doc["results"] if r["dtype"] == "float32")
+    gemm = [r["variant"] for r in doc["results"] if r["op"] == "gemm"]
+    assert gemm == ["cuBLAS SGEMM", "naive", "warptile", "cuBLAS DGEMM", "dgemm_blocktile_2d"]
+    assert {r["op"] for r in doc["results"]} == {"gemm", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm"}
+    assert all(r["correct"] for r in doc["results"] if "correct" in r)
+    checked = {r["op"] for r in doc["results"] if "correct" in r}
+    assert checked == {"gemm", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm"}
+    assert all("pct_peak" in r for r in doc["results"] if r["op"] == "gemm" and r["dtype"] == "float32")
+    assert all("pct_copy" in r for r in doc["results"] if r["unit"] == "GB/s")
+    assert len(list((tmp_path / "plots").iterdir())) == 6
 
 
 def test_bench_detects_a_wrong_kernel(monkeypatch, capsys):

@@ -50,7 +50,7 @@ def make(device_count: int = 1):
     mod.empty_like = lambda x: mod.empty(x.shape, x.dtype)
     mod.copyto = np.copyto
     mod.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
-    mod.abs, mod.max = np.abs, np.max
+    mod.abs, mod.max, mod.exp = np.abs, np.max, np.exp
 
     def RawModule(code, options=(), name_expressions=()):
         state["modules_built"].append((state["device"], tuple(name_expressions)))

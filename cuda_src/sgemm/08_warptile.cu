@@ -11,38 +11,69 @@
 //    wavefront: lanes read 4 consecutive float4 of As and 8 of Bs, the rest
 //    are broadcasts. Fewer shared-memory wavefronts per FMA;
 //  * the warp's working set is a compact 2-D region, and the C stores of a
-//    warp are 128-byte row segments.
-// The kernel is also limited to 128 registers (__launch_bounds__ minimum of
-// 2 blocks per SM), so two 256-thread blocks share an SM and fill each
-// other's barrier, prologue and epilogue stalls. Published ladders reach
-// ~90%+ of cuBLAS with this recipe.
+//    warp are 128-byte row segments;
+//  * two 256-thread blocks share an SM (__launch_bounds__ minimum of 2
+//    blocks, so at most 128 registers) and fill each other's barrier,
+//    prologue and epilogue stalls.
+// Fitting 64 accumulators, two k-steps of fragments and the prefetch into
+// 128 registers without spilling takes a leaner main loop than step 7's:
+//  * the prefetch of the next tile is split in halves: A's global loads are
+//    issued at the top of a tile and stored to shared memory after its
+//    first BK / 2 k-steps, then B's are issued and stored after the last
+//    ones, so only 4 staging registers are live at a time (step 7: 8).
+//    Each load's latency now hides behind BK / 2 k-steps (256 FMAs per
+//    thread, times the other warps of two blocks) instead of BK. The other
+//    buffer is free all through the tile (its last readers passed the
+//    previous barrier), so one barrier per tile still suffices;
+//  * only full BK-wide tiles go through the pipelined loop, whose loads
+//    need no K bounds checks; a final partial tile (K % BK != 0) is loaded
+//    with checks after the loop, zero-filled, behind one extra barrier;
+//  * global pointers are computed once and advanced by a tile per load;
+//  * each stage of As (Bs) starts at a power-of-two element offset, so
+//    switching buffer is one XOR of a thread's shared-memory index and no
+//    buffer number or per-tile address arithmetic stays live.
+// With that, ptxas (NVRTC 12.9 and nvcc 13) fits the default in 128
+// registers with no spills on sm_75 ... sm_90 (and still with no spills
+// when capped at 112 by -maxrregcount, so there is headroom). Published
+// ladders reach ~90% of cuBLAS with this recipe; not yet measured here.
+//
+// The main loop is warptile_body (below), a device function template taking
+// the store as a functor, so that other kernels (conv/conv_gemm_warptile.cu)
+// reuse it with their own epilogue; sgemm_warptile passes the GEMM store.
 //
 // Launch: grid (ceil_div(N, BN), ceil_div(M, BM), batch); 1-D block of
 // THREADS = (BM / WM) * (BN / WN) * 32 threads. Default
 // sgemm_warptile<128, 128, 8, 32, 64, 2, 2, 4, 4>
 // (BM, BN, BK, WM, WN, WMITER, WNITER, TM, TN): 256 threads (8 warps as
-// 4 x 2), 16640 bytes of static shared memory.
-// Vector paths only where legal, else scalar bounds-checked (any M, N, K >= 1):
+// 4 x 2), 20608 bytes of static shared memory.
+// Vector paths only where legal, else scalar bounds-checked (any M, N, K >= 1;
+// tiles are zero-filled outside the matrices):
 //  * A float4 loads: lda % 4 == 0, strideA % 4 == 0, A 16-byte aligned, and
 //    the 4 elements inside the matrix; B likewise with ldb, strideB, B;
 //  * C float4 loads/stores: ldc % 4 == 0, strideC % 4 == 0, C 16-byte
 //    aligned, and the 4 columns inside the matrix.
-template <int BM, int BN, int BK, int WM, int WN, int WMITER, int WNITER, int TM, int TN>
-__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) sgemm_warptile(
-    int M, int N, int K, float alpha,
-    const float* __restrict__ A, int lda, long long strideA,
-    const float* __restrict__ B, int ldb, long long strideB,
-    float beta, float* __restrict__ C, int ldc, long long strideC)
+
+// warptile_body: the whole kernel but the store, shared with kernels that
+// need another epilogue (conv/conv_gemm_warptile.cu). A (M, K) row-major
+// with leading dimension lda, B (K, N) with ldb, both already offset to this
+// block's batch; vecA / vecB: float4 loads are legal (ld % 4 == 0, pointer
+// 16-byte aligned). Block tile (blockIdx.y, blockIdx.x). Calls
+// epi(row, col, a) once per group of 4 columns col .. col + 3 of a row of
+// the result with row < M and col < N (columns col + 1 .. col + 3 may be
+// >= N: the epilogue checks them); a[0 .. 3] are the sums over K.
+template <int BM, int BN, int BK, int WM, int WN, int WMITER, int WNITER, int TM, int TN, class Epilogue>
+__device__ __forceinline__ void warptile_body(
+    int M, int N, int K,
+    const float* __restrict__ A, int lda, bool vecA,
+    const float* __restrict__ B, int ldb, bool vecB, const Epilogue& epi)
 {
-    // A is (M, K) row-major with leading dimension lda, B is (K, N) with ldb,
-    // C is (M, N) with ldc; blockIdx.z selects the batch.
     constexpr int WARPS_N = BN / WN;
     constexpr int THREADS = (BM / WM) * WARPS_N * 32;
-    constexpr int WSUBM = WM / WMITER;     // warp sub-tile
+    constexpr int WSUBM = WM / WMITER;
     constexpr int WSUBN = WN / WNITER;
-    constexpr int LANES_N = WSUBN / TN;    // lanes along N in a sub-tile
-    constexpr int PAD = 4;                 // keeps rows 16-byte aligned
-    constexpr int A_LOADS = (BM * BK / 4) / THREADS;   // float4 per thread
+    constexpr int LANES_N = WSUBN / TN;
+    constexpr int PAD = 4;
+    constexpr int A_LOADS = (BM * BK / 4) / THREADS;
     constexpr int B_LOADS = (BK * BN / 4) / THREADS;
     static_assert(BM % WM == 0 && BN % WN == 0, "warp tiles must divide the tile");
     static_assert(WM % WMITER == 0 && WN % WNITER == 0, "sub-tiles must divide the warp tile");
@@ -51,20 +82,18 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) sgemm_warptile(
     static_assert(BK % 8 == 0, "an A tile row is read as whole 32-byte sectors");
     static_assert(A_LOADS * THREADS == BM * BK / 4 && B_LOADS * THREADS == BK * BN / 4,
                   "each thread loads a whole number of float4");
-    alignas(16) __shared__ float As[2][BK][BM + PAD];
-    alignas(16) __shared__ float Bs[2][BK][BN];
-
-    const long long batch = blockIdx.z;
-    A += batch * strideA;
-    B += batch * strideB;
-    C += batch * strideC;
-
-    const bool vecA = lda % 4 == 0 && strideA % 4 == 0 &&
-                      (reinterpret_cast<unsigned long long>(A) & 15ull) == 0;
-    const bool vecB = ldb % 4 == 0 && strideB % 4 == 0 &&
-                      (reinterpret_cast<unsigned long long>(B) & 15ull) == 0;
-    const bool vecC = ldc % 4 == 0 && strideC % 4 == 0 &&
-                      (reinterpret_cast<unsigned long long>(C) & 15ull) == 0;
+    static_assert(THREADS % (BN / 4) == 0, "a thread's B loads share one column group");
+    // Two stages per operand. Stage s of A is As[s * A_STRIDE + k * (BM + PAD)
+    // + m] (transposed, rows of BM + 4 floats), of B Bs[s * B_STRIDE + k * BN
+    // + n]. A_STRIDE / B_STRIDE are the powers of two at or above one
+    // stage's size, so stage 1's index is stage 0's with one bit set.
+    constexpr int A_TILE = BK * (BM + PAD);
+    constexpr int B_TILE = BK * BN;
+    constexpr int A_STRIDE = A_TILE <= 1024 ? 1024 : A_TILE <= 2048 ? 2048 : A_TILE <= 4096 ? 4096 : 8192;
+    constexpr int B_STRIDE = B_TILE <= 1024 ? 1024 : B_TILE <= 2048 ? 2048 : B_TILE <= 4096 ? 4096 : 8192;
+    static_assert(A_TILE <= A_STRIDE && B_TILE <= B_STRIDE, "a stage must fit below 8192 floats");
+    alignas(16) __shared__ float As[A_STRIDE + A_TILE];
+    alignas(16) __shared__ float Bs[B_STRIDE + B_TILE];
 
     const int tid = (int)threadIdx.x;
     const int warp = tid / 32;
@@ -77,67 +106,91 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) sgemm_warptile(
     const int bm = (int)blockIdx.y * BM;
     const int bn = (int)blockIdx.x * BN;
 
+    // Loader mapping of float4 number f = tid + l * THREADS. A: bit 0 picks
+    // the half of an 8-wide k chunk, the next bits the row, the rest the
+    // chunk (a warp reads 16 rows x 32 bytes, whole sectors). B: row
+    // f / (BN / 4), column group f % (BN / 4).
+    auto aRow = [&](int l) { return ((tid + l * THREADS) / 2) % BM; };
+    auto aCol = [&](int l) { const int f = tid + l * THREADS; return (f % 2) * 4 + (f / (2 * BM)) * 8; };
+    auto bRow = [&](int l) { return (tid + l * THREADS) / (BN / 4); };
+    const int bCol = (tid % (BN / 4)) * 4;
+
+    // Global pointers of the next tile to load, advanced by a tile per load.
+    // Rows of A past M read nothing (and point at row 0); okA says which.
+    const float* gA[A_LOADS];
+    bool okA[A_LOADS];
+#pragma unroll
+    for (int l = 0; l < A_LOADS; ++l) {
+        okA[l] = bm + aRow(l) < M;
+        gA[l] = A + (long long)(okA[l] ? bm + aRow(l) : 0) * lda + aCol(l);
+    }
+    const float* gB[B_LOADS];
+#pragma unroll
+    for (int l = 0; l < B_LOADS; ++l)
+        gB[l] = B + (long long)bRow(l) * ldb + bn + bCol;
+    const int colsB = N - bn - bCol;   // columns of B left from this thread's 4
+
     // Staging registers: the next tile travels global -> here -> smem.
     float4 stA[A_LOADS], stB[B_LOADS];
 
-    // Global -> registers for the tile starting at k0, zero outside the
-    // matrix. A float4 number f: bit 0 picks the half of an 8-wide k chunk,
-    // the next bits the row, the rest the chunk (a warp reads 16 rows x 32
-    // bytes, whole sectors).
-    auto loadTile = [&](int k0) {
+    // This thread's shared-memory indices in the stage being read (rA, rB)
+    // and in the stage being written (wA, wB). Each is below its stride, so
+    // switching stage is an XOR with the stride.
+    int rA = rowOff, rB = colOff;
+    int wA = aRow(0) + aCol(0) * (BM + PAD);
+    int wB = bRow(0) * BN + bCol;
+
+    // Global -> registers, zero outside the matrix. full: the whole tile is
+    // inside K (no K checks); else kRem = K columns left from the tile start.
+    auto loadA = [&](int kRem, bool full) {
 #pragma unroll
         for (int l = 0; l < A_LOADS; ++l) {
-            const int f = tid + l * THREADS;
-            const int gr = bm + (f / 2) % BM;
-            const int gk = k0 + (f % 2) * 4 + (f / (2 * BM)) * 8;
-            if (vecA && gr < M && gk + 3 < K) {
-                stA[l] = *reinterpret_cast<const float4*>(A + (long long)gr * lda + gk);
+            const int c = aCol(l);
+            if (vecA && okA[l] && (full || c + 3 < kRem)) {
+                stA[l] = *reinterpret_cast<const float4*>(gA[l]);
             } else {
-                const bool rowOk = gr < M;
-                const float* src = A + (long long)(rowOk ? gr : 0) * lda + gk;
-                stA[l].x = (rowOk && gk + 0 < K) ? src[0] : 0.0f;
-                stA[l].y = (rowOk && gk + 1 < K) ? src[1] : 0.0f;
-                stA[l].z = (rowOk && gk + 2 < K) ? src[2] : 0.0f;
-                stA[l].w = (rowOk && gk + 3 < K) ? src[3] : 0.0f;
+                const float* src = gA[l];
+                stA[l].x = (okA[l] && (full || c + 0 < kRem)) ? src[0] : 0.0f;
+                stA[l].y = (okA[l] && (full || c + 1 < kRem)) ? src[1] : 0.0f;
+                stA[l].z = (okA[l] && (full || c + 2 < kRem)) ? src[2] : 0.0f;
+                stA[l].w = (okA[l] && (full || c + 3 < kRem)) ? src[3] : 0.0f;
             }
-        }
-#pragma unroll
-        for (int l = 0; l < B_LOADS; ++l) {
-            const int f = tid + l * THREADS;
-            const int gr = k0 + f / (BN / 4);
-            const int gc = bn + (f % (BN / 4)) * 4;
-            if (vecB && gr < K && gc + 3 < N) {
-                stB[l] = *reinterpret_cast<const float4*>(B + (long long)gr * ldb + gc);
-            } else {
-                const bool rowOk = gr < K;
-                const float* src = B + (long long)(rowOk ? gr : 0) * ldb + gc;
-                stB[l].x = (rowOk && gc + 0 < N) ? src[0] : 0.0f;
-                stB[l].y = (rowOk && gc + 1 < N) ? src[1] : 0.0f;
-                stB[l].z = (rowOk && gc + 2 < N) ? src[2] : 0.0f;
-                stB[l].w = (rowOk && gc + 3 < N) ? src[3] : 0.0f;
-            }
+            gA[l] += BK;
         }
     };
-
-    // Registers -> shared buffer `buf`, same index mapping as loadTile.
-    auto storeTile = [&](int buf) {
-#pragma unroll
-        for (int l = 0; l < A_LOADS; ++l) {
-            const int f = tid + l * THREADS;
-            const int m = (f / 2) % BM;
-            const int kk = (f % 2) * 4 + (f / (2 * BM)) * 8;
-            // Transposing store: rows of BM + 4 put the threads holding kk
-            // and kk + 4 16 banks apart, so a warp hits 32 distinct banks.
-            As[buf][kk + 0][m] = stA[l].x;
-            As[buf][kk + 1][m] = stA[l].y;
-            As[buf][kk + 2][m] = stA[l].z;
-            As[buf][kk + 3][m] = stA[l].w;
-        }
+    auto loadB = [&](int kRem, bool full) {
 #pragma unroll
         for (int l = 0; l < B_LOADS; ++l) {
-            const int f = tid + l * THREADS;
-            *reinterpret_cast<float4*>(&Bs[buf][f / (BN / 4)][(f % (BN / 4)) * 4]) = stB[l];
+            const bool rowOk = full || bRow(l) < kRem;
+            if (vecB && rowOk && colsB > 3) {
+                stB[l] = *reinterpret_cast<const float4*>(gB[l]);
+            } else {
+                const float* src = gB[l];
+                stB[l].x = (rowOk && colsB > 0) ? src[0] : 0.0f;
+                stB[l].y = (rowOk && colsB > 1) ? src[1] : 0.0f;
+                stB[l].z = (rowOk && colsB > 2) ? src[2] : 0.0f;
+                stB[l].w = (rowOk && colsB > 3) ? src[3] : 0.0f;
+            }
+            gB[l] += (long long)ldb * BK;
         }
+    };
+    // Registers -> the stage being written, same mapping as the loads.
+    auto storeA = [&]() {
+#pragma unroll
+        for (int l = 0; l < A_LOADS; ++l) {
+            // Transposing store: rows of BM + 4 put the threads holding kk
+            // and kk + 4 16 banks apart, so a warp hits 32 distinct banks.
+            float* dst = &As[wA + (aRow(l) - aRow(0)) + (aCol(l) - aCol(0)) * (BM + PAD)];
+            dst[0 * (BM + PAD)] = stA[l].x;
+            dst[1 * (BM + PAD)] = stA[l].y;
+            dst[2 * (BM + PAD)] = stA[l].z;
+            dst[3 * (BM + PAD)] = stA[l].w;
+        }
+    };
+    auto storeB = [&]() {
+#pragma unroll
+        for (int l = 0; l < B_LOADS; ++l)
+            *reinterpret_cast<float4*>(&Bs[wB + (bRow(l) - bRow(0)) * BN]) = stB[l];
     };
 
     // acc[wm * TM + i][wn * TN + j] is the output at row
@@ -148,88 +201,155 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) sgemm_warptile(
 #pragma unroll
         for (int j = 0; j < WNITER * TN; ++j)
             acc[i][j] = 0.0f;
-    float regA[WMITER * TM], regB[WNITER * TN];
 
-    const int tiles = (K + BK - 1) / BK;
-    loadTile(0);
-    storeTile(0);
-    // Tile 0 must be complete before anyone computes on it.
-    __syncthreads();
-
-    for (int t = 0; t < tiles; ++t) {
-        const int cur = t & 1;
-        const bool hasNext = t + 1 < tiles;
-        // Issue the next tile's global loads now; their latency overlaps
-        // the FMAs below.
-        if (hasNext)
-            loadTile((t + 1) * BK);
+    // One k-step of the read stage: fragments from smem, 8 x 8 FMAs.
+    auto compute = [&](int k) {
+        float regA[WMITER * TM], regB[WNITER * TN];
 #pragma unroll
-        for (int k = 0; k < BK; ++k) {
+        for (int wm = 0; wm < WMITER; ++wm)
 #pragma unroll
-            for (int wm = 0; wm < WMITER; ++wm)
+            for (int q = 0; q < TM / 4; ++q) {
+                const float4 v = *reinterpret_cast<const float4*>(
+                    &As[rA + k * (BM + PAD) + wm * WSUBM + q * 4]);
+                regA[wm * TM + q * 4 + 0] = v.x; regA[wm * TM + q * 4 + 1] = v.y;
+                regA[wm * TM + q * 4 + 2] = v.z; regA[wm * TM + q * 4 + 3] = v.w;
+            }
 #pragma unroll
-                for (int q = 0; q < TM / 4; ++q) {
-                    const float4 v = *reinterpret_cast<const float4*>(
-                        &As[cur][k][rowOff + wm * WSUBM + q * 4]);
-                    regA[wm * TM + q * 4 + 0] = v.x; regA[wm * TM + q * 4 + 1] = v.y;
-                    regA[wm * TM + q * 4 + 2] = v.z; regA[wm * TM + q * 4 + 3] = v.w;
-                }
+        for (int wn = 0; wn < WNITER; ++wn)
 #pragma unroll
-            for (int wn = 0; wn < WNITER; ++wn)
+            for (int q = 0; q < TN / 4; ++q) {
+                const float4 v = *reinterpret_cast<const float4*>(
+                    &Bs[rB + k * BN + wn * WSUBN + q * 4]);
+                regB[wn * TN + q * 4 + 0] = v.x; regB[wn * TN + q * 4 + 1] = v.y;
+                regB[wn * TN + q * 4 + 2] = v.z; regB[wn * TN + q * 4 + 3] = v.w;
+            }
 #pragma unroll
-                for (int q = 0; q < TN / 4; ++q) {
-                    const float4 v = *reinterpret_cast<const float4*>(
-                        &Bs[cur][k][colOff + wn * WSUBN + q * 4]);
-                    regB[wn * TN + q * 4 + 0] = v.x; regB[wn * TN + q * 4 + 1] = v.y;
-                    regB[wn * TN + q * 4 + 2] = v.z; regB[wn * TN + q * 4 + 3] = v.w;
-                }
+        for (int i = 0; i < WMITER * TM; ++i)
 #pragma unroll
-            for (int i = 0; i < WMITER * TM; ++i)
+            for (int j = 0; j < WNITER * TN; ++j)
+                acc[i][j] += regA[i] * regB[j];
+    };
+    auto computeTile = [&]() {
 #pragma unroll
-                for (int j = 0; j < WNITER * TN; ++j)
-                    acc[i][j] += regA[i] * regB[j];
-        }
-        // Writing the other buffer needs no barrier first: its last readers
-        // were in iteration t - 1, which every thread left through the
-        // barrier below.
-        if (hasNext)
-            storeTile(cur ^ 1);
-        // One barrier per tile, doing two jobs: the next tile is complete in
-        // buffer cur ^ 1 before anyone reads it, and everyone has finished
-        // reading buffer cur before iteration t + 1 overwrites it with tile
-        // t + 2.
+        for (int k = 0; k < BK; ++k) compute(k);
+    };
+    // One pipelined tile: compute on the read stage while the next (full)
+    // tile travels into the write stage, A during the first half of the
+    // k-steps and B during the second, so only one operand's staging
+    // registers are live at a time. Writing the write stage needs no
+    // barrier first: its last readers were in the previous tile, which
+    // every thread left through the barrier below. That one barrier does
+    // two jobs: the next tile is complete before anyone reads it, and
+    // everyone has finished reading this stage before it is overwritten.
+    auto step = [&]() {
+        loadA(BK, true);
+#pragma unroll
+        for (int k = 0; k < BK / 2; ++k) compute(k);
+        storeA();
+        loadB(BK, true);
+#pragma unroll
+        for (int k = BK / 2; k < BK; ++k) compute(k);
+        storeB();
         __syncthreads();
+        rA ^= A_STRIDE; rB ^= B_STRIDE;
+        wA ^= A_STRIDE; wB ^= B_STRIDE;
+    };
+
+    const int fullTiles = K / BK;
+    const int kTail = K % BK;
+    if (fullTiles > 0) {
+        loadA(BK, true);
+        loadB(BK, true);
+        storeA();
+        storeB();
+        __syncthreads();
+        wA ^= A_STRIDE; wB ^= B_STRIDE;
+        for (int t = 1; t < fullTiles; ++t)
+            step();
+        // Last full tile: nothing left to prefetch.
+        computeTile();
+        rA ^= A_STRIDE; rB ^= B_STRIDE;
+    }
+    if (kTail > 0) {
+        // The partial last tile, not overlapped. Its stage was last read
+        // two tiles ago, before a barrier (or never).
+        loadA(kTail, false);
+        loadB(kTail, false);
+        storeA();
+        storeB();
+        __syncthreads();
+        computeTile();
     }
 
+    // The lane block's origin again, from the read indices (live anyway).
+    const int rowC = bm + (rA & (A_STRIDE - 1));
+    const int colC = bn + (rB & (B_STRIDE - 1));
 #pragma unroll
     for (int i = 0; i < WMITER * TM; ++i) {
-        const int row = bm + rowOff + (i / TM) * WSUBM + i % TM;
+        const int row = rowC + (i / TM) * WSUBM + i % TM;
         if (row >= M)
             continue;
 #pragma unroll
         for (int g = 0; g < WNITER * TN / 4; ++g) {
             // Group g of 4 columns: sub-tile g / (TN / 4), quad g % (TN / 4).
-            const int col = bn + colOff + (g / (TN / 4)) * WSUBN + (g % (TN / 4)) * 4;
-            float* c = C + (long long)row * ldc + col;
-            const float* a = &acc[i][g * 4];
-            if (vecC && col + 3 < N) {
-                float4 v;
-                if (beta == 0.0f) {
-                    // beta == 0: C may be uninitialised, so it is not read.
-                    v.x = alpha * a[0]; v.y = alpha * a[1];
-                    v.z = alpha * a[2]; v.w = alpha * a[3];
-                } else {
-                    v = *reinterpret_cast<const float4*>(c);
-                    v.x = alpha * a[0] + beta * v.x; v.y = alpha * a[1] + beta * v.y;
-                    v.z = alpha * a[2] + beta * v.z; v.w = alpha * a[3] + beta * v.w;
-                }
-                *reinterpret_cast<float4*>(c) = v;
-            } else {
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-                    if (col + j < N)
-                        c[j] = (beta == 0.0f) ? alpha * a[j] : alpha * a[j] + beta * c[j];
-            }
+            const int col = colC + (g / (TN / 4)) * WSUBN + (g % (TN / 4)) * 4;
+            if (col < N)
+                epi(row, col, &acc[i][g * 4]);
         }
     }
+}
+
+// The GEMM store: C = alpha * acc + beta * C, float4 where vecC and the 4
+// columns are inside the matrix; beta == 0 never reads C.
+struct WarptileGemmStore {
+    float* __restrict__ C;
+    int ldc, N;
+    float alpha, beta;
+    bool vecC;
+
+    __device__ __forceinline__ void operator()(int row, int col, const float* a) const
+    {
+        float* c = C + (long long)row * ldc + col;
+        if (vecC && col + 3 < N) {
+            float4 v;
+            if (beta == 0.0f) {
+                // beta == 0: C may be uninitialised, so it is not read.
+                v.x = alpha * a[0]; v.y = alpha * a[1];
+                v.z = alpha * a[2]; v.w = alpha * a[3];
+            } else {
+                v = *reinterpret_cast<const float4*>(c);
+                v.x = alpha * a[0] + beta * v.x; v.y = alpha * a[1] + beta * v.y;
+                v.z = alpha * a[2] + beta * v.z; v.w = alpha * a[3] + beta * v.w;
+            }
+            *reinterpret_cast<float4*>(c) = v;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (col + j < N)
+                    c[j] = (beta == 0.0f) ? alpha * a[j] : alpha * a[j] + beta * c[j];
+        }
+    }
+};
+
+template <int BM, int BN, int BK, int WM, int WN, int WMITER, int WNITER, int TM, int TN>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) sgemm_warptile(
+    int M, int N, int K, float alpha,
+    const float* __restrict__ A, int lda, long long strideA,
+    const float* __restrict__ B, int ldb, long long strideB,
+    float beta, float* __restrict__ C, int ldc, long long strideC)
+{
+    // A is (M, K) row-major with leading dimension lda, B is (K, N) with ldb,
+    // C is (M, N) with ldc; blockIdx.z selects the batch.
+    const long long batch = blockIdx.z;
+    A += batch * strideA;
+    B += batch * strideB;
+    C += batch * strideC;
+    const bool vecA = lda % 4 == 0 && strideA % 4 == 0 &&
+                      (reinterpret_cast<unsigned long long>(A) & 15ull) == 0;
+    const bool vecB = ldb % 4 == 0 && strideB % 4 == 0 &&
+                      (reinterpret_cast<unsigned long long>(B) & 15ull) == 0;
+    const bool vecC = ldc % 4 == 0 && strideC % 4 == 0 &&
+                      (reinterpret_cast<unsigned long long>(C) & 15ull) == 0;
+    const WarptileGemmStore store{C, ldc, N, alpha, beta, vecC};
+    warptile_body<BM, BN, BK, WM, WN, WMITER, WNITER, TM, TN>(M, N, K, A, lda, vecA, B, ldb, vecB, store);
 }

@@ -6,6 +6,9 @@ race, barrier and bounds checks) and ``"cuda"`` (the kernels on the GPU through 
 Importing the package imports no CuPy and compiles nothing.
 """
 from ._runtime.backends import BackendUnavailableError, available_backends, use_backend
+from .activations import leaky_relu, relu
+from .conv import (conv1d, conv2d, get_column_buffer_limit, im2col, nchw_to_nhwc, nhwc_to_nchw,
+                   set_column_buffer_limit)
 from .linalg import gemm, matmul, sgemm_variants
 from .normalization import log_softmax, softmax, softmax_variants
 from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -16,6 +19,15 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "available_backends",
+    "conv1d",
+    "conv2d",
+    "get_column_buffer_limit",
+    "im2col",
+    "leaky_relu",
+    "nchw_to_nhwc",
+    "nhwc_to_nchw",
+    "relu",
+    "set_column_buffer_limit",
     "avg_pool2d",
     "global_avg_pool2d",
     "log_softmax",

@@ -264,8 +264,137 @@ def int8_gemm_cases(env: Env) -> Iterable[Case]:
                        check=check, repeats=2 if slow else None, group=group)
 
 
+# ResNet-50's 3x3 convolutions (stride 1, padding 1) at batch 32: (name, C = O, H = W).
+RESNET50_3X3 = (("conv2_x", 64, 56), ("conv3_x", 128, 28), ("conv4_x", 256, 14), ("conv5_x", 512, 7))
+CONV_BATCH_GPU, CONV_BATCH_CPU = 32, 1
+
+
+def conv_cases(env: Env) -> Iterable[Case]:
+    from . import conv as _conv
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    N = CONV_BATCH_GPU if env.gpu else CONV_BATCH_CPU
+    layers = RESNET50_3X3 if env.gpu else RESNET50_3X3[1:3]
+    for name, C, H in layers:
+        rng = np.random.default_rng(C)
+        hx = rng.standard_normal((N, C, H, H)).astype(np.float32)
+        hw = (rng.standard_normal((C, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+        hb = rng.standard_normal(C).astype(np.float32)
+        flops = 2.0 * N * C * H * H * C * 9
+        size = f"{name} {N}x{C}x{H}x{H}"
+        for layout in ("NCHW", "NHWC"):
+            group = f"conv2d/{layout}/{size}"
+            xin = hx if layout == "NCHW" else np.ascontiguousarray(hx.transpose(0, 2, 3, 1))
+            win = hw if layout == "NCHW" else np.ascontiguousarray(hw.transpose(0, 2, 3, 1))
+            x, w, b = xp.asarray(xin), xp.asarray(win), xp.asarray(hb)
+            if torch is not None:
+                fmt = torch.contiguous_format if layout == "NCHW" else torch.channels_last
+                tx = torch.as_tensor(xp.asarray(hx), device="cuda").contiguous(memory_format=fmt)
+                tw = torch.as_tensor(xp.asarray(hw), device="cuda").contiguous(memory_format=fmt)
+                tb = torch.as_tensor(b, device="cuda")
+                yield Case("conv2d", layout, "cuDNN (torch)", size, "TFLOP/s", flops,
+                           lambda tx=tx, tw=tw, tb=tb: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, padding=1)),
+                           vendor=True, group=group)
+            holder = {}
+
+            def run(x=x, w=w, b=b, layout=layout, holder=holder):
+                holder["y"] = _conv.conv2d(x, w, b, padding=1, layout=layout, activation="relu",
+                                           backend="cuda" if env.gpu else "numpy")
+
+            def check(holder=holder, layout=layout, hx=hx, hw=hw, hb=hb):
+                # float64 reference through the NumPy fallback's path is not independent of the
+                # column layout, so compare against a float64 einsum over shifted windows.
+                y = holder["y"]
+                y = y.get() if hasattr(y, "get") else np.asarray(y)
+                if layout == "NHWC":
+                    y = y.transpose(0, 3, 1, 2)
+                xpad = np.pad(hx.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+                ref = np.zeros(y.shape)
+                mag = np.zeros(y.shape)
+                for i in range(3):
+                    for j in range(3):
+                        win = xpad[:, :, i:i + y.shape[2], j:j + y.shape[3]]
+                        ref += np.einsum("nchw,oc->nohw", win, hw[:, :, i, j].astype(np.float64), optimize=True)
+                        mag += np.einsum("nchw,oc->nohw", np.abs(win), np.abs(hw[:, :, i, j]).astype(np.float64), optimize=True)
+                ref = np.maximum(ref + hb[None, :, None, None], 0)
+                bound = 2 * (9 * hx.shape[1] + 2) * np.finfo(np.float32).eps * (mag + np.abs(hb)[None, :, None, None])
+                ratio = float(np.max(np.abs(y - ref) / (bound + 1e-30)))
+                return ratio <= 1.0, ratio
+
+            yield Case("conv2d", layout, "conv_gemm_warptile" if env.gpu else "numpy backend", size, "TFLOP/s",
+                       flops, run, check=check, group=group)
+
+
+RELU_N_GPU, RELU_N_CPU = 1 << 26, 1 << 20
+TRANSPOSE_GPU, TRANSPOSE_CPU = (32, 256, 56, 56), (4, 64, 28, 28)
+
+
+def elementwise_cases(env: Env) -> Iterable[Case]:
+    from . import activations as _act
+    from . import conv as _conv
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    be = "cuda" if env.gpu else "numpy"
+    n = RELU_N_GPU if env.gpu else RELU_N_CPU
+    rng = np.random.default_rng(4)
+    hx = rng.standard_normal(n).astype(np.float32)
+    x = xp.asarray(hx)
+    group = f"relu/{n}"
+    if torch is not None:
+        tx = torch.as_tensor(x, device="cuda")
+        yield Case("relu", "float32", "torch.relu", str(n), "GB/s", 8.0 * n, lambda: torch.relu(tx),
+                   vendor=True, group=group)
+    elif not env.gpu:
+        yield Case("relu", "float32", "numpy.maximum", str(n), "GB/s", 8.0 * n, lambda: np.maximum(hx, 0),
+                   vendor=True, group=group)
+    holder = {}
+
+    def run_relu():
+        holder["y"] = _act.relu(x, backend=be)
+
+    def check_relu():
+        y = holder["y"]
+        y = y.get() if hasattr(y, "get") else np.asarray(y)
+        return bool((y == np.where(hx > 0, hx, 0)).all()), 0.0
+
+    yield Case("relu", "float32", "relu_vec128" if env.gpu else "numpy backend", str(n), "GB/s", 8.0 * n,
+               run_relu, check=check_relu, group=group)
+
+    shape = TRANSPOSE_GPU if env.gpu else TRANSPOSE_CPU
+    ht = rng.standard_normal(shape).astype(np.float32)
+    t = xp.asarray(ht)
+    size = "x".join(map(str, shape))
+    group = f"nchw_to_nhwc/{size}"
+    if torch is not None:
+        tt = torch.as_tensor(t, device="cuda")
+        yield Case("nchw_to_nhwc", "float32", "torch channels_last", size, "GB/s", 8.0 * ht.size,
+                   lambda: tt.contiguous(memory_format=torch.channels_last), vendor=True, group=group)
+    elif not env.gpu:
+        yield Case("nchw_to_nhwc", "float32", "numpy.ascontiguousarray", size, "GB/s", 8.0 * ht.size,
+                   lambda: np.ascontiguousarray(ht.transpose(0, 2, 3, 1)), vendor=True, group=group)
+    th = {}
+
+    def run_t():
+        th["y"] = _conv.nchw_to_nhwc(t, backend=be)
+
+    def check_t():
+        y = th["y"]
+        y = y.get() if hasattr(y, "get") else np.asarray(y)
+        return bool((y == ht.transpose(0, 2, 3, 1)).all()), 0.0
+
+    yield Case("nchw_to_nhwc", "float32", "transpose_tiled" if env.gpu else "numpy backend", size, "GB/s",
+               8.0 * ht.size, run_t, check=check_t, group=group)
+
+
 PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
     "gemm": gemm_cases,
+    "conv": conv_cases,
+    "elementwise": elementwise_cases,
     "softmax": softmax_cases,
     "pooling": pooling_cases,
     "int8_gemm": int8_gemm_cases,

@@ -10,6 +10,8 @@ from typing import Callable, List, Tuple
 
 import numpy as np
 
+from . import activations as _act
+from . import conv as _conv
 from . import linalg as _linalg
 from . import normalization as _norm
 from . import pooling as _pool
@@ -148,6 +150,75 @@ def _pool_case(kind: str, layout: str, count_include_pad: bool = True):
     return Case(f"{kind}_pool2d[{layout}:k3s2p1:ceil:count_include_pad={count_include_pad}:2x3x9x11]", run)
 
 
+def _conv_ref(x, w, bias, stride, pad, groups, relu):
+    """Direct float64 loops: NCHW x, w (O, C/g, kh, kw), symmetric integer padding."""
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
+    xp[:, :, pad:pad + H, pad:pad + W] = x
+    OH, OW = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    y = np.zeros((N, O, OH, OW))
+    og = O // groups
+    for o in range(O):
+        g = o // og
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * Cg:(g + 1) * Cg, i:i + stride * OH:stride, j:j + stride * OW:stride]
+                y[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j].astype(np.float64))
+        if bias is not None:
+            y[:, o] += bias[o]
+    return np.maximum(y, 0) if relu else y
+
+
+def _conv_case(layout: str):
+    def run(backend):
+        rng = np.random.default_rng(21)
+        x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+        w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+        bias = rng.standard_normal(6).astype(np.float32)
+        want = _conv_ref(x, w, bias, 2, 1, 2, True)
+        if layout == "NHWC":
+            x, w = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+        dx, dw, db = _to_backend(backend, x, w, bias)
+        got = _host(_conv.conv2d(dx, dw, db, stride=2, padding=1, groups=2, layout=layout,
+                                 activation="relu", backend=backend))
+        if layout == "NHWC":
+            got = got.transpose(0, 3, 1, 2)
+        mag = _conv_ref(np.abs(x if layout == "NCHW" else x.transpose(0, 3, 1, 2)),
+                        np.abs(w if layout == "NCHW" else w.transpose(0, 3, 1, 2)), np.abs(bias), 2, 1, 2, False)
+        return got, want, 2 * 20 * np.finfo(np.float32).eps * mag
+
+    return Case(f"conv2d[{layout}:stride2:pad1:groups2:bias:relu:2x4x7x6]", run)
+
+
+def _relu_case(slope):
+    def run(backend):
+        rng = np.random.default_rng(2)
+        x = rng.standard_normal(1021).astype(np.float32)
+        x[::17] = np.nan
+        (dx,) = _to_backend(backend, x)
+        got = _host(_act.relu(dx, backend=backend) if slope is None else
+                    _act.leaky_relu(dx, slope, backend=backend))
+        x64 = x.astype(np.float64)
+        want = np.where(np.isnan(x64), np.nan, np.where(x64 > 0, x64, 0.0 if slope is None else slope * x64))
+        return got, want, 1e-7 * np.abs(want)
+
+    return Case("relu[1021:nan]" if slope is None else f"leaky_relu[{slope}:1021:nan]", run)
+
+
+def _transpose_case():
+    def run(backend):
+        x = np.arange(2 * 33 * 9 * 7, dtype=np.float32).reshape(2, 33, 9, 7)
+        (dx,) = _to_backend(backend, x)
+        there = _conv.nchw_to_nhwc(dx, backend=backend)
+        back = _host(_conv.nhwc_to_nchw(there, backend=backend))
+        got = np.concatenate([_host(there).ravel(), back.ravel()])
+        want = np.concatenate([x.transpose(0, 2, 3, 1).ravel(), x.ravel()]).astype(np.float64)
+        return got, want, 0.0
+
+    return Case("nchw_to_nhwc+nhwc_to_nchw[2x33x9x7]", run)
+
+
 CASES: List[Case] = [_gemm_case(v, np.float32, 67, 45, 33) for v in _linalg.sgemm_variants()]
 CASES.append(_gemm_case("auto", np.float64, 67, 45, 33))
 CASES += [_int8_gemm_case(v, ad, bd, 33, 70, 45) for v in _quant.int8_gemm_variants()
@@ -156,6 +227,8 @@ CASES += [_quantize_case(q) for q in ("int8", "uint8")]
 CASES += [_softmax_case(f, v, np.float32, shape) for f in ("softmax", "log_softmax")
           for v in _norm.softmax_variants() for shape in ((5, 33), (3, 1500))]
 CASES.append(_softmax_case("softmax", "auto", np.float64, (4, 37, 5), axis=1))
+CASES += [_conv_case(lay) for lay in ("NCHW", "NHWC")]
+CASES += [_relu_case(None), _relu_case(0.2), _transpose_case()]
 CASES += [_pool_case("max", lay) for lay in ("NCHW", "NHWC")]
 CASES += [_pool_case("avg", lay, cip) for lay in ("NCHW", "NHWC") for cip in (True, False)]
 
@@ -166,7 +239,9 @@ def run(backends, verbose: bool = True) -> int:
         for case in CASES:
             try:
                 got, want, tol = case.run(backend)
-                bad = ~(np.abs(got.astype(np.float64) - want) <= tol)
+                g64 = got.astype(np.float64)
+                both_nan = np.isnan(g64) & np.isnan(want)
+                bad = ~((g64 == want) | both_nan | (np.abs(g64 - want) <= tol))
                 ok = got.shape == want.shape and not bad.any()
                 detail = "" if ok else f"{int(bad.sum())} of {bad.size} elements off"
             except Exception as exc:  # a crash is a failure too, reported, not raised

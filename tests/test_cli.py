@@ -69,8 +69,9 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
     assert all(r["correct"] for r in doc["results"] if "correct" in r)
     pngs = sorted(p.name for p in plots.iterdir())
-    assert pngs == ["avg_pool2d_float32.png", "gemm_float32.png", "gemm_float64.png", "int8_gemm_int8.png",
-                    "max_pool2d_float32.png", "softmax_float32.png"]
+    assert pngs == ["avg_pool2d_float32.png", "conv2d_NCHW.png", "conv2d_NHWC.png", "gemm_float32.png",
+                    "gemm_float64.png", "int8_gemm_int8.png", "max_pool2d_float32.png",
+                    "nchw_to_nhwc_float32.png", "relu_float32.png", "softmax_float32.png"]
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
@@ -92,6 +93,10 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "COPY_BYTES", 1 << 16)
     monkeypatch.setattr(bench, "SOFTMAX_GPU", ((3, 40), (2, 1100)))
     monkeypatch.setattr(bench, "POOL_GPU", (1, 3, 9, 10))
+    monkeypatch.setattr(bench, "RESNET50_3X3", (("tiny", 5, 6),))
+    monkeypatch.setattr(bench, "CONV_BATCH_GPU", 2)
+    monkeypatch.setattr(bench, "RELU_N_GPU", 1001)
+    monkeypatch.setattr(bench, "TRANSPOSE_GPU", (2, 3, 5, 7))
     device.get_device.cache_clear()
     try:
         path = tmp_path / "g.json"
@@ -106,13 +111,13 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
     assert doc["meta"]["backend"] == "cuda" and doc["meta"]["copy"]["GB/s"] > 0
     gemm = [r["variant"] for r in doc["results"] if r["op"] == "gemm"]
     assert gemm == ["cuBLAS SGEMM", "naive", "warptile", "cuBLAS DGEMM", "dgemm_blocktile_2d"]
-    assert {r["op"] for r in doc["results"]} == {"gemm", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm"}
+    ops = {"gemm", "conv2d", "relu", "nchw_to_nhwc", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm"}
+    assert {r["op"] for r in doc["results"]} == ops
     assert all(r["correct"] for r in doc["results"] if "correct" in r)
-    checked = {r["op"] for r in doc["results"] if "correct" in r}
-    assert checked == {"gemm", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm"}
+    assert {r["op"] for r in doc["results"] if "correct" in r} == ops
     assert all("pct_peak" in r for r in doc["results"] if r["op"] == "gemm" and r["dtype"] == "float32")
     assert all("pct_copy" in r for r in doc["results"] if r["unit"] == "GB/s")
-    assert len(list((tmp_path / "plots").iterdir())) == 6
+    assert len(list((tmp_path / "plots").iterdir())) == 10
 
 
 def test_bench_detects_a_wrong_kernel(monkeypatch, capsys):

@@ -62,6 +62,8 @@ def module_name_expressions(kernel: Kernel) -> Tuple[str, ...]:
 #: The op-family modules of the package; importing one registers its kernels.
 OP_MODULES: Tuple[str, ...] = (
     "pygpu_ops.linalg",
+    "pygpu_ops.conv",
+    "pygpu_ops.activations",
     "pygpu_ops.normalization",
     "pygpu_ops.pooling",
     "pygpu_ops.quantization",

@@ -1,0 +1,572 @@
+"""Convolution through im2col + the SGEMM ladder's best kernel, and NCHW <-> NHWC transposes.
+
+``conv2d`` / ``conv1d`` build the column matrix with an im2col kernel and multiply it with the
+weights in ``conv_gemm_warptile`` (``cuda_src/conv/conv_gemm_warptile.cu``): the warp-tiled SGEMM
+main loop of ``sgemm/08_warptile.cu`` with an epilogue that adds the bias, applies the activation
+and stores straight into the output layout, so neither costs an extra pass.
+
+* NCHW: the column buffer is (C*kh*kw, columns) for a chunk of output pixels of one or several
+  images (Caffe's layout, all images of a chunk side by side), the GEMM is W (O, C*kh*kw) times it,
+  and the epilogue scatters each column to its image, giving (N, O, OH, OW) directly.
+* NHWC: the column buffer is (pixels, kh*kw*C) per group, the GEMM is it times W^T, giving rows of
+  (N*OH*OW, O) = (N, OH, OW, O) directly; no transposes of activations.
+* groups: ``blockIdx.z`` of the GEMM is the group (depthwise included).
+* Memory: the column buffer holds at most ``get_column_buffer_limit()`` bytes (default 256 MiB,
+  ``set_column_buffer_limit``); larger problems run in chunks of the flattened (image, pixel)
+  range, which may be smaller than one image. Index arithmetic that can pass 2^31 is 64-bit.
+
+conv2d / conv1d take float32 only (a ``TypeError`` names float32); ``im2col`` and the transposes
+also take other dtypes (im2col: float32 / float64; transposes: any 1, 2, 4 or 8-byte dtype).
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ._runtime import backends, validate
+from ._runtime.device import Launch, get_device
+from ._runtime.kernels import Kernel, ceil_div, register
+from ._runtime.nvtx import op_range
+from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant
+from .linalg import launch_config as gemm_launch_config
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+_FLOAT_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+IM2COL_NCHW = {dt: register(Kernel(source="conv/im2col_nchw.cu", symbol="im2col_nchw", template_args=(c,)))
+               for dt, c in _FLOAT_CTYPE.items()}
+IM2COL_NHWC = {dt: register(Kernel(source="conv/im2col_nhwc.cu", symbol="im2col_nhwc", template_args=(c,)))
+               for dt, c in _FLOAT_CTYPE.items()}
+
+_BEST = SGEMM_LADDER[-1]
+#: The conv GEMM: the best ladder step's tile, block and template arguments, conv epilogue.
+CONV_GEMM = GemmVariant(
+    "gemm_warptile",
+    register(Kernel(source="conv/conv_gemm_warptile.cu", symbol="conv_gemm_warptile",
+                    template_args=_BEST.kernel.template_args, no_spill=True)),
+    _BEST.tile, _BEST.block,
+)
+
+#: Transposes move bits: one instantiation per element size.
+_UINT = {1: (np.uint8, "unsigned char"), 2: (np.uint16, "unsigned short"),
+         4: (np.uint32, "unsigned int"), 8: (np.uint64, "unsigned long long")}
+TRANSPOSE = {size: register(Kernel(source="layout/transpose_tiled.cu", symbol="transpose_tiled",
+                                   template_args=(c,)))
+             for size, (_, c) in _UINT.items()}
+
+_ACT = {None: 0, "relu": 1}
+_BLOCK = 256
+_MAX_BLOCKS = 1 << 16
+_INT_MAX = 2**31 - 1
+
+
+def elementwise_launch(total: int) -> Launch:
+    """Launch of the im2col kernels: grid-stride loops, at most 65536 blocks of 256 threads."""
+    return Launch(grid=(max(1, min(ceil_div(total, _BLOCK), _MAX_BLOCKS)),), block=(_BLOCK,))
+
+
+def transpose_launch(B: int, R: int, S: int) -> Launch:
+    """Launch of transpose_tiled: 32x32 tiles, 32x8 threads; y and z capped (the kernel loops)."""
+    return Launch(grid=(ceil_div(S, 32), min(ceil_div(R, 32), MAX_GRID_YZ), min(B, MAX_GRID_YZ)),
+                  block=(32, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Column-buffer memory cap
+# ---------------------------------------------------------------------------------------------
+DEFAULT_COLUMN_BUFFER_LIMIT = 256 * 2**20
+_column_buffer_limit = DEFAULT_COLUMN_BUFFER_LIMIT
+
+
+def set_column_buffer_limit(nbytes: Optional[int]) -> int:
+    """Cap the im2col buffer of conv2d / conv1d at ``nbytes`` (None: the 256 MiB default).
+
+    Returns the previous limit. Larger convolutions run in chunks of output pixels; a chunk has at
+    least one pixel, so a single pixel's column (C*kh*kw*4 bytes) is the floor.
+    """
+    global _column_buffer_limit
+    prev = _column_buffer_limit
+    if nbytes is None:
+        nbytes = DEFAULT_COLUMN_BUFFER_LIMIT
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 1:
+        raise ValueError(f"set_column_buffer_limit: nbytes must be a positive int (bytes); got {nbytes!r}")
+    _column_buffer_limit = int(nbytes)
+    return prev
+
+
+def get_column_buffer_limit() -> int:
+    """The current cap on conv2d's im2col buffer, in bytes."""
+    return _column_buffer_limit
+
+
+def _chunk(total: int, per_item_bytes: int, cap_items: int) -> int:
+    """Items per chunk: as many as the limit allows (>= 1, <= cap_items), balanced over chunks.
+
+    With several chunks the size is kept a multiple of 4 where possible, so that leading
+    dimensions and per-group offsets of the chunk buffer stay 16-byte friendly (float4 paths).
+    """
+    most = max(1, min(_column_buffer_limit // max(per_item_bytes, 1), cap_items))
+    nchunks = ceil_div(total, most)
+    if nchunks == 0:
+        return 0
+    per = ceil_div(total, nchunks)
+    if nchunks > 1:
+        up = ceil_div(per, 4) * 4
+        per = up if up <= most else (per // 4 * 4 or per)
+    return per
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument parsing
+# ---------------------------------------------------------------------------------------------
+def _ints(op: str, name: str, v, n: int, minimum: int) -> Tuple[int, ...]:
+    def is_int(e):
+        return isinstance(e, numbers.Integral) and not isinstance(e, bool)
+
+    if is_int(v):
+        t = (int(v),) * n
+    elif isinstance(v, (tuple, list)) and len(v) == n and all(is_int(e) for e in v):
+        t = tuple(int(e) for e in v)
+    else:
+        what = "an int or a 1-tuple" if n == 1 else f"an int or a tuple of {n} ints"
+        raise TypeError(f"{op}: {name} must be {what}; got {v!r}")
+    if any(e < minimum for e in t):
+        raise ValueError(f"{op}: {name} must be >= {minimum}; got {v!r}")
+    return t
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything a 2-D convolution's kernels need; padding is (top, bottom, left, right)."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    O: int
+    G: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PT: int
+    PB: int
+    PL: int
+    PR: int
+    DH: int
+    DW: int
+    OH: int
+    OW: int
+
+    @property
+    def Cg(self) -> int:
+        return self.C // self.G
+
+    @property
+    def Og(self) -> int:
+        return self.O // self.G
+
+
+def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: int = 2,
+              x_shape=None) -> Geometry:
+    sh, sw = _ints(op, "stride", stride, nd, 1) if nd == 2 else (1,) + _ints(op, "stride", stride, 1, 1)
+    dh, dw = _ints(op, "dilation", dilation, nd, 1) if nd == 2 else (1,) + _ints(op, "dilation", dilation, 1, 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1 (as PyTorch); got stride {stride!r}")
+            # Total d*(k-1); an odd total puts the extra row / column at the bottom / right.
+            th, tw = dh * (KH - 1), dw * (KW - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'; got {padding!r}")
+    else:
+        ph, pw = _ints(op, "padding", padding, nd, 0) if nd == 2 else (0,) + _ints(op, "padding", padding, 1, 0)
+        pads = (ph, ph, pw, pw)
+    pt, pb, pl, pr = pads
+    eh, ew = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+    hp, wp = H + pt + pb, W + pl + pr
+    if eh > hp or ew > wp:
+        if nd == 2:
+            raise ValueError(
+                f"{op}: the kernel ({KH}, {KW}) with dilation ({dh}, {dw}) spans ({eh}, {ew}), larger than "
+                f"the padded input ({hp}, {wp}) (input {tuple(x_shape)}, padding {padding!r}); expected a "
+                f"padded input of at least ({eh}, {ew})")
+        raise ValueError(
+            f"{op}: the kernel ({KW},) with dilation ({dw},) spans ({ew},), larger than the padded input "
+            f"({wp},) (input {tuple(x_shape)}, padding {padding!r}); expected a padded length of at least ({ew},)")
+    OH = (hp - eh) // sh + 1
+    OW = (wp - ew) // sw + 1
+    return Geometry(N, C, H, W, O, G, KH, KW, sh, sw, pt, pb, pl, pr, dh, dw, OH, OW)
+
+
+def _check_layout(op: str, layout) -> str:
+    return validate.check_choice(op, "layout", layout, ("NCHW", "NHWC"))
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col
+# ---------------------------------------------------------------------------------------------
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", backend="auto"):
+    """The convolution column matrix of ``x``.
+
+    NCHW ``x`` (N, C, H, W) gives (N, C*kh*kw, OH*OW), row ``(c*kh + i)*kw + j`` (as
+    ``torch.nn.functional.unfold``); NHWC ``x`` (N, H, W, C) gives (N, OH*OW, kh*kw*C), column
+    ``(i*kw + j)*C + c``. Padding positions are 0. ``padding`` may be an int, a pair, ``"valid"`` or
+    ``"same"``. float32 or float64. The whole matrix is returned (no memory cap here).
+    """
+    op = "im2col"
+    name = backends.resolve(op, backend, {"x": x})
+    layout = _check_layout(op, layout)
+    dtype = validate.check_dtype(op, "x", x, (np.float32, np.float64))
+    validate.check_ndim(op, "x", x, 4, "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)")
+    KH, KW = _ints(op, "kernel_size", kernel_size, 2, 1)
+    if layout == "NCHW":
+        N, C, H, W = x.shape
+    else:
+        N, H, W, C = x.shape
+    g = _geometry(op, N, C, H, W, 0, 1, KH, KW, stride, padding, dilation, x_shape=x.shape)
+    P, Kc = g.OH * g.OW, C * KH * KW
+    shape = (N, Kc, P) if layout == "NCHW" else (N, P, Kc)
+    label = "numpy" if name == "numpy" else f"im2col_{layout.lower()}"
+    with op_range(op, label):
+        if name == "numpy":
+            win = _numpy_windows(np.asarray(x), g, layout)
+            if layout == "NCHW":
+                return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(shape)
+            return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(shape)
+        dev = get_device(name)
+        out = dev.empty(shape, dtype)
+        if out.size:
+            if x.size == 0:
+                out.fill(0)
+            else:
+                xd = dev.contiguous(x)
+                if layout == "NCHW":
+                    _launch_im2col_nchw(dev, xd, g, dtype, 0, N * P, out, P, (Kc - 1) * P)
+                else:
+                    _launch_im2col_nhwc(dev, xd, g, dtype, 0, N * P, out)
+        return dev.result(out)
+
+
+def _geom_args(g: Geometry):
+    i32 = np.int32
+    return (i32(g.KH), i32(g.KW), i32(g.SH), i32(g.SW), i32(g.PT), i32(g.PL), i32(g.DH), i32(g.DW),
+            i32(g.OH), i32(g.OW))
+
+
+def _launch_im2col_nchw(dev, xd, g, dtype, q0, ncols, col, ldrow, image_skip):
+    args = (xd, np.int32(g.C), np.int32(g.H), np.int32(g.W)) + _geom_args(g) + (
+        np.int64(q0), np.int64(ncols), col, np.int64(ldrow), np.int64(image_skip))
+    dev.launch(IM2COL_NCHW[dtype], elementwise_launch(g.C * ncols), args)
+
+
+def _launch_im2col_nhwc(dev, xd, g, dtype, q0, nrows, col):
+    args = (xd, np.int32(g.H), np.int32(g.W), np.int32(g.C), np.int32(g.G)) + _geom_args(g) + (
+        np.int64(q0), np.int64(nrows), col)
+    dev.launch(IM2COL_NHWC[dtype], elementwise_launch(nrows * g.KH * g.KW * g.C), args)
+
+
+def _numpy_windows(x: np.ndarray, g: Geometry, layout: str) -> np.ndarray:
+    """Strided view of the zero-padded input: (N, C, OH, OW, kh, kw) or (N, OH, OW, C, kh, kw)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    eh, ew = g.DH * (g.KH - 1) + 1, g.DW * (g.KW - 1) + 1
+    if layout == "NCHW":
+        xp = np.pad(x, ((0, 0), (0, 0), (g.PT, g.PB), (g.PL, g.PR)))
+        win = sliding_window_view(xp, (eh, ew), axis=(2, 3))
+        return win[:, :, ::g.SH, ::g.SW, ::g.DH, ::g.DW][:, :, :g.OH, :g.OW]
+    xp = np.pad(x, ((0, 0), (g.PT, g.PB), (g.PL, g.PR), (0, 0)))
+    win = sliding_window_view(xp, (eh, ew), axis=(1, 2))
+    return win[:, ::g.SH, ::g.SW, :, ::g.DH, ::g.DW][:, :g.OH, :g.OW]
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d / conv1d
+# ---------------------------------------------------------------------------------------------
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout="NCHW",
+           activation=None, backend="auto"):
+    """2-D cross-correlation (as ``torch.nn.functional.conv2d``), then ``+ bias``, then ``activation``.
+
+    NCHW: ``x`` (N, C, H, W), ``w`` (O, C/groups, kh, kw), result (N, O, OH, OW).
+    NHWC: ``x`` (N, H, W, C), ``w`` (O, kh, kw, C/groups), result (N, OH, OW, O).
+    ``stride``, ``dilation``: int or pair; ``padding``: int, pair, ``"valid"`` or ``"same"`` (stride
+    1 only; an odd total pads one more at the bottom / right). ``activation``: None or ``"relu"``.
+    float32 only.
+    """
+    op = "conv2d"
+    name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
+    layout = _check_layout(op, layout)
+    validate.check_dtype(op, "x", x, (np.float32,))
+    validate.check_same_dtype(op, "x", np.dtype(np.float32), w=w, bias=bias)
+    xs = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+    validate.check_ndim(op, "x", x, 4, xs)
+    G = _groups(op, groups)
+    if layout == "NCHW":
+        N, C, H, W = x.shape
+    else:
+        N, H, W, C = x.shape
+    if C % G:
+        raise ValueError(f"{op}: x has {C} channels (shape {tuple(x.shape)}, layout {layout}), not divisible "
+                         f"by groups={G}; expected a multiple of {G}")
+    Cg = C // G
+    wexp = f"(O, {Cg}, kh, kw)" if layout == "NCHW" else f"(O, kh, kw, {Cg})"
+    wname = "(O, C/groups, kh, kw)" if layout == "NCHW" else "(O, kh, kw, C/groups)"
+    if len(w.shape) != 4 or (w.shape[1] if layout == "NCHW" else w.shape[3]) != Cg:
+        raise ValueError(f"{op}: w has shape {tuple(w.shape)}; expected {wname} = {wexp} for layout "
+                         f"{layout} with C={C}, groups={G}")
+    if layout == "NCHW":
+        O, _, KH, KW = w.shape
+    else:
+        O, KH, KW, _ = w.shape
+    _check_out_channels(op, O, G, tuple(w.shape), wexp)
+    _check_bias(op, bias, O)
+    act = _activation(op, activation)
+    g = _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
+    return _conv(op, name, x, w, bias, g, layout, act)
+
+
+def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activation=None,
+           backend="auto"):
+    """1-D cross-correlation (as ``torch.nn.functional.conv1d``): ``x`` (N, C, L), ``w`` (O, C/groups, K),
+    result (N, O, OL); then ``+ bias`` and ``activation`` (None or ``"relu"``). float32 only.
+
+    Runs as conv2d with H = 1 (NCHW).
+    """
+    op = "conv1d"
+    name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
+    validate.check_dtype(op, "x", x, (np.float32,))
+    validate.check_same_dtype(op, "x", np.dtype(np.float32), w=w, bias=bias)
+    validate.check_ndim(op, "x", x, 3, "(N, C, L)")
+    G = _groups(op, groups)
+    N, C, L = x.shape
+    if C % G:
+        raise ValueError(f"{op}: x has {C} channels (shape {tuple(x.shape)}), not divisible by groups={G}; "
+                         f"expected a multiple of {G}")
+    Cg = C // G
+    if len(w.shape) != 3 or w.shape[1] != Cg:
+        raise ValueError(f"{op}: w has shape {tuple(w.shape)}; expected (O, C/groups, K) = (O, {Cg}, K) "
+                         f"with C={C}, groups={G}")
+    O, _, K = w.shape
+    _check_out_channels(op, O, G, tuple(w.shape), f"(O, {Cg}, K)")
+    _check_bias(op, bias, O)
+    act = _activation(op, activation)
+    g = _geometry(op, N, C, 1, L, O, G, 1, K, stride, padding, dilation, nd=1, x_shape=x.shape)
+    res = _conv(op, name, x[:, :, None, :], w[:, :, None, :], bias, g, "NCHW", act)
+    return res.reshape(N, O, g.OW)
+
+
+def _groups(op, groups) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"{op}: groups must be an int; got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be >= 1; got {groups}")
+    return int(groups)
+
+
+def _check_out_channels(op, O, G, wshape, wexp):
+    if O % G:
+        raise ValueError(f"{op}: w has shape {wshape} with O={O} output channels, not divisible by "
+                         f"groups={G}; expected {wexp} with O a multiple of {G}")
+
+
+def _check_bias(op, bias, O):
+    if bias is not None and tuple(bias.shape) != (O,):
+        raise ValueError(f"{op}: bias has shape {tuple(bias.shape)}; expected ({O},)")
+
+
+def _activation(op, activation) -> int:
+    if not (activation is None or (isinstance(activation, str) and activation in _ACT)):
+        raise ValueError(f"{op}: activation must be None or 'relu'; got {activation!r}")
+    return _ACT[activation]
+
+
+def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float = 0.0):
+    """Validated conv: ``act`` 0 none, 1 ReLU, 2 leaky ReLU with ``slope`` (the epilogue supports it;
+    the public API exposes None and "relu")."""
+    label = "numpy" if name == "numpy" else CONV_GEMM.kernel.symbol
+    shape = (g.N, g.O, g.OH, g.OW) if layout == "NCHW" else (g.N, g.OH, g.OW, g.O)
+    with op_range(op, label):
+        if name == "numpy":
+            return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
+        big = max(g.C * g.KH * g.KW, g.OH * g.OW, g.O)
+        if big > _INT_MAX:
+            raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be below 2^31 for the GEMM kernel's "
+                             f"32-bit dimensions; got {g.C * g.KH * g.KW}, {g.OH * g.OW}, {g.O}")
+        dev = get_device(name)
+        out = dev.empty(shape, np.float32)
+        if out.size:
+            if x.size == 0 or w.size == 0:
+                _fill_bias(dev, out, bias, g, layout, act, slope)
+            elif layout == "NCHW":
+                _device_conv_nchw(dev, x, w, bias, g, act, slope, out)
+            else:
+                _device_conv_nhwc(dev, x, w, bias, g, act, slope, out)
+        return dev.result(out)
+
+
+def _fill_bias(dev, out, bias, g, layout, act, slope):
+    """A convolution with nothing to sum (C = 0 or an all-padding input): act(bias) everywhere."""
+    if bias is None:
+        out.fill(0)
+        return
+    b = dev.asarray(bias)
+    if act:
+        b = b.copy()
+        neg = b < 0  # NaN compares false and stays
+        b[neg] = 0 if act == 1 else b[neg] * np.float32(slope)
+    out[...] = b.reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
+
+
+def _gemm_args(dev, bias, act, slope):
+    bd = dev.contiguous(bias) if bias is not None else dev.empty((1,), np.float32)
+    return bd, np.int32(act), np.float32(slope)
+
+
+def _device_conv_nchw(dev, x, w, bias, g: Geometry, act: int, slope: float, out):
+    xd = dev.contiguous(x)
+    Cg, Og, P = g.Cg, g.Og, g.OH * g.OW
+    Kg = Cg * g.KH * g.KW                 # GEMM K (per group)
+    Kc = g.C * g.KH * g.KW                # rows of the column buffer
+    wd = dev.contiguous(w).reshape(-1)    # (O, Kg) row-major
+    bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
+    flat = out.reshape(-1)
+    total = g.N * P
+    per = _chunk(total, Kc * 4, _INT_MAX)
+    col = dev.empty((Kc * per,), np.float32)
+    for q0 in range(0, total, per):
+        nc = min(per, total - q0)
+        colv = col[:Kc * nc].reshape(Kc, nc)
+        _launch_im2col_nchw(dev, xd, g, np.dtype(np.float32), q0, nc, colv, nc, 0)
+        for g0 in range(0, g.G, MAX_GRID_YZ):
+            ng = min(MAX_GRID_YZ, g.G - g0)
+            args = (np.int32(Og), np.int32(nc), np.int32(Kg),
+                    wd[g0 * Og * Kg:], np.int32(Kg), np.int64(Og * Kg),
+                    colv.reshape(-1)[g0 * Kg * nc:], np.int32(nc), np.int64(Kg * nc),
+                    flat[g0 * Og * P:], np.int32(P), np.int64(Og * P),
+                    np.int64(q0), np.int64(P), np.int64(g.O * P),
+                    bd[g0 * Og:] if bias is not None else bd, np.int64(Og),
+                    np.int32(1 if bias is not None else 0), act32, slope32)
+            dev.launch(CONV_GEMM.kernel, gemm_launch_config(CONV_GEMM, Og, nc, ng), args)
+
+
+def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out):
+    xd = dev.contiguous(x)
+    Og = g.Og
+    Kg = g.KH * g.KW * g.Cg
+    # W (O, kh, kw, C/G) -> per group W_g^T (Kg, Og): a copy of the (small) weights only.
+    wt = dev.contiguous(dev.asarray(w).reshape(g.G, Og, Kg).transpose(0, 2, 1)).reshape(-1)
+    bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
+    flat = out.reshape(-1)
+    total = g.N * g.OH * g.OW
+    per = _chunk(total, g.G * Kg * 4, min(_INT_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
+    col = dev.empty((g.G * Kg * per,), np.float32)
+    for q0 in range(0, total, per):
+        nr = min(per, total - q0)
+        colv = col[:g.G * nr * Kg]
+        _launch_im2col_nhwc(dev, xd, g, np.dtype(np.float32), q0, nr, colv)
+        for g0 in range(0, g.G, MAX_GRID_YZ):
+            ng = min(MAX_GRID_YZ, g.G - g0)
+            args = (np.int32(nr), np.int32(Og), np.int32(Kg),
+                    colv[g0 * nr * Kg:], np.int32(Kg), np.int64(nr * Kg),
+                    wt[g0 * Kg * Og:], np.int32(Og), np.int64(Kg * Og),
+                    flat[q0 * g.O + g0 * Og:], np.int32(g.O), np.int64(Og),
+                    np.int64(0), np.int64(2**62), np.int64(0),
+                    bd[g0 * Og:] if bias is not None else bd, np.int64(Og),
+                    np.int32(2 if bias is not None else 0), act32, slope32)
+            dev.launch(CONV_GEMM.kernel, gemm_launch_config(CONV_GEMM, nr, Og, ng), args)
+
+
+def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, shape):
+    """NumPy fallback: strided windows, a chunked copy into columns, batched BLAS matmul per group."""
+    out = np.empty(shape, np.float32)
+    if out.size == 0:
+        return out
+    G, Cg, Og = g.G, g.Cg, g.Og
+    KK = g.KH * g.KW
+    if x.size == 0 or w.size == 0:
+        out[...] = 0
+    else:
+        win = _numpy_windows(x, g, layout)
+        if layout == "NCHW":
+            wm = w.reshape(G, Og, Cg * KK).transpose(0, 2, 1)            # (G, Cg*kk, Og)
+        else:
+            wm = w.reshape(G, Og, KK * Cg).transpose(0, 2, 1)            # (G, kk*Cg, Og)
+        for n0, n1, h0, h1 in _numpy_chunks(g, g.C * KK * 4):
+            nb, oh = n1 - n0, h1 - h0
+            if layout == "NCHW":
+                part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, g.KH, g.KW)
+                cols = part.transpose(0, 1, 3, 4, 2, 5, 6).reshape(nb, G, oh * g.OW, Cg * KK)
+                r = np.matmul(cols, wm)                                  # (nb, G, pixels, Og)
+                out[n0:n1, :, h0:h1] = r.transpose(0, 1, 3, 2).reshape(nb, g.O, oh, g.OW)
+            else:
+                part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, g.KH, g.KW)
+                cols = part.transpose(0, 3, 1, 2, 5, 6, 4).reshape(nb, G, oh * g.OW, KK * Cg)
+                r = np.matmul(cols, wm)
+                out[n0:n1, h0:h1] = r.transpose(0, 2, 1, 3).reshape(nb, oh, g.OW, g.O)
+    if bias is not None:
+        out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
+    if act == 1:
+        np.maximum(out, np.float32(0), out=out)  # np.maximum keeps NaN
+    elif act == 2:
+        out[out < 0] *= np.float32(slope)
+    return out
+
+
+def _numpy_chunks(g: Geometry, pixel_bytes: int):
+    """(n0, n1, oh0, oh1) pieces whose column matrix fits the limit: whole images, or row blocks."""
+    image = g.OH * g.OW * pixel_bytes
+    if image <= _column_buffer_limit:
+        per = _chunk(g.N, image, g.N)
+        for n0 in range(0, g.N, per):
+            yield n0, min(g.N, n0 + per), 0, g.OH
+    else:
+        rows = _chunk(g.OH, g.OW * pixel_bytes, g.OH)
+        for n in range(g.N):
+            for h0 in range(0, g.OH, rows):
+                yield n, n + 1, h0, min(g.OH, h0 + rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout transposes
+# ---------------------------------------------------------------------------------------------
+def nchw_to_nhwc(x, *, backend="auto"):
+    """(N, C, H, W) -> (N, H, W, C), a new C-contiguous array (tiled shared-memory transpose)."""
+    return _transpose("nchw_to_nhwc", x, "(N, C, H, W)", backend, to_nhwc=True)
+
+
+def nhwc_to_nchw(x, *, backend="auto"):
+    """(N, H, W, C) -> (N, C, H, W), a new C-contiguous array (tiled shared-memory transpose)."""
+    return _transpose("nhwc_to_nchw", x, "(N, H, W, C)", backend, to_nhwc=False)
+
+
+def _transpose(op, x, layout_name, backend, to_nhwc: bool):
+    name = backends.resolve(op, backend, {"x": x})
+    dtype = validate.dtype_of(x)
+    if dtype.itemsize not in _UINT or dtype.hasobject:
+        raise TypeError(f"{op}: x has dtype {dtype}; expected a numeric dtype of 1, 2, 4 or 8 bytes")
+    validate.check_ndim(op, "x", x, 4, layout_name)
+    N, A1, A2, A3 = x.shape
+    if to_nhwc:
+        shape, (B, R, S) = (N, A2, A3, A1), (N, A1, A2 * A3)
+    else:
+        shape, (B, R, S) = (N, A3, A1, A2), (N, A1 * A2, A3)
+    label = "numpy" if name == "numpy" else "transpose_tiled"
+    with op_range(op, label):
+        if name == "numpy":
+            perm = (0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)
+            return np.ascontiguousarray(np.asarray(x).transpose(perm))
+        dev = get_device(name)
+        out = dev.empty(shape, dtype)
+        if out.size:
+            utype = _UINT[dtype.itemsize][0]
+            xd = dev.contiguous(x).reshape(-1).view(utype)
+            dev.launch(TRANSPOSE[dtype.itemsize], transpose_launch(B, R, S),
+                       (xd, out.reshape(-1).view(utype), np.int64(B), np.int64(R), np.int64(S)))
+        return dev.result(out)

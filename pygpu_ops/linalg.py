@@ -84,32 +84,13 @@ def launch_config(v: GemmVariant, M: int, N: int, batch: int) -> Launch:
 # ---------------------------------------------------------------------------------------------
 # Device path (CUDA and emulator share it)
 # ---------------------------------------------------------------------------------------------
-def _rowmajor_3d(dev, x):
-    """(x, row stride, batch stride) in elements with unit column stride; copies only if needed."""
-    item = x.dtype.itemsize
-    b, rows, cols = x.shape
-    sb, sr, sc = x.strides
-    ok = (cols <= 1 or sc == item) and sr % item == 0 and sb % item == 0 and sr >= 0 and sb >= 0
-    ok = ok and (rows <= 1 or sr >= cols * item) and sr // item < 2**31
-    if not ok or not _is_device(dev, x):
-        x = dev.contiguous(x)
-        sb, sr, _ = x.strides
-    ld = sr // item if rows > 1 else max(cols, 1)
-    sbatch = sb // item if b > 1 else 0
-    return x, ld, sbatch
-
-
-def _is_device(dev, x) -> bool:
-    return dev.name == "cuda" or dev.emu.is_device_array(x)
-
-
 def _device_gemm(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> None:
     """dst (batch, M, N) = alpha * a (batch, M, K) @ b (batch, K, N) + beta * dst."""
     batch, M, K = a.shape
     N = b.shape[2]
-    a, lda, sa = _rowmajor_3d(dev, a)
-    b, ldb, sb = _rowmajor_3d(dev, b)
-    _, ldc, sc = _rowmajor_3d(dev, dst)
+    a, lda, sa = dev.rowmajor(a)
+    b, ldb, sb = dev.rowmajor(b)
+    _, ldc, sc = dev.rowmajor(dst)
     st = np.float32 if dst.dtype == np.float32 else np.float64
     # gridDim.y and gridDim.z stop at 65535: larger problems go in chunks of rows / batches.
     rows = MAX_GRID_YZ * v.tile[0]
@@ -125,7 +106,7 @@ def _device_gemm(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> N
 
 
 def _writable_rowmajor(dev, x) -> bool:
-    if not _is_device(dev, x):
+    if not dev.addressable(x):
         return False
     item = x.dtype.itemsize
     b, rows, cols = x.shape

@@ -223,31 +223,6 @@ def _channel_shape(ndim: int, axis: Optional[int], C: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# Device helpers
-# ---------------------------------------------------------------------------------------------
-def _upload(dev, arr: np.ndarray):
-    arr = np.array(arr, order="C")   # (np.ascontiguousarray would turn 0-d into 1-d)
-    if dev.name == "cuda":
-        return dev.cupy.asarray(arr)
-    return dev.emu.to_device(arr)
-
-
-def _is_device(dev, x) -> bool:
-    return dev.name == "cuda" or dev.emu.is_device_array(x)
-
-
-def _rowmajor(dev, x):
-    """(x, leading dimension): unit column stride and a non-negative row stride; copies if needed."""
-    rows, cols = x.shape
-    sr, sc = x.strides
-    ok = (cols <= 1 or sc == 1) and sr >= 0 and (rows <= 1 or sr >= cols) and sr < 2 ** 31
-    if not ok or not _is_device(dev, x):
-        x = dev.contiguous(x)
-        sr = x.strides[0]
-    return x, (sr if rows > 1 else max(cols, 1))
-
-
-# ---------------------------------------------------------------------------------------------
 # quant_params / quantize / dequantize
 # ---------------------------------------------------------------------------------------------
 def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
@@ -309,7 +284,7 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
             scale, zp = scale.reshape(()), zp.reshape(())
         if name == "cuda":
             dev = get_device("cuda")
-            return _upload(dev, scale), _upload(dev, zp)
+            return dev.upload(scale), dev.upload(zp)
         return scale, zp
 
 
@@ -352,8 +327,8 @@ def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto")
                 xd32[...] = xd   # converts (float16 / float64) and packs on the device
                 xd = xd32
             inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
-            args = (np.int64(n), xd.reshape(-1), out.reshape(-1), _upload(dev, s),
-                    _upload(dev, np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+            args = (np.int64(n), xd.reshape(-1), out.reshape(-1), dev.upload(s),
+                    dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
             dev.launch(kernel, elementwise_launch(n), args)
         return dev.result(out)
 
@@ -385,8 +360,8 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
         if n:
             qd = dev.contiguous(dev.asarray(q))
             inner = int(np.prod(q.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
-            args = (np.int64(n), qd.reshape(-1), out.reshape(-1), _upload(dev, s),
-                    _upload(dev, np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+            args = (np.int64(n), qd.reshape(-1), out.reshape(-1), dev.upload(s),
+                    dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
             dev.launch(kernel, elementwise_launch(n), args)
         return dev.result(out)
 
@@ -475,13 +450,13 @@ def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.d
             out.fill(0)
         else:
             row = _round_saturate_np(np.zeros(N, np.float32) * np.broadcast_to(mult, (N,)), y_zp, out_dtype)
-            out[...] = _upload(dev, np.broadcast_to(row, (M, N)))
+            out[...] = dev.upload(np.broadcast_to(row, (M, N)))
         return out
-    a, lda = _rowmajor(dev, dev.asarray(p.a))
-    b, ldb = _rowmajor(dev, dev.asarray(p.b))
+    a, lda, _ = dev.rowmajor(dev.asarray(p.a))
+    b, ldb, _ = dev.rowmajor(dev.asarray(p.b))
     a, b = a.view(np.int8), b.view(np.int8)
-    za = _upload(dev, p.za.astype(np.int32))
-    zb = _upload(dev, p.zb.astype(np.int32))
+    za = dev.upload(p.za.astype(np.int32))
+    zb = dev.upload(p.zb.astype(np.int32))
     has_zp = bool(p.za.any() or p.zb.any())
     if has_zp:
         row_sum = dev.empty((M,), np.int32)
@@ -491,8 +466,8 @@ def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.d
         dev.launch(COL_SUMS, col_sums_launch(N),
                    (np.int32(K), np.int32(N), b, np.int32(ldb), np.uint32(p.b_flip), col_sum))
     else:
-        row_sum = col_sum = _upload(dev, np.zeros(1, np.int32))   # not read (has_zp == 0)
-    ym = _upload(dev, mult if mult is not None else np.ones(1, np.float32))
+        row_sum = col_sum = dev.upload(np.zeros(1, np.int32))   # not read (has_zp == 0)
+    ym = dev.upload(mult if mult is not None else np.ones(1, np.float32))
     kernel = v.kernels[np.dtype(out_dtype)]
     a_step = 1 if p.za.size > 1 else 0
     # gridDim.y stops at 65535: taller problems go in chunks of rows.

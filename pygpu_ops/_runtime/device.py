@@ -120,6 +120,35 @@ class Device:
         """What the caller gets back."""
         return x
 
+    def addressable(self, x) -> bool:
+        """Whether a kernel may be handed ``x``'s pointer as it is."""
+        raise NotImplementedError
+
+    def upload(self, host: np.ndarray):
+        """A C-contiguous device copy of a NumPy array (0-d stays 0-d)."""
+        raise NotImplementedError
+
+    def rowmajor(self, x):
+        """``(x, row stride, batch stride)`` in elements for a (rows, cols) or (batch, rows, cols)
+        array that kernels read row by row: ``x`` itself when its columns are unit-stride and its
+        row and batch strides are usable, else a C-contiguous copy."""
+        item = x.dtype.itemsize
+
+        def layout(a):
+            rows, cols = a.shape[-2:]
+            sr, sc = a.strides[-2:]
+            sb = a.strides[0] if a.ndim == 3 else 0
+            ok = ((cols <= 1 or sc == item) and sr % item == 0 and sb % item == 0 and sr >= 0 and sb >= 0
+                  and (rows <= 1 or sr >= cols * item) and sr // item < 2**31)
+            ld = sr // item if rows > 1 else max(cols, 1)
+            return ok, ld, (sb // item if a.ndim == 3 and a.shape[0] > 1 else 0)
+
+        ok, ld, sb = layout(x)
+        if not ok or not self.addressable(x):
+            x = self.contiguous(x)
+            _, ld, sb = layout(x)
+        return x, ld, sb
+
 
 class CudaDevice(Device):
     name = "cuda"
@@ -156,6 +185,12 @@ class CudaDevice(Device):
     def contiguous(self, x):
         return self.cupy.ascontiguousarray(self.asarray(x))
 
+    def addressable(self, x) -> bool:
+        return isinstance(x, self.cupy.ndarray)
+
+    def upload(self, host):
+        return self.cupy.asarray(np.array(host, order="C"))
+
 
 class EmulatorDevice(Device):
     name = "emulator"
@@ -186,6 +221,12 @@ class EmulatorDevice(Device):
     def result(self, x):
         # Hand back ordinary NumPy memory; the guarded buffer is released with its last view.
         return np.array(x, copy=True)
+
+    def addressable(self, x) -> bool:
+        return self.emu.is_device_array(x)
+
+    def upload(self, host):
+        return self.emu.to_device(np.array(host, order="C"))
 
 
 _DEVICES = {"cuda": CudaDevice, "emulator": EmulatorDevice}

@@ -211,3 +211,29 @@ def test_kernels_race_free_under_two_schedules(variant):
     a, b, c = rand(rng, (70, 37), dtype), rand(rng, (37, 131), dtype), rand(rng, (70, 131), dtype)
     v = "auto" if variant == "dgemm" else variant
     run_under_seeds(lambda: po.gemm(a, b, c, beta=0.5, variant=v, backend="emulator"), seeds=(1, 2))
+
+
+# -- property test: random shapes, transposes and scalars ---------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.mark.parametrize("variant", ["smem_tiled", "vectorized", "warptile"])
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(M=st.integers(1, 150), N=st.integers(1, 150), K=st.integers(1, 40),
+                  trans_a=st.booleans(), trans_b=st.booleans(),
+                  alpha=st.sampled_from([1.0, -0.5, 2.0]), beta=st.sampled_from([0.0, 1.0, -3.0]))
+def test_gemm_property(variant, M, N, K, trans_a, trans_b, alpha, beta):
+    from pygpu_ops._runtime import backends
+
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    a = rand(rng, (K, M) if trans_a else (M, K))
+    b = rand(rng, (N, K) if trans_b else (K, N))
+    c = rand(rng, (M, N))
+    want, bound = reference(a, b, c, alpha, beta, trans_a, trans_b)
+    for name in ("numpy", "emulator"):
+        if backends.problem(name):
+            continue
+        got = po.gemm(a, b, c, alpha=alpha, beta=beta, trans_a=trans_a, trans_b=trans_b,
+                      variant=variant, backend=name)
+        assert_close_bound(got, want, bound, f"{name} {variant} {M}x{N}x{K}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -40,7 +40,7 @@ def _run(op: str, kernels, x, slope, backend: str):
     name = backends.resolve(op, backend, {"x": x})
     dtype = validate.check_dtype(op, "x", x, (np.float32, np.float64))
     label = "numpy" if name == "numpy" else f"{op}_{VARIANT}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             x = np.asarray(x)
             if slope is None:

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -187,7 +187,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
     if out is not None:
         _check_out(op, out, (M, N), dtype)
     label = "numpy" if name == "numpy" else v.label
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"a": a, "b": b, "c": c, "out": out}):
         opa = a.T if trans_a else a
         opb = b.T if trans_b else b
         if name == "numpy":
@@ -234,7 +234,7 @@ def matmul(a, b, *, variant="auto", backend="auto"):
         raise ValueError(f"matmul: batch dimensions of a {tuple(a.shape)} and b {tuple(b.shape)} "
                          f"do not broadcast") from None
     label = "numpy" if name == "numpy" else v.label
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"a": a, "b": b}):
         if name == "numpy":
             return np.matmul(a, b)
         dev = get_device(name)

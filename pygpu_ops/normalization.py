@@ -27,7 +27,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -169,7 +169,7 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
         raise ValueError(f"{op}: the softmax axis has {L} elements; at most 2**31 - 1 are supported")
     v = _pick(op, variant, L, inner)
     label = "numpy" if name == "numpy" else f"softmax_{v.name}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return _numpy_softmax(x, ax if shape else 0, log).reshape(shape)
         dev = get_device(name)

@@ -22,7 +22,7 @@ from typing import Tuple
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -172,7 +172,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return_indices = _flag(op, "return_indices", return_indices)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             vals, idx = _numpy_max_pool(np.asarray(x), layout, k, s, p, d, OH, OW)
             return (vals, idx) if return_indices else vals
@@ -252,7 +252,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     count_include_pad = _flag(op, "count_include_pad", count_include_pad)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return _numpy_avg_pool(np.asarray(x), layout, k, s, p, OH, OW, count_include_pad)
         dev = get_device(name)
@@ -314,7 +314,7 @@ def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
         raise ValueError(f"{op}: planes of H*W = {HW} elements are too large (at most 2**31 - 1)")
     out_shape = _out_shape(layout, N, C, 1, 1)
     label = "numpy" if name == "numpy" else f"global_avg_pool2d_{layout.lower()}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             axes = (2, 3) if layout == "NCHW" else (1, 2)
             with np.errstate(invalid="ignore", divide="ignore"):

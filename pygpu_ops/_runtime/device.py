@@ -7,6 +7,7 @@ grid, shared memory and argument packing that run on the CPU are the ones the GP
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -230,6 +231,26 @@ class EmulatorDevice(Device):
 
 
 _DEVICES = {"cuda": CudaDevice, "emulator": EmulatorDevice}
+
+
+def device_scope(op: str, backend: str, arrays: Dict[str, object]):
+    """Context in which an op's device work runs: for ``cuda``, the GPU that holds its arrays
+    (so arrays on a second device run there, with that device's modules), else nothing.
+    Arrays on different GPUs are a ``ValueError`` naming them."""
+    if backend != "cuda":
+        return contextlib.nullcontext()
+    cupy = get_device("cuda").cupy
+    where = {}
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        arr = x if isinstance(x, cupy.ndarray) else cupy.asarray(x)
+        where[name] = arr.device.id
+    ids = set(where.values())
+    if len(ids) > 1:
+        detail = ", ".join(f"{n!r} on GPU {i}" for n, i in where.items())
+        raise ValueError(f"{op}: arrays on different devices ({detail}); move them to one GPU")
+    return cupy.cuda.Device(ids.pop()) if ids else contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,23 +13,41 @@ from pygpu_ops._runtime import emulator
 
 
 class ndarray(np.ndarray):
+    """Device memory of the fake; ``device`` is the GPU it was made on (views inherit it)."""
+
+    _dev = 0
+    _module = None
+
+    def __array_finalize__(self, obj):
+        if isinstance(obj, ndarray):
+            self._dev, self._module = obj._dev, obj._module
+
+    @property
+    def device(self):
+        return self._module.cuda.Device(self._dev)
+
     def get(self):
         return np.array(self)
 
 
 ndarray.__module__ = "cupy"
+_current = {}
 
 
 def _wrap(x):
-    return x.view(ndarray)
+    arr = x.view(ndarray)
+    mod = _current["module"]
+    arr._dev, arr._module = mod._state["device"], mod
+    return arr
 
 
 def make(device_count: int = 1):
     mod = types.ModuleType("cupy")
     mod.__version__ = "fake"
     mod.ndarray = ndarray
-    state = {"device": 0, "modules_built": []}
+    state = {"device": 0, "modules_built": [], "entered": []}
     mod._state = state
+    _current["module"] = mod
 
     mod.empty = lambda shape, dtype=np.float64: _wrap(emulator.empty(shape, dtype))
 
@@ -64,6 +82,15 @@ def make(device_count: int = 1):
 
         def synchronize(self):
             pass
+
+        def __enter__(self):
+            self._prev = state["device"]
+            state["device"] = self.id
+            state["entered"].append(self.id)
+            return self
+
+        def __exit__(self, *exc):
+            state["device"] = self._prev
 
     class Event:
         def record(self):

@@ -43,10 +43,33 @@ def test_modules_are_memoized_per_device(cupy):
     po.gemm(a, b, variant="naive")
     built = [d for d, names in cupy._state["modules_built"] if "sgemm_naive<32, 32>" in names]
     assert built == [0]
-    cupy._state["device"] = 1
-    po.matmul(a, b, variant="naive")
+    with cupy.cuda.Device(1):
+        a1 = cupy.asarray(np.ones((5, 3), np.float32))
+        b1 = cupy.asarray(np.ones((3, 4), np.float32))
+    # Current device 0, arrays on GPU 1: the op runs on GPU 1, with GPU 1's module.
+    y = po.matmul(a1, b1, variant="naive")
+    assert y.device.id == 1 and cupy._state["device"] == 0
     built = [d for d, names in cupy._state["modules_built"] if "sgemm_naive<32, 32>" in names]
     assert built == [0, 1]
+    np.testing.assert_array_equal(y.get(), np.full((5, 4), 3.0, np.float32))
+
+
+def test_arrays_on_two_devices_are_an_error(cupy):
+    a = cupy.asarray(np.ones((5, 3), np.float32))
+    with cupy.cuda.Device(1):
+        b = cupy.asarray(np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"different devices \('a' on GPU 0, 'b' on GPU 1\)"):
+        po.gemm(a, b)
+
+
+@pytest.mark.parametrize("call", ["relu", "softmax", "max_pool2d"])
+def test_every_op_runs_on_its_arrays_device(cupy, call):
+    with cupy.cuda.Device(1):
+        x = cupy.asarray(np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32))
+    cupy._state["entered"].clear()
+    y = {"relu": lambda: po.relu(x), "softmax": lambda: po.softmax(x),
+         "max_pool2d": lambda: po.max_pool2d(x, 2)}[call]()
+    assert 1 in cupy._state["entered"] and y.device.id == 1
 
 
 def test_out_written_in_place_on_device(cupy):

@@ -12,7 +12,8 @@ from .conv import (conv1d, conv2d, get_column_buffer_limit, im2col, nchw_to_nhwc
 from .linalg import gemm, matmul, sgemm_variants
 from .normalization import log_softmax, softmax, softmax_variants
 from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
-from .quantization import dequantize, int8_gemm, int8_gemm_variants, qlinear_matmul, quant_params, quantize
+from .quantization import (dequantize, int8_gemm, int8_gemm_variants, qconv2d, qlinear_matmul, quant_params,
+                           quantize)
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "int8_gemm",
     "int8_gemm_variants",
     "matmul",
+    "qconv2d",
     "qlinear_matmul",
     "quant_params",
     "quantize",

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant
@@ -37,10 +37,13 @@ from .linalg import launch_config as gemm_launch_config
 # Kernels
 # ---------------------------------------------------------------------------------------------
 _FLOAT_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: im2col element types: the float ones of ``im2col`` / ``conv2d`` and the 8-bit ones of the
+#: quantized convolution (``quantization.qconv2d``, which pads with the input zero point).
+_IM2COL_CTYPE = {**_FLOAT_CTYPE, np.dtype(np.int8): "signed char", np.dtype(np.uint8): "unsigned char"}
 IM2COL_NCHW = {dt: register(Kernel(source="conv/im2col_nchw.cu", symbol="im2col_nchw", template_args=(c,)))
-               for dt, c in _FLOAT_CTYPE.items()}
+               for dt, c in _IM2COL_CTYPE.items()}
 IM2COL_NHWC = {dt: register(Kernel(source="conv/im2col_nhwc.cu", symbol="im2col_nhwc", template_args=(c,)))
-               for dt, c in _FLOAT_CTYPE.items()}
+               for dt, c in _IM2COL_CTYPE.items()}
 
 _BEST = SGEMM_LADDER[-1]
 #: The conv GEMM: the best ladder step's tile, block and template arguments, conv epilogue.
@@ -235,7 +238,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
     P, Kc = g.OH * g.OW, C * KH * KW
     shape = (N, Kc, P) if layout == "NCHW" else (N, P, Kc)
     label = "numpy" if name == "numpy" else f"im2col_{layout.lower()}"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             win = _numpy_windows(np.asarray(x), g, layout)
             if layout == "NCHW":
@@ -261,28 +264,31 @@ def _geom_args(g: Geometry):
             i32(g.OH), i32(g.OW))
 
 
-def _launch_im2col_nchw(dev, xd, g, dtype, q0, ncols, col, ldrow, image_skip):
+def _launch_im2col_nchw(dev, xd, g, dtype, q0, ncols, col, ldrow, image_skip, pad=0):
+    """im2col_nchw of columns q0 .. q0 + ncols into ``col``; ``pad`` fills the padding."""
     args = (xd, np.int32(g.C), np.int32(g.H), np.int32(g.W)) + _geom_args(g) + (
-        np.int64(q0), np.int64(ncols), col, np.int64(ldrow), np.int64(image_skip))
+        np.int64(q0), np.int64(ncols), col, np.int64(ldrow), np.int64(image_skip), dtype.type(pad))
     dev.launch(IM2COL_NCHW[dtype], elementwise_launch(g.C * ncols), args)
 
 
-def _launch_im2col_nhwc(dev, xd, g, dtype, q0, nrows, col):
+def _launch_im2col_nhwc(dev, xd, g, dtype, q0, nrows, col, pad=0):
+    """im2col_nhwc of rows q0 .. q0 + nrows into ``col`` (G, nrows, kh*kw*C/G); ``pad`` fills the padding."""
     args = (xd, np.int32(g.H), np.int32(g.W), np.int32(g.C), np.int32(g.G)) + _geom_args(g) + (
-        np.int64(q0), np.int64(nrows), col)
+        np.int64(q0), np.int64(nrows), col, dtype.type(pad))
     dev.launch(IM2COL_NHWC[dtype], elementwise_launch(nrows * g.KH * g.KW * g.C), args)
 
 
-def _numpy_windows(x: np.ndarray, g: Geometry, layout: str) -> np.ndarray:
-    """Strided view of the zero-padded input: (N, C, OH, OW, kh, kw) or (N, OH, OW, C, kh, kw)."""
+def _numpy_windows(x: np.ndarray, g: Geometry, layout: str, pad=0) -> np.ndarray:
+    """Strided view of the padded input (``pad`` in the padding, 0 unless given):
+    (N, C, OH, OW, kh, kw) or (N, OH, OW, C, kh, kw)."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     eh, ew = g.DH * (g.KH - 1) + 1, g.DW * (g.KW - 1) + 1
     if layout == "NCHW":
-        xp = np.pad(x, ((0, 0), (0, 0), (g.PT, g.PB), (g.PL, g.PR)))
+        xp = np.pad(x, ((0, 0), (0, 0), (g.PT, g.PB), (g.PL, g.PR)), constant_values=pad)
         win = sliding_window_view(xp, (eh, ew), axis=(2, 3))
         return win[:, :, ::g.SH, ::g.SW, ::g.DH, ::g.DW][:, :, :g.OH, :g.OW]
-    xp = np.pad(x, ((0, 0), (g.PT, g.PB), (g.PL, g.PR), (0, 0)))
+    xp = np.pad(x, ((0, 0), (g.PT, g.PB), (g.PL, g.PR), (0, 0)), constant_values=pad)
     win = sliding_window_view(xp, (eh, ew), axis=(1, 2))
     return win[:, ::g.SH, ::g.SW, :, ::g.DH, ::g.DW][:, :g.OH, :g.OW]
 
@@ -392,7 +398,7 @@ def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float
     the public API exposes None and "relu")."""
     label = "numpy" if name == "numpy" else CONV_GEMM.kernel.symbol
     shape = (g.N, g.O, g.OH, g.OW) if layout == "NCHW" else (g.N, g.OH, g.OW, g.O)
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x, "w": w, "bias": bias}):
         if name == "numpy":
             return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
         big = max(g.C * g.KH * g.KW, g.OH * g.OW, g.O)
@@ -558,7 +564,7 @@ def _transpose(op, x, layout_name, backend, to_nhwc: bool):
     else:
         shape, (B, R, S) = (N, A3, A1, A2), (N, A1 * A2, A3)
     label = "numpy" if name == "numpy" else "transpose_tiled"
-    with op_range(op, label):
+    with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             perm = (0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)
             return np.ascontiguousarray(np.asarray(x).transpose(perm))

@@ -1,6 +1,8 @@
 """INT8: ``quant_params``, ``quantize`` / ``dequantize`` (ONNX QuantizeLinear / DequantizeLinear),
-``int8_gemm`` (ONNX MatMulInteger) with its optimization ladder (``int8_gemm_variants``) and
-``qlinear_matmul`` (ONNX QLinearMatMul, requantized inside the GEMM kernel).
+``int8_gemm`` (ONNX MatMulInteger) with its optimization ladder (``int8_gemm_variants``),
+``qlinear_matmul`` (ONNX QLinearMatMul, requantized inside the GEMM kernel) and ``qconv2d`` (ONNX
+QLinearConv: int8 im2col padded with the input zero point + the dp4a GEMM with a bias /
+per-channel requantization / ReLU epilogue, ``cuda_src/int8_gemm/qconv_gemm_dp4a.cu``).
 
 Numerical contract (every backend gives the same bits):
 
@@ -28,6 +30,12 @@ Numerical contract (every backend gives the same bits):
   does it; against exact float64 arithmetic it can differ by one unit, only where the exact value
   lies within a few float32 ulps of a rounding tie (``mult`` carries up to 2 roundings, ``float32(acc)``
   one when ``|acc| > 2**24``, the product one: a relative error below ``2**-22``).
+* ``qconv2d``: ``y = saturate(rint(float32(acc + bias[o]) * mult[o]) + y_zero_point)``, then
+  ``max(y, y_zero_point)`` with the fused ReLU; ``acc = sum (x - x_zero_point) * w`` exact (padding
+  holds ``x_zero_point``), ``mult[o] = float32(float32(x_scale * w_scale[o]) / y_scale)``: the
+  arithmetic of ``qlinear_matmul`` with ``acc + bias`` in place of ``acc``, the same one-unit
+  bound against float64 next to ties. Weights are int8 with zero point 0; the device path folds
+  the input zero point into the bias it passes (``bias[o] - x_zero_point * sum w[o]``, host side).
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, get_device
+from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -251,7 +259,7 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
         raise TypeError(f"{op}: symmetric must be a bool; got {type(symmetric).__name__} {symmetric!r}")
     ndim = len(x.shape)
     ax = _axis(op, axis, ndim)
-    with op_range(op, name):
+    with op_range(op, name), device_scope(op, name, {"x": x}):
         xd = get_device("cuda").asarray(x) if name == "cuda" else np.asarray(x)
         C = 1 if ax is None else x.shape[ax]
         red = tuple(i for i in range(ndim) if i != ax)
@@ -308,7 +316,7 @@ def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto")
     s = _scales(op, "scale", scale, None if ax is None else C)
     z = _zero_points(op, "zero_point", zero_point, None if ax is None else C, qdt)
     kernel = QUANTIZE[qdt]
-    with op_range(op, "numpy" if name == "numpy" else kernel.symbol):
+    with op_range(op, "numpy" if name == "numpy" else kernel.symbol), device_scope(op, name, {"x": x}):
         if name == "numpy":
             x32 = np.asarray(x, dtype=np.float32)
             shp = _channel_shape(x32.ndim, ax, C)
@@ -347,7 +355,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
     s = _scales(op, "scale", scale, None if ax is None else C)
     z = _zero_points(op, "zero_point", zero_point, None if ax is None else C, qdt)
     kernel = DEQUANTIZE[qdt]
-    with op_range(op, "numpy" if name == "numpy" else kernel.symbol):
+    with op_range(op, "numpy" if name == "numpy" else kernel.symbol), device_scope(op, name, {"q": q}):
         if name == "numpy":
             qa = np.asarray(q)
             shp = _channel_shape(qa.ndim, ax, C)
@@ -498,7 +506,7 @@ def int8_gemm(a, b, *, a_zero_point=0, b_zero_point=0, variant="auto", backend="
     name = backends.resolve(op, backend, {"a": a, "b": b})
     p = _gemm_problem(op, a, b, a_zero_point, b_zero_point, a_zp_per_row=True)
     v = _pick(op, variant, name)
-    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"), device_scope(op, name, {"a": a, "b": b}):
         if name == "numpy":
             return _numpy_acc(p)
         return get_device(name).result(_device_gemm(name, v, p, np.dtype(np.int32), None, 0))
@@ -525,9 +533,241 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     with np.errstate(over="ignore", under="ignore"):
         mult = ((sa * sb) / sy).astype(np.float32)
     v = _pick(op, variant, name)
-    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"), device_scope(op, name, {"a": a, "b": b}):
         if name == "numpy":
             acc = _numpy_acc(p).astype(np.float32)
             with np.errstate(over="ignore", invalid="ignore"):
                 return _round_saturate_np(acc * (mult if mult.size > 1 else mult[0]), zy, ydt)
         return get_device(name).result(_device_gemm(name, v, p, ydt, mult, zy))
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized convolution (ONNX QLinearConv)
+# ---------------------------------------------------------------------------------------------
+#: The quantized convolution's GEMM: int8_gemm_dp4a's main loop with a bias + per-channel
+#: requantization + ReLU epilogue that stores into NCHW / NHWC (int8_gemm/qconv_gemm_dp4a.cu).
+QCONV_GEMM: Dict[np.dtype, Kernel] = {
+    dt: register(Kernel("int8_gemm/qconv_gemm_dp4a.cu", "qconv_gemm_dp4a", (_CTYPE[dt], 32), no_spill=True))
+    for dt in QDTYPES.values()
+}
+QCONV_TILE = (128, 128)
+QCONV_BLOCK = (256,)
+
+
+def qconv_launch(M: int, N: int, groups: int) -> Launch:
+    """qconv_gemm_dp4a: one block per 128 x 128 tile of the (M, N) GEMM, blockIdx.z = group."""
+    return Launch(grid=(ceil_div(N, QCONV_TILE[1]), ceil_div(M, QCONV_TILE[0]), groups), block=QCONV_BLOCK)
+
+
+def _to_host(x) -> np.ndarray:
+    return np.asarray(_host(x)) if backends.array_kind(x) == "cuda" else np.asarray(x)
+
+
+def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None, *,
+            stride=1, padding=0, dilation=1, groups=1, layout="NCHW", activation=None, out_dtype=None,
+            backend="auto"):
+    """ONNX QLinearConv: a quantized 2-D convolution, requantized to ``out_dtype``.
+
+    ``x`` int8 / uint8, NCHW (N, C, H, W) or NHWC (N, H, W, C), with per-tensor ``x_scale`` and
+    ``x_zero_point``; ``w`` int8, (O, C/groups, kh, kw) (NCHW) or (O, kh, kw, C/groups) (NHWC), with
+    ``w_scale`` a scalar or per output channel (O,) and ``w_zero_point`` 0 (symmetric weights; a
+    scalar or (O,) of zeros); ``bias`` None or int32 (O,) at scale ``x_scale * w_scale[o]`` and zero
+    point 0; ``y_scale`` / ``y_zero_point`` per tensor. ``stride``, ``padding`` (int, pair,
+    ``"valid"``, ``"same"``), ``dilation``, ``groups`` and ``layout`` as in :func:`conv2d`; the
+    padding holds ``x_zero_point`` (the quantized 0.0). ``activation``: None or ``"relu"`` (fused:
+    the result is clamped below at ``y_zero_point``). ``out_dtype``: "int8", "uint8" or None (the
+    dtype of ``x``). Result (N, O, OH, OW) or (N, OH, OW, O).
+
+    Per output element, ``acc = sum (x - x_zero_point) * w`` over the window (exact int32), then
+    ``y = saturate(rint(float32(acc + bias[o]) * mult[o]) + y_zero_point)`` with
+    ``mult[o] = float32(float32(x_scale * w_scale[o]) / y_scale)``: the float32 arithmetic of
+    :func:`qlinear_matmul` (module docstring), identical on every backend. ``acc + bias`` must fit
+    in int32: ``C/groups * kh * kw`` is limited so that ``K * 128 * max|x - x_zp| + max|bias|`` stays
+    below 2**31 (``ValueError`` otherwise).
+    """
+    op = "qconv2d"
+    from .conv import _activation, _check_layout, _check_out_channels, _geometry, _groups
+
+    name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
+    layout = _check_layout(op, layout)
+    xdt = validate.check_dtype(op, "x", x, (np.int8, np.uint8))
+    validate.check_dtype(op, "w", w, (np.int8,))
+    if bias is not None:
+        validate.check_dtype(op, "bias", bias, (np.int32,))
+    ydt = xdt if out_dtype is None else _qdtype(op, "out_dtype", out_dtype)
+    validate.check_ndim(op, "x", x, 4, "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)")
+    G = _groups(op, groups)
+    if layout == "NCHW":
+        N, C, H, W = x.shape
+    else:
+        N, H, W, C = x.shape
+    if C % G:
+        raise ValueError(f"{op}: x has {C} channels (shape {tuple(x.shape)}, layout {layout}), not divisible "
+                         f"by groups={G}; expected a multiple of {G}")
+    Cg = C // G
+    wexp = f"(O, {Cg}, kh, kw)" if layout == "NCHW" else f"(O, kh, kw, {Cg})"
+    if len(w.shape) != 4 or (w.shape[1] if layout == "NCHW" else w.shape[3]) != Cg:
+        wname = "(O, C/groups, kh, kw)" if layout == "NCHW" else "(O, kh, kw, C/groups)"
+        raise ValueError(f"{op}: w has shape {tuple(w.shape)}; expected {wname} = {wexp} for layout "
+                         f"{layout} with C={C}, groups={G}")
+    O, KH, KW = (w.shape[0], w.shape[2], w.shape[3]) if layout == "NCHW" else w.shape[:3]
+    _check_out_channels(op, O, G, tuple(w.shape), wexp)
+    if bias is not None and tuple(bias.shape) != (O,):
+        raise ValueError(f"{op}: bias has shape {tuple(bias.shape)}; expected ({O},)")
+    relu = _activation(op, activation)
+    sx = _scales(op, "x_scale", x_scale, None)
+    sw = _scales(op, "w_scale", w_scale, O, allow_scalar=True)
+    sy = _scales(op, "y_scale", y_scale, None)
+    zx = int(_zero_points(op, "x_zero_point", x_zero_point, None, xdt)[0])
+    zw = _zero_points(op, "w_zero_point", w_zero_point, O, np.dtype(np.int8))
+    if zw.any():
+        raise ValueError(f"{op}: w_zero_point must be 0 (symmetric weights, per tensor or per channel); "
+                         f"got {int(zw[zw != 0][0])}")
+    zy = int(_zero_points(op, "y_zero_point", y_zero_point, None, ydt)[0])
+    g = _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
+    Kg = Cg * KH * KW
+    with np.errstate(over="ignore", under="ignore"):
+        mult = np.broadcast_to((sx * sw) / sy, (O,)).astype(np.float32)
+    # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
+    # signed domain a uint8 input is x - 128 and its zero point zx - 128.
+    wh = _to_host(w).reshape(O, Kg).astype(np.int64) if O and Kg else np.zeros((O, Kg), np.int64)
+    bh = _to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
+    xmax = max(zx - int(np.iinfo(xdt).min), int(np.iinfo(xdt).max) - zx)   # max |x - x_zero_point|
+    bmax = int(np.abs(bh).max()) if O else 0
+    if Kg * 16384 > INT32_MAX or Kg * 128 * xmax + bmax > INT32_MAX:
+        raise ValueError(
+            f"{op}: C/groups*kh*kw = {Kg} is too large for exact int32 accumulation: K * 128 * "
+            f"max|x - x_zero_point| + max|bias| = {Kg} * 128 * {xmax} + {bmax} (and K * 16384) must stay "
+            f"below 2**31")
+    shape = (N, O, g.OH, g.OW) if layout == "NCHW" else (N, g.OH, g.OW, O)
+    kernel = QCONV_GEMM[ydt]
+    with op_range(op, "numpy" if name == "numpy" else kernel.symbol), \
+            device_scope(op, name, {"x": x, "w": w, "bias": bias}):
+        if name == "numpy":
+            return _numpy_qconv(np.asarray(x), wh, bh, g, layout, zx, mult, zy, relu, ydt, shape)
+        dev = get_device(name)
+        out = dev.empty(shape, ydt)
+        if out.size == 0:
+            return dev.result(out)
+        if Kg == 0:
+            row = _qconv_finish_np(np.zeros((1, O), np.int64), bh, mult, zy, relu, ydt)[0]
+            out[...] = dev.upload(row.reshape((1, O, 1, 1) if layout == "NCHW" else (1, 1, 1, O)))
+            return dev.result(out)
+        if max(Kg, g.OH * g.OW, O) > INT32_MAX or (layout == "NCHW" and g.Og > MAX_GRID_YZ * QCONV_TILE[0]):
+            raise ValueError(f"{op}: C/groups*kh*kw, OH*OW and O must each be below 2**31 (and O/groups at "
+                             f"most {MAX_GRID_YZ * QCONV_TILE[0]} for NCHW); got {Kg}, {g.OH * g.OW}, {O}")
+        shift = 0 if xdt == np.int8 else 128
+        folded = (bh - (zx - shift) * wh.sum(axis=1)).astype(np.uint32).view(np.int32)   # wraps mod 2**32
+        chan = (dev.upload(folded), dev.upload(mult))
+        flip = np.uint32(0 if xdt == np.int8 else 0x80808080)
+        if layout == "NCHW":
+            _device_qconv_nchw(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out)
+        else:
+            _device_qconv_nhwc(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out)
+        return dev.result(out)
+
+
+def _qconv_finish_np(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, zy: int, relu: int, ydt):
+    """The epilogue of qconv_gemm_dp4a.cu on int64 sums (..., O) (channel last)."""
+    r = (acc + bias).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = _round_saturate_np(r * mult, zy, ydt)
+    if relu:
+        y = np.maximum(y, ydt.type(zy))
+    return y
+
+
+def _numpy_qconv(x, wh, bh, g, layout, zx, mult, zy, relu, ydt, shape):
+    """NumPy fallback: windows padded with the zero point, exact float64 BLAS sums per group."""
+    from .conv import _numpy_chunks, _numpy_windows
+
+    out = np.empty(shape, ydt)
+    if out.size == 0:
+        return out
+    G, Cg, Og, KK = g.G, g.Cg, g.Og, g.KH * g.KW
+    if x.size == 0 or wh.size == 0:
+        acc_zero = np.zeros((1, g.O), np.int64)
+        row = _qconv_finish_np(acc_zero, bh, mult, zy, relu, ydt)[0]
+        out[...] = row.reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
+        return out
+    win = _numpy_windows(x, g, layout, pad=zx)
+    # Weights in the column order of each layout, as float64 (G, Kg, Og); inputs minus the zero
+    # point: every product and partial sum is an integer below 2**53, so BLAS is exact.
+    wm = wh.reshape(G, Og, -1).transpose(0, 2, 1).astype(np.float64)
+    for n0, n1, h0, h1 in _numpy_chunks(g, g.C * KK * 8):
+        nb, oh = n1 - n0, h1 - h0
+        if layout == "NCHW":
+            part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, g.KH, g.KW)
+            cols = part.transpose(0, 1, 3, 4, 2, 5, 6).reshape(nb, G, oh * g.OW, Cg * KK)
+        else:
+            part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, g.KH, g.KW)
+            cols = part.transpose(0, 3, 1, 2, 5, 6, 4).reshape(nb, G, oh * g.OW, KK * Cg)
+        acc = np.matmul(cols.astype(np.float64) - zx, wm)                    # (nb, G, pixels, Og)
+        acc = acc.transpose(0, 2, 1, 3).reshape(nb, oh * g.OW, g.O).astype(np.int64)
+        y = _qconv_finish_np(acc, bh, mult, zy, relu, ydt)                   # (nb, pixels, O)
+        if layout == "NCHW":
+            out[n0:n1, :, h0:h1] = y.transpose(0, 2, 1).reshape(nb, g.O, oh, g.OW)
+        else:
+            out[n0:n1, h0:h1] = y.reshape(nb, oh, g.OW, g.O)
+    return out
+
+
+def _device_qconv_nchw(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out):
+    """Weights (O/G, Kg) times column chunks (Kg, pixels of several images), per group."""
+    from .conv import _chunk, _launch_im2col_nchw
+
+    xd = dev.contiguous(x)
+    Og, P = g.Og, g.OH * g.OW
+    Kg = g.Cg * g.KH * g.KW
+    Kc = g.C * g.KH * g.KW
+    wd = dev.contiguous(w).reshape(-1)
+    bias_d, mult_d = chan
+    flat = out.reshape(-1)
+    total = g.N * P
+    per = _chunk(total, Kc, INT32_MAX)
+    col = dev.empty((Kc * per,), xdt)
+    for q0 in range(0, total, per):
+        nc = min(per, total - q0)
+        colv = col[:Kc * nc].reshape(Kc, nc)
+        _launch_im2col_nchw(dev, xd, g, xdt, q0, nc, colv, nc, 0, pad=zx)
+        colb = colv.reshape(-1).view(np.int8)
+        for g0 in range(0, g.G, MAX_GRID_YZ):
+            ng = min(MAX_GRID_YZ, g.G - g0)
+            args = (np.int32(Og), np.int32(nc), np.int32(Kg),
+                    wd[g0 * Og * Kg:], np.int32(Kg), np.int64(Og * Kg), np.uint32(0),
+                    colb[g0 * Kg * nc:], np.int32(nc), np.int64(Kg * nc), flip,
+                    flat[g0 * Og * P:], np.int32(P), np.int64(Og * P),
+                    np.int64(q0), np.int64(P), np.int64(g.O * P),
+                    bias_d[g0 * Og:], mult_d[g0 * Og:], np.int64(Og), np.int32(1),
+                    np.int32(zy), np.int32(relu))
+            dev.launch(kernel, qconv_launch(Og, nc, ng), args)
+
+
+def _device_qconv_nhwc(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out):
+    """Column chunks (pixels, Kg) times the group's transposed weights (Kg, O/G), per group."""
+    from .conv import _chunk, _launch_im2col_nhwc
+
+    xd = dev.contiguous(x)
+    Og = g.Og
+    Kg = g.KH * g.KW * g.Cg
+    wt = dev.contiguous(dev.asarray(w).reshape(g.G, Og, Kg).transpose(0, 2, 1)).reshape(-1)
+    bias_d, mult_d = chan
+    flat = out.reshape(-1)
+    total = g.N * g.OH * g.OW
+    per = _chunk(total, g.G * Kg, min(INT32_MAX, MAX_GRID_YZ * QCONV_TILE[0]))
+    col = dev.empty((g.G * Kg * per,), xdt)
+    for q0 in range(0, total, per):
+        nr = min(per, total - q0)
+        colv = col[:g.G * nr * Kg]
+        _launch_im2col_nhwc(dev, xd, g, xdt, q0, nr, colv, pad=zx)
+        cola = colv.view(np.int8)
+        for g0 in range(0, g.G, MAX_GRID_YZ):
+            ng = min(MAX_GRID_YZ, g.G - g0)
+            args = (np.int32(nr), np.int32(Og), np.int32(Kg),
+                    cola[g0 * nr * Kg:], np.int32(Kg), np.int64(nr * Kg), flip,
+                    wt[g0 * Kg * Og:], np.int32(Og), np.int64(Kg * Og), np.uint32(0),
+                    flat[q0 * g.O + g0 * Og:], np.int32(g.O), np.int64(Og),
+                    np.int64(0), np.int64(2**62), np.int64(0),
+                    bias_d[g0 * Og:], mult_d[g0 * Og:], np.int64(Og), np.int32(2),
+                    np.int32(zy), np.int32(relu))
+            dev.launch(kernel, qconv_launch(nr, Og, ng), args)

@@ -219,11 +219,37 @@ def _transpose_case():
     return Case("nchw_to_nhwc+nhwc_to_nchw[2x33x9x7]", run)
 
 
+def _qconv_case(layout: str):
+    """QLinearConv against int64 loops and float64 requantization (one unit allowed next to ties)."""
+    def run(backend):
+        rng = np.random.default_rng(8)
+        x = rng.integers(0, 256, (2, 3, 7, 9), dtype=np.uint8)
+        w = rng.integers(-127, 128, (6, 1, 3, 3), dtype=np.int8)
+        bias = rng.integers(-500, 500, 6).astype(np.int32)
+        xs, xz, ys, yz = 0.02, 140, 0.05, 10
+        ws = rng.uniform(0.005, 0.02, 6).astype(np.float32)
+        acc = _conv_ref(x.astype(np.float64) - xz, w.astype(np.float64), bias.astype(np.float64), 2, 1, 3, False)
+        mult = (np.float32(xs) * ws).astype(np.float64) / np.float32(ys)
+        want = np.clip(np.rint(acc * mult[None, :, None, None]) + yz, 0, 255)
+        xin, win = x, w
+        if layout == "NHWC":
+            xin, win = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+        dx, dw, db, dws = _to_backend(backend, xin, win, bias, ws)
+        got = _host(_quant.qconv2d(dx, xs, xz, dw, dws, 0, ys, yz, db, stride=2, padding=1, groups=3,
+                                   layout=layout, backend=backend))
+        if layout == "NHWC":
+            got = got.transpose(0, 3, 1, 2)
+        return got, want, 1.0
+
+    return Case(f"qconv2d[uint8:{layout}:stride2:pad1:groups3:per-channel:2x3x7x9]", run)
+
+
 CASES: List[Case] = [_gemm_case(v, np.float32, 67, 45, 33) for v in _linalg.sgemm_variants()]
 CASES.append(_gemm_case("auto", np.float64, 67, 45, 33))
 CASES += [_int8_gemm_case(v, ad, bd, 33, 70, 45) for v in _quant.int8_gemm_variants()
           for ad, bd in ((np.int8, np.int8), (np.uint8, np.int8), (np.int8, np.uint8), (np.uint8, np.uint8))]
 CASES += [_quantize_case(q) for q in ("int8", "uint8")]
+CASES += [_qconv_case(lay) for lay in ("NCHW", "NHWC")]
 CASES += [_softmax_case(f, v, np.float32, shape) for f in ("softmax", "log_softmax")
           for v in _norm.softmax_variants() for shape in ((5, 33), (3, 1500))]
 CASES.append(_softmax_case("softmax", "auto", np.float64, (4, 37, 5), axis=1))

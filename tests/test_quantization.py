@@ -408,3 +408,243 @@ def test_errors(backend, to):
         Q.qlinear_matmul(a8, 1.0, 0, b8, 1.0, 0, 1.0, 0, out_dtype="int32", backend=backend)
     with pytest.raises(ValueError, match=r"y_zero_point must lie in \[0, 255\]"):
         Q.qlinear_matmul(a8, 1.0, 0, b8, 1.0, 0, 1.0, -3, out_dtype="uint8", backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# qconv2d
+# ---------------------------------------------------------------------------------------------
+def ref_qconv_acc(x, w, zx, stride, pad, dil, G):
+    """int64 direct-loop convolution of (x - zx) with w, NCHW / (O, C/G, kh, kw); pad = (t, b, l, r),
+    padding positions hold zx (the quantized 0.0), i.e. contribute 0."""
+    N, C, H, W = x.shape
+    O, Cg, KH, KW = w.shape
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dil, pad
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    xi = x.astype(np.int64) - zx
+    acc = np.zeros((N, O, OH, OW), np.int64)
+    Og = O // G
+    for o in range(O):
+        g = o // Og
+        for i in range(KH):
+            for j in range(KW):
+                for oh in range(OH):
+                    h = oh * sh - pt + i * dh
+                    if not 0 <= h < H:
+                        continue
+                    for ow in range(OW):
+                        ww = ow * sw - pl + j * dw
+                        if 0 <= ww < W:
+                            acc[:, o, oh, ow] += xi[:, g * Cg:(g + 1) * Cg, h, ww] @ w[o, :, i, j].astype(np.int64)
+    return acc
+
+
+def ref_qconv(x, sx, zx, w, sw, sy, zy, bias, stride, pad, dil, G, relu, ydt):
+    """(float32-requantized result, float64-requantized result, exact float64 value v), NCHW."""
+    acc = ref_qconv_acc(x, w, zx, stride, pad, dil, G)
+    O = w.shape[0]
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)[None, :, None, None]
+    swv = np.broadcast_to(np.asarray(sw, np.float32), (O,))
+    mult32 = ((np.float32(sx) * swv) / np.float32(sy)).astype(np.float32)        # documented float32 steps
+    y32 = rint_half_even((acc.astype(np.float32) * mult32[None, :, None, None]).astype(np.float64))
+    v = acc * (np.float64(np.float32(sx)) * swv.astype(np.float64) / np.float64(np.float32(sy)))[None, :, None, None]
+    info = np.iinfo(ydt)
+    lo = zy if relu else info.min
+    out = [np.clip(r + zy, lo, info.max).astype(ydt) for r in (y32, rint_half_even(v))]
+    return out[0], out[1], v
+
+
+def _nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+# (N, C, H, W, O, kh, kw, stride, padding, dilation, groups): odd sizes, strides, dilation, groups,
+# depthwise, asymmetric "same" padding, pixel counts that are not multiples of 4 (4-column groups
+# straddling two images), more than one 128-wide GEMM tile in pixels.
+QCONV_CASES = [
+    (2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1),
+    (1, 4, 6, 5, 6, 3, 2, (2, 1), 2, 1, 2),
+    (3, 6, 5, 5, 6, 2, 2, 1, 0, 2, 3),
+    (2, 4, 6, 7, 4, 3, 3, 1, (0, 1), 1, 4),          # depthwise
+    (2, 2, 6, 6, 3, 2, 2, 1, "same", 1, 1),           # even kernel: one more at the bottom / right
+    (2, 3, 11, 13, 7, 3, 3, 1, 1, 1, 1),              # 286 pixels: 3 tiles of 128 columns
+]
+
+
+def _case_params(case):
+    N, C, H, W, O, kh, kw, s, p, d, G = case
+    pair = (lambda v: v if isinstance(v, tuple) else (v, v))
+    if p == "same":
+        th, tw = d * (kh - 1), d * (kw - 1)
+        pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    else:
+        ph, pw = pair(p)
+        pads = (ph, ph, pw, pw)
+    return (N, C, H, W, O, kh, kw, s, p, d, G), (pair(s), pads, pair(d))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("xdt", [I8, U8], ids=["x_int8", "x_uint8"])
+@pytest.mark.parametrize("case", QCONV_CASES, ids=lambda c: "x".join(str(v).replace(" ", "") for v in c))
+def test_qconv2d_matches_direct_loops(backend, to, layout, xdt, case):
+    (N, C, H, W, O, kh, kw, s, p, d, G), (stride, pads, dil) = _case_params(case)
+    rng = np.random.default_rng(hash((N, C, H, W, O)) % 2**32)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (O, C // G, kh, kw), I8)
+    bias = rng.integers(-20000, 20000, O).astype(np.int32)
+    zx = 5 if xdt == I8 else 140                  # padding must act as this value, not as 0
+    sx, sy = 0.03, 0.9
+    sw = (rng.random(O) * 0.02 + 0.005).astype(np.float32)
+    for relu, ydt, zy, b, wsc in ((None, xdt, 3 if xdt == I8 else 120, bias, sw),
+                                  ("relu", U8 if xdt == I8 else I8, -4 if xdt == U8 else 9, None, 0.01)):
+        want32, want64, v = ref_qconv(x, sx, zx, w, wsc, sy, zy, b, stride, pads, dil, G, relu, ydt)
+        xa, wa = (x, w) if layout == "NCHW" else (_nhwc(x), _nhwc(w))
+        got = Q.qconv2d(to(xa), sx, zx, to(wa), wsc, 0, sy, zy, None if b is None else to(b), stride=s,
+                        padding=p, dilation=d, groups=G, layout=layout, activation=relu,
+                        out_dtype=ydt.name, backend=backend)
+        assert got.dtype == ydt
+        got = host(to, got)
+        if layout == "NHWC":
+            got = _nchw(got)
+        np.testing.assert_array_equal(got, want32)
+        # float64: equal except one unit next to a tie (qlinear_matmul's documented bound)
+        diff = np.abs(got.astype(np.int64) - want64.astype(np.int64))
+        near_tie = np.abs(np.abs(v - np.floor(v)) - 0.5) <= np.abs(v) * 2.0 ** -21
+        assert (diff <= 1).all() and ((diff == 0) | near_tie).all()
+        assert len(np.unique(got)) > 5                  # signal, not a saturated block
+        if relu:
+            assert (got >= zy).all() and (got == zy).any()
+
+
+def test_qconv2d_nhwc_many_channels_and_chunks(backend, to):
+    """O > 128 (two GEMM column tiles in NHWC, two row tiles in NCHW) and a column buffer split
+    into several chunks, each a part of an image."""
+    from pygpu_ops.conv import set_column_buffer_limit
+
+    rng = np.random.default_rng(21)
+    x = rand_q(rng, (2, 5, 6, 7), U8)
+    w = rand_q(rng, (131, 5, 3, 3), I8)
+    sw = (rng.random(131) * 0.01 + 0.002).astype(np.float32)
+    bias = rng.integers(-5000, 5000, 131).astype(np.int32)
+    want, _, _ = ref_qconv(x, 0.02, 100, w, sw, 0.4, 7, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu", I8)
+    prev = set_column_buffer_limit(5 * 9 * 20)          # about 20 pixels per chunk
+    try:
+        for layout in ("NCHW", "NHWC"):
+            xa, wa = (x, w) if layout == "NCHW" else (_nhwc(x), _nhwc(w))
+            got = Q.qconv2d(to(xa), 0.02, 100, to(wa), sw, np.zeros(131, np.int8), 0.4, 7, to(bias), padding=1,
+                            layout=layout, activation="relu", out_dtype="int8", backend=backend)
+            got = host(to, got)
+            np.testing.assert_array_equal(got if layout == "NCHW" else _nchw(got), want)
+    finally:
+        set_column_buffer_limit(prev)
+
+
+def test_qconv2d_ties_saturation_and_extremes(backend, to):
+    """mult = 0.5 exactly: odd sums are ties (to even); sums past the range saturate; extreme
+    inputs (x = -128 with w = -128) at the K limit of the bias check stay exact."""
+    x = np.array([[[[1, 3, 5, -1, -3, -5, 127, -128]]]], np.int8)     # (1, 1, 1, 8)
+    w = np.ones((1, 1, 1, 1), np.int8)
+    got = host(to, Q.qconv2d(to(x), 0.5, 0, to(w), 1.0, 0, 1.0, 0, backend=backend))
+    np.testing.assert_array_equal(got.reshape(-1), [0, 2, 2, 0, -2, -2, 64, -64])
+    got = host(to, Q.qconv2d(to(x), 2.0, 0, to(w), 1.0, 0, 1.0, 10, to(np.array([7], np.int32)),
+                             backend=backend))
+    np.testing.assert_array_equal(got.reshape(-1), [26, 30, 34, 22, 18, 14, 127, -128])
+    # every product (-128) * (-128): the largest raw sums, requantized with a tiny scale
+    rng = np.random.default_rng(3)
+    x = np.full((1, 64, 3, 3), -128, np.int8)
+    w = np.full((2, 64, 3, 3), -128, np.int8)
+    w[1] = rand_q(rng, (64, 3, 3), I8)
+    bias = np.array([-(2**31 - 1 - 576 * 128 * 128), 2**31 - 1 - 576 * 128 * 128], np.int32)
+    sy = 2.0 ** 24
+    got = host(to, Q.qconv2d(to(x), 1.0, 0, to(w), 1.0, 0, sy, 0, to(bias), backend=backend))
+    want, _, _ = ref_qconv(x, 1.0, 0, w, 1.0, sy, 0, bias, (1, 1), (0, 0, 0, 0), (1, 1), 1, None, I8)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_qconv2d_empty_and_no_channels(backend, to):
+    w = np.ones((3, 2, 3, 3), np.int8)
+    got = Q.qconv2d(to(np.zeros((0, 2, 5, 5), np.uint8)), 0.1, 3, to(w), 0.1, 0, 0.1, 4, backend=backend)
+    assert got.shape == (0, 3, 3, 3) and got.dtype == U8
+    got = Q.qconv2d(to(np.zeros((2, 2, 5, 5), np.int8)), 0.1, 0, to(np.zeros((0, 2, 3, 3), np.int8)),
+                    0.1, 0, 0.1, 0, backend=backend)
+    assert got.shape == (2, 0, 3, 3)
+    # C = 0: nothing to sum, the result is the requantized bias everywhere
+    bias = np.array([10, -10, 3], np.int32)
+    got = Q.qconv2d(to(np.zeros((2, 0, 4, 4), np.int8)), 0.5, 0, to(np.zeros((3, 0, 3, 3), np.int8)),
+                    1.0, 0, 1.0, 2, to(bias), padding=1, backend=backend)
+    assert got.shape == (2, 3, 4, 4)
+    np.testing.assert_array_equal(host(to, got)[0, :, 0, 0], [7, -3, 4])     # rint(b * 0.5) + 2, ties to even
+
+
+def test_qconv2d_errors(backend, to):
+    x = to(np.zeros((1, 2, 5, 5), np.int8))
+    w = to(np.zeros((4, 2, 3, 3), np.int8))
+
+    def call(**kw):
+        args = dict(x=x, x_scale=0.1, x_zero_point=0, w=w, w_scale=0.1, w_zero_point=0, y_scale=0.1,
+                    y_zero_point=0)
+        args.update(kw)
+        return Q.qconv2d(**args, backend=backend)
+
+    with pytest.raises(TypeError, match="x has dtype float32"):
+        call(x=to(np.zeros((1, 2, 5, 5), np.float32)))
+    with pytest.raises(TypeError, match="w has dtype uint8"):
+        call(w=to(np.zeros((4, 2, 3, 3), np.uint8)))
+    with pytest.raises(TypeError, match="bias has dtype float32"):
+        call(bias=to(np.zeros(4, np.float32)))
+    with pytest.raises(ValueError, match=r"bias has shape \(3,\); expected \(4,\)"):
+        call(bias=to(np.zeros(3, np.int32)))
+    with pytest.raises(ValueError, match="w_zero_point must be 0"):
+        call(w_zero_point=np.array([0, 1, 0, 0], np.int8))
+    with pytest.raises(ValueError, match=r"w_scale must have shape \(4,\) or a scalar"):
+        call(w_scale=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="x_scale must be a scalar"):
+        call(x_scale=np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="y_scale must be finite and positive"):
+        call(y_scale=0.0)
+    with pytest.raises(ValueError, match=r"x_zero_point must lie in \[-128, 127\]"):
+        call(x_zero_point=200)
+    with pytest.raises(ValueError, match=r"y_zero_point must lie in \[0, 255\]"):
+        call(y_zero_point=-1, out_dtype="uint8")
+    with pytest.raises(ValueError, match="out_dtype must be one of"):
+        call(out_dtype="int16")
+    with pytest.raises(ValueError, match="w has shape"):
+        call(w=to(np.zeros((4, 3, 3, 3), np.int8)))
+    with pytest.raises(ValueError, match="not divisible by groups=3"):
+        call(groups=3)
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        call(activation="gelu")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        call(layout="NCWH")
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        call(w=to(np.zeros((4, 2, 7, 7), np.int8)))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        call(x=to(np.zeros((2, 5, 5), np.int8)))
+    big = to(np.zeros((1, 7400, 3, 3), np.uint8))      # K = 66600 > 2**31 / (128 * 255)
+    with pytest.raises(ValueError, match="too large for exact int32 accumulation"):
+        Q.qconv2d(big, 0.1, 0, to(np.zeros((1, 7400, 3, 3), np.int8)), 0.1, 0, 0.1, 0, backend=backend)
+    with pytest.raises(ValueError, match="too large for exact int32 accumulation"):
+        call(bias=to(np.array([2**31 - 1, 0, 0, 0], np.int32)))
+
+
+@pytest.mark.emulator
+def test_qconv2d_under_seeds():
+    """Shared-memory tiles of the dp4a main loop: identical results under different thread orders."""
+    from pygpu_ops._runtime import backends
+    if backends.problem("emulator"):
+        pytest.skip(backends.problem("emulator"))
+    from pygpu_ops._runtime.emulator.testing import run_under_seeds
+
+    rng = np.random.default_rng(8)
+    x = rand_q(rng, (2, 6, 9, 9), U8)
+    w = rand_q(rng, (10, 3, 3, 3), I8)
+    sw = (rng.random(10) * 0.01 + 0.002).astype(np.float32)
+    got = run_under_seeds(lambda: Q.qconv2d(x, 0.02, 77, w, sw, 0, 0.3, 5, padding=1, groups=2,
+                                            activation="relu", backend="emulator"), seeds=(1, 2))
+    np.testing.assert_array_equal(got, Q.qconv2d(x, 0.02, 77, w, sw, 0, 0.3, 5, padding=1, groups=2,
+                                                 activation="relu", backend="numpy"))

@@ -3,7 +3,9 @@
 // x is (N, C, H, W). Column q = n * OH * OW + oh * OW + ow (an output pixel of
 // image n) and row r = (c * KH + i) * KW + j hold
 //     x[n, c, oh * SH - PH + i * DH, ow * SW - PW + j * DW]
-// or 0 where that position lies in the padding. Only columns
+// or pad where that position lies in the padding (0 for conv2d; the input zero
+// point for the quantized convolution, whose padding must dequantize to 0).
+// Only columns
 // q0 <= q < q0 + ncols are produced (a chunk of the batch, or of one image),
 // and element (r, q) goes to
 //     col[(q - q0) + r * ldrow + n * image_skip].
@@ -25,7 +27,7 @@ template <typename T>
 __global__ void im2col_nchw(const T* __restrict__ x, int C, int H, int W, int KH, int KW,
                             int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,
                             long long q0, long long ncols, T* __restrict__ col,
-                            long long ldrow, long long image_skip)
+                            long long ldrow, long long image_skip, T pad)
 {
     const long long total = (long long)C * ncols;
     const long long ohw = (long long)OH * OW;
@@ -46,7 +48,7 @@ __global__ void im2col_nchw(const T* __restrict__ x, int C, int H, int W, int KH
             const bool rowIn = h >= 0 && h < H;
             for (int j = 0; j < KW; ++j) {
                 const int w = w0 + j * DW;
-                *dst = (rowIn && w >= 0 && w < W) ? xc[(long long)h * W + w] : T(0);
+                *dst = (rowIn && w >= 0 && w < W) ? xc[(long long)h * W + w] : pad;
                 dst += ldrow;
             }
         }

@@ -5,7 +5,8 @@
 // q = n * OH * OW + oh * OW + ow and column k = (i * KW + j) * Cg + cc of
 // group g hold
 //     x[n, oh * SH - PH + i * DH, ow * SW - PW + j * DW, g * Cg + cc]
-// or 0 in the padding. Rows q0 <= q < q0 + nrows are produced, in the layout
+// or pad in the padding (0 for conv2d, the input zero point for the quantized
+// convolution). Rows q0 <= q < q0 + nrows are produced, in the layout
 //     col[g][q - q0][k]   (G, nrows, KH*KW*Cg), contiguous,
 // so each group's block is a row-major (nrows, KH*KW*Cg) GEMM operand. With
 // G = 1, q0 = 0 and nrows = N*OH*OW this is the public im2col NHWC result
@@ -22,7 +23,7 @@
 template <typename T>
 __global__ void im2col_nhwc(const T* __restrict__ x, int H, int W, int C, int G, int KH, int KW,
                             int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,
-                            long long q0, long long nrows, T* __restrict__ col)
+                            long long q0, long long nrows, T* __restrict__ col, T pad)
 {
     const int Cg = C / G;
     const int kk = KH * KW * Cg;
@@ -42,6 +43,6 @@ __global__ void im2col_nhwc(const T* __restrict__ x, int H, int W, int C, int G,
         const int h = oh * SH - PH + i * DH, w = ow * SW - PW + j * DW;
         col[e] = (h >= 0 && h < H && w >= 0 && w < W)
                      ? x[((n * H + h) * W + w) * C + g * Cg + cc]
-                     : T(0);
+                     : pad;
     }
 }

@@ -20,20 +20,26 @@
 // K, M and N are zero-filled in the loaders and masked in the epilogue; 16-,
 // 4- and 1-byte load paths by alignment (A: 16-byte if A is 16-byte aligned
 // and lda % 16 == 0; B: 4-byte if aligned and ldb % 4 == 0).
+// The main loop is int8_gemm_dp4a_body (below), a device function template
+// taking the store as a functor: int8_gemm_dp4a passes the ladder's epilogue
+// (epilogue.cuh), int8_gemm/qconv_gemm_dp4a.cu the quantized convolution's.
 // Launch: grid (ceil_div(N, 128), ceil_div(M, 128)), block (256).
 // Default int8_gemm_dp4a<TC, 32>: 2 x (8 x 132 + 8 x 128) words = 16.6 KB of
 // static shared memory.
 #include "epilogue.cuh"
 #include "tile_loads.cuh"
 
-template <typename TC, int BK>
-__global__ void __launch_bounds__(256, 2) int8_gemm_dp4a(
+// int8_gemm_dp4a_body: the whole kernel but the store, shared with kernels that
+// only change the epilogue (int8_gemm/qconv_gemm_dp4a.cu). It accumulates the
+// block's (blockIdx.y, blockIdx.x) 128 x 128 tile of A @ B and hands each
+// thread's results to store(m, n, acc) four columns at a time: acc[0..3] are
+// the raw int32 sums of row m, columns n..n+3 (m and n may lie past M, N;
+// store masks them).
+template <int BK, class Store>
+__device__ __forceinline__ void int8_gemm_dp4a_body(
     int M, int N, int K,
     const signed char* __restrict__ A, int lda, unsigned a_flip,
-    const signed char* __restrict__ B, int ldb, unsigned b_flip,
-    const int* __restrict__ a_zp, int a_zp_step, const int* __restrict__ b_zp, int b_zp_step,
-    const int* __restrict__ row_sum_a, const int* __restrict__ col_sum_b, int has_zp,
-    const float* __restrict__ y_mult, int y_mult_step, int y_zp, TC* __restrict__ C, int ldc)
+    const signed char* __restrict__ B, int ldb, unsigned b_flip, const Store& store)
 {
     constexpr int BM = 128, BN = 128, THREADS = 256;
     constexpr int KW = BK / 4;                             // packed words per k-tile
@@ -114,14 +120,29 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_dp4a(
         __syncthreads();
     }
 
-    const Int8GemmEpilogue e{K, a_zp, a_zp_step, b_zp, b_zp_step, row_sum_a, col_sum_b,
-                             has_zp, y_mult, y_mult_step, y_zp};
-    const bool vecC = ldc % 4 == 0 && (reinterpret_cast<unsigned long long>(C) % (4 * sizeof(TC))) == 0;
     // Column group by column group: the first group's accumulators die before the
     // second group's per-column epilogue data is loaded (fewer live registers).
     for (int h = 0; h < 2; ++h)
         for (int i = 0; i < 8; ++i) {
             const int m = bm + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
-            int8_gemm_store4(C, ldc, M, N, m, bn + 64 * h + tx * 4, vecC, &acc[i][4 * h], e);
+            store(m, bn + 64 * h + tx * 4, &acc[i][4 * h]);
         }
+}
+
+template <typename TC, int BK>
+__global__ void __launch_bounds__(256, 2) int8_gemm_dp4a(
+    int M, int N, int K,
+    const signed char* __restrict__ A, int lda, unsigned a_flip,
+    const signed char* __restrict__ B, int ldb, unsigned b_flip,
+    const int* __restrict__ a_zp, int a_zp_step, const int* __restrict__ b_zp, int b_zp_step,
+    const int* __restrict__ row_sum_a, const int* __restrict__ col_sum_b, int has_zp,
+    const float* __restrict__ y_mult, int y_mult_step, int y_zp, TC* __restrict__ C, int ldc)
+{
+    const Int8GemmEpilogue e{K, a_zp, a_zp_step, b_zp, b_zp_step, row_sum_a, col_sum_b,
+                             has_zp, y_mult, y_mult_step, y_zp};
+    const bool vecC = ldc % 4 == 0 && (reinterpret_cast<unsigned long long>(C) % (4 * sizeof(TC))) == 0;
+    const auto store = [&](int m, int n, const int acc[4]) {
+        int8_gemm_store4(C, ldc, M, N, m, n, vecC, acc, e);
+    };
+    int8_gemm_dp4a_body<BK>(M, N, K, A, lda, a_flip, B, ldb, b_flip, store);
 }

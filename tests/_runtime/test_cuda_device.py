@@ -62,13 +62,25 @@ def test_arrays_on_two_devices_are_an_error(cupy):
         po.gemm(a, b)
 
 
-@pytest.mark.parametrize("call", ["relu", "softmax", "max_pool2d"])
+CALLS = {
+    "relu": lambda x, other: po.relu(x),
+    "softmax": lambda x, other: po.softmax(x),
+    "max_pool2d": lambda x, other: po.max_pool2d(x, 2),
+    "conv2d": lambda x, other: po.conv2d(x, other["w"]),
+    "im2col": lambda x, other: po.im2col(x, 2),
+    "quantize": lambda x, other: po.quantize(x, 0.1),
+    "int8_gemm": lambda x, other: po.int8_gemm(other["a8"], other["b8"]),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
 def test_every_op_runs_on_its_arrays_device(cupy, call):
     with cupy.cuda.Device(1):
         x = cupy.asarray(np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32))
+        other = {"w": cupy.asarray(np.ones((3, 2, 2, 2), np.float32)),
+                 "a8": cupy.asarray(np.ones((8, 4), np.int8)), "b8": cupy.asarray(np.ones((4, 3), np.int8))}
     cupy._state["entered"].clear()
-    y = {"relu": lambda: po.relu(x), "softmax": lambda: po.softmax(x),
-         "max_pool2d": lambda: po.max_pool2d(x, 2)}[call]()
+    y = CALLS[call](x, other)
     assert 1 in cupy._state["entered"] and y.device.id == 1
 
 

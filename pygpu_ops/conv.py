@@ -311,6 +311,15 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
     layout = _check_layout(op, layout)
     validate.check_dtype(op, "x", x, (np.float32,))
     validate.check_same_dtype(op, "x", np.dtype(np.float32), w=w, bias=bias)
+    g = conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation)
+    act = _activation(op, activation)
+    return _conv(op, name, x, w, bias, g, layout, act)
+
+
+def conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation) -> "Geometry":
+    """Shape checks shared by the 2-D convolutions (float and quantized): x is 4-D in ``layout``,
+    its channels divide into ``groups``, w is (O, C/g, kh, kw) for NCHW or (O, kh, kw, C/g) for
+    NHWC, O divides into the groups, bias is (O,); then the output geometry."""
     xs = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
     validate.check_ndim(op, "x", x, 4, xs)
     G = _groups(op, groups)
@@ -333,9 +342,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
         O, KH, KW, _ = w.shape
     _check_out_channels(op, O, G, tuple(w.shape), wexp)
     _check_bias(op, bias, O)
-    act = _activation(op, activation)
-    g = _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
-    return _conv(op, name, x, w, bias, g, layout, act)
+    return _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
 
 
 def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activation=None,

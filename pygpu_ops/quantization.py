@@ -586,7 +586,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
     below 2**31 (``ValueError`` otherwise).
     """
     op = "qconv2d"
-    from .conv import _activation, _check_layout, _check_out_channels, _geometry, _groups
+    from .conv import _activation, _check_layout, conv_geometry
 
     name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
     layout = _check_layout(op, layout)
@@ -595,25 +595,8 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
     if bias is not None:
         validate.check_dtype(op, "bias", bias, (np.int32,))
     ydt = xdt if out_dtype is None else _qdtype(op, "out_dtype", out_dtype)
-    validate.check_ndim(op, "x", x, 4, "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)")
-    G = _groups(op, groups)
-    if layout == "NCHW":
-        N, C, H, W = x.shape
-    else:
-        N, H, W, C = x.shape
-    if C % G:
-        raise ValueError(f"{op}: x has {C} channels (shape {tuple(x.shape)}, layout {layout}), not divisible "
-                         f"by groups={G}; expected a multiple of {G}")
-    Cg = C // G
-    wexp = f"(O, {Cg}, kh, kw)" if layout == "NCHW" else f"(O, kh, kw, {Cg})"
-    if len(w.shape) != 4 or (w.shape[1] if layout == "NCHW" else w.shape[3]) != Cg:
-        wname = "(O, C/groups, kh, kw)" if layout == "NCHW" else "(O, kh, kw, C/groups)"
-        raise ValueError(f"{op}: w has shape {tuple(w.shape)}; expected {wname} = {wexp} for layout "
-                         f"{layout} with C={C}, groups={G}")
-    O, KH, KW = (w.shape[0], w.shape[2], w.shape[3]) if layout == "NCHW" else w.shape[:3]
-    _check_out_channels(op, O, G, tuple(w.shape), wexp)
-    if bias is not None and tuple(bias.shape) != (O,):
-        raise ValueError(f"{op}: bias has shape {tuple(bias.shape)}; expected ({O},)")
+    g = conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation)
+    N, O, KH, KW, Cg = g.N, g.O, g.KH, g.KW, g.C // g.G
     relu = _activation(op, activation)
     sx = _scales(op, "x_scale", x_scale, None)
     sw = _scales(op, "w_scale", w_scale, O, allow_scalar=True)
@@ -624,7 +607,6 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
         raise ValueError(f"{op}: w_zero_point must be 0 (symmetric weights, per tensor or per channel); "
                          f"got {int(zw[zw != 0][0])}")
     zy = int(_zero_points(op, "y_zero_point", y_zero_point, None, ydt)[0])
-    g = _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
     Kg = Cg * KH * KW
     with np.errstate(over="ignore", under="ignore"):
         mult = np.broadcast_to((sx * sw) / sy, (O,)).astype(np.float32)

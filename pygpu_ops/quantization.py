@@ -612,7 +612,12 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
         mult = np.broadcast_to((sx * sw) / sy, (O,)).astype(np.float32)
     # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
     # signed domain a uint8 input is x - 128 and its zero point zx - 128.
-    wh = _to_host(w).reshape(O, Kg).astype(np.int64) if O and Kg else np.zeros((O, Kg), np.int64)
+    # Only O numbers cross to the host: the per-channel weight sums, summed where w lives.
+    if O and Kg:
+        wxp = get_device(name).xp if name != "numpy" else np
+        wsum = _to_host(wxp.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
+    else:
+        wsum = np.zeros(O, np.int64)
     bh = _to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
     xmax = max(zx - int(np.iinfo(xdt).min), int(np.iinfo(xdt).max) - zx)   # max |x - x_zero_point|
     bmax = int(np.abs(bh).max()) if O else 0
@@ -626,6 +631,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
     with op_range(op, "numpy" if name == "numpy" else kernel.symbol), \
             device_scope(op, name, {"x": x, "w": w, "bias": bias}):
         if name == "numpy":
+            wh = np.asarray(w).reshape(O, Kg).astype(np.int64)
             return _numpy_qconv(np.asarray(x), wh, bh, g, layout, zx, mult, zy, relu, ydt, shape)
         dev = get_device(name)
         out = dev.empty(shape, ydt)
@@ -639,7 +645,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
             raise ValueError(f"{op}: C/groups*kh*kw, OH*OW and O must each be below 2**31 (and O/groups at "
                              f"most {MAX_GRID_YZ * QCONV_TILE[0]} for NCHW); got {Kg}, {g.OH * g.OW}, {O}")
         shift = 0 if xdt == np.int8 else 128
-        folded = (bh - (zx - shift) * wh.sum(axis=1)).astype(np.uint32).view(np.int32)   # wraps mod 2**32
+        folded = (bh - (zx - shift) * wsum).astype(np.uint32).view(np.int32)   # wraps mod 2**32
         chan = (dev.upload(folded), dev.upload(mult))
         flip = np.uint32(0 if xdt == np.int8 else 0x80808080)
         if layout == "NCHW":

@@ -246,8 +246,9 @@ def int8_gemm_cases(env: Env) -> Iterable[Case]:
             yield Case("int8_gemm", "int8", "torch._int_mm", str(n), "TOPS", ops,
                        lambda ta=ta, tb=tb: torch._int_mm(ta, tb), vendor=True, group=group)
         elif not env.gpu:
-            yield Case("int8_gemm", "int8", "numpy int32 matmul", str(n), "TOPS", ops,
-                       lambda: ha.astype(np.int32) @ hb.astype(np.int32), vendor=True, group=group)
+            # NumPy has no integer BLAS: the plain route is float64 BLAS (exact below 2**53).
+            yield Case("int8_gemm", "int8", "numpy float64 matmul", str(n), "TOPS", ops,
+                       lambda ha=ha, hb=hb: ha.astype(np.float64) @ hb.astype(np.float64), vendor=True, group=group)
         for v in (_quant.int8_gemm_variants() if env.gpu else ("auto",)):
             holder = {}
 

@@ -174,7 +174,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            vals, idx = _numpy_max_pool(np.asarray(x), layout, k, s, p, d, OH, OW)
+            vals, idx = _numpy_max_pool(np.asarray(x), layout, k, s, p, d, OH, OW, return_indices)
             return (vals, idx) if return_indices else vals
         dev = get_device(name)
         xd = dev.contiguous(dev.asarray(x))
@@ -217,10 +217,18 @@ def _tap(xp, i, j, k, s, d, OH, OW):
     return xp[:, :, h0:h0 + (OH - 1) * s[0] + 1:s[0], w0:w0 + (OW - 1) * s[1] + 1:s[1]]
 
 
-def _numpy_max_pool(x, layout, k, s, p, d, OH, OW):
+def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
     xv = _nchw_view(x, layout)
     N, C, H, W = xv.shape
     best = np.full((N, C, OH, OW), -np.inf, xv.dtype)
+    if not with_indices:
+        # np.maximum propagates NaN, as PyTorch's max pooling does.
+        if best.size:
+            xp = _padded(xv, -np.inf, k, s, p, d, OH, OW)
+            for i in range(k[0]):
+                for j in range(k[1]):
+                    np.maximum(best, _tap(xp, i, j, k, s, d, OH, OW), out=best)
+        return _from_nchw(best, layout), None
     oh, ow = np.arange(OH), np.arange(OW)
     hs, ws = oh * s[0] - p[0], ow * s[1] - p[1]
     # PyTorch's starting index: the first tap at or after 0 (stepping by whole dilations).

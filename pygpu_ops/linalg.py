@@ -106,13 +106,10 @@ def _device_gemm(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> N
 
 
 def _writable_rowmajor(dev, x) -> bool:
-    if not dev.addressable(x):
-        return False
-    item = x.dtype.itemsize
-    b, rows, cols = x.shape
-    sb, sr, sc = x.strides
-    return ((cols <= 1 or sc == item) and (rows <= 1 or sr >= cols * item) and sr % item == 0
-            and sb % item == 0 and sr >= 0 and sb >= 0 and (b <= 1 or sb >= rows * sr))
+    """Whether the kernels can write ``x`` (batch, M, N) in place: addressable, walkable row by
+    row, and batches that do not overlap."""
+    ok, ld, sb = dev.rowmajor_layout(x)
+    return ok and dev.addressable(x) and (x.shape[0] <= 1 or sb >= x.shape[1] * ld)
 
 
 def _run_device(backend: str, v: GemmVariant, a3, b3, c3, out3, shape, dtype, alpha, beta):

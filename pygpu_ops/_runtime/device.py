@@ -129,25 +129,27 @@ class Device:
         """A C-contiguous device copy of a NumPy array (0-d stays 0-d)."""
         raise NotImplementedError
 
-    def rowmajor(self, x):
-        """``(x, row stride, batch stride)`` in elements for a (rows, cols) or (batch, rows, cols)
-        array that kernels read row by row: ``x`` itself when its columns are unit-stride and its
-        row and batch strides are usable, else a C-contiguous copy."""
+    @staticmethod
+    def rowmajor_layout(x):
+        """``(usable, row stride, batch stride)`` in elements for a (rows, cols) or
+        (batch, rows, cols) array that kernels walk row by row: usable when its columns are
+        unit-stride and its row and batch strides are non-negative whole elements."""
         item = x.dtype.itemsize
+        rows, cols = x.shape[-2:]
+        sr, sc = x.strides[-2:]
+        sb = x.strides[0] if x.ndim == 3 else 0
+        ok = ((cols <= 1 or sc == item) and sr % item == 0 and sb % item == 0 and sr >= 0 and sb >= 0
+              and (rows <= 1 or sr >= cols * item) and sr // item < 2**31)
+        ld = sr // item if rows > 1 else max(cols, 1)
+        return ok, ld, (sb // item if x.ndim == 3 and x.shape[0] > 1 else 0)
 
-        def layout(a):
-            rows, cols = a.shape[-2:]
-            sr, sc = a.strides[-2:]
-            sb = a.strides[0] if a.ndim == 3 else 0
-            ok = ((cols <= 1 or sc == item) and sr % item == 0 and sb % item == 0 and sr >= 0 and sb >= 0
-                  and (rows <= 1 or sr >= cols * item) and sr // item < 2**31)
-            ld = sr // item if rows > 1 else max(cols, 1)
-            return ok, ld, (sb // item if a.ndim == 3 and a.shape[0] > 1 else 0)
-
-        ok, ld, sb = layout(x)
+    def rowmajor(self, x):
+        """``(x, row stride, batch stride)``: ``x`` itself when kernels can walk it row by row as
+        it is (see `rowmajor_layout`), else a C-contiguous copy."""
+        ok, ld, sb = self.rowmajor_layout(x)
         if not ok or not self.addressable(x):
             x = self.contiguous(x)
-            _, ld, sb = layout(x)
+            _, ld, sb = self.rowmajor_layout(x)
         return x, ld, sb
 
 

@@ -25,8 +25,15 @@ def _cmd_info(args) -> int:
 
         dev = cupy.cuda.Device()
         props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         print(f"cupy      {cupy.__version__}")
-        print(f"device    {dev.id}: {props['name'].decode()} (sm_{props['major']}{props['minor']})")
+        print(f"device    {dev.id}: {name} (compute capability {props['major']}.{props['minor']})")
+        try:
+            from cupy.cuda import compiler
+
+            print(f"cupy kernel cache  {compiler.get_cache_dir()}")
+        except Exception:  # the cache location is informative only
+            pass
     if backends.problem("emulator") is None:
         from ._runtime.emulator import cache_dir
 

@@ -152,3 +152,26 @@ def test_readme_table_generator(tmp_path):
     text = readme.read_text()
     assert "NVIDIA H200" in text and "Old GPU" not in text and "| 90.1% |" in text and text.endswith("tail\n")
     assert mod.main(["--readme", str(readme), "--results", str(results), "--check"]) == 0
+
+
+def test_info_gpu_branch_through_fake_cupy(monkeypatch, capsys):
+    import sys as _sys
+
+    from pygpu_ops._runtime import device
+
+    if backends.problem("emulator"):
+        pytest.skip(backends.problem("emulator"))
+    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
+    import fake_cupy
+
+    _sys.path.pop(0)
+    monkeypatch.setitem(_sys.modules, "cupy", fake_cupy.make())
+    monkeypatch.setattr(backends, "_problems", {})
+    device.get_device.cache_clear()
+    try:
+        assert cli.main(["info"]) == 0
+    finally:
+        device.get_device.cache_clear()
+    out = capsys.readouterr().out
+    assert "backend   cuda      available" in out
+    assert "device    0: Fake GPU (emulator) (compute capability 9.0)" in out

@@ -3,7 +3,8 @@
 # GPU test suite, the benchmark (JSON + PNG charts) and the offline compile report, run from the
 # source tree (PYTHONPATH=.), installing nothing. Writes into $1 (or $OUT):
 #   gpu_check.log   everything printed, step by step
-#   bench.json      the raw benchmark results (copy to profiling/results/<gpu>_<date>.json)
+#   bench.json      the raw benchmark results: record them with
+#                   python profiling/update_readme.py --add bench.json  (files it under results/, regenerates the README table)
 #   plots.tgz       the charts
 # A missing `nvtx` package only turns the NVTX ranges off.
 set -uo pipefail

@@ -6,12 +6,16 @@ Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --jso
 ``<!-- results:end -->`` in README.md. With no GPU results recorded, the table says
 "not measured". Never edit that part of the README by hand.
 
-    python profiling/update_readme.py [--check]
+    python profiling/update_readme.py [--add bench.json] [--check]
+
+``--add`` first files a ``pygpu-ops bench --json`` output from a GPU run under
+``profiling/results/<device>_<date>.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,12 +65,27 @@ def update(readme: Path, results_dir: Path) -> bool:
     return changed
 
 
+def add(path: Path, results_dir: Path) -> Path:
+    doc = json.loads(path.read_text())
+    meta = doc.get("meta", {})
+    if meta.get("backend") != "cuda":
+        raise SystemExit(f"{path}: not a GPU run (meta.backend is {meta.get('backend')!r}); nothing recorded")
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{meta.get('device', 'gpu')}_{meta.get('date', '')}").strip("_")
+    dest = results_dir / f"{stem}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(doc, indent=1) + "\n")
+    return dest
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--results", type=Path, default=ROOT / "profiling" / "results")
     p.add_argument("--check", action="store_true", help="exit 1 if the README is not up to date")
+    p.add_argument("--add", type=Path, metavar="BENCH_JSON", help="record a GPU bench JSON first")
     args = p.parse_args(argv)
+    if args.add:
+        print(f"recorded {add(args.add, args.results)}")
     if args.check:
         text = args.readme.read_text()
         head, rest = text.split(START, 1)

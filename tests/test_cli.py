@@ -152,6 +152,16 @@ def test_readme_table_generator(tmp_path):
     text = readme.read_text()
     assert "NVIDIA H200" in text and "Old GPU" not in text and "| 90.1% |" in text and text.endswith("tail\n")
     assert mod.main(["--readme", str(readme), "--results", str(results), "--check"]) == 0
+    newer = tmp_path / "bench.json"
+    newer.write_text(json.dumps({"meta": {"backend": "cuda", "device": "NVIDIA H100 80GB HBM3",
+                                          "date": "2026-03-01T10:00:00Z"}, "results": [row]}))
+    assert mod.main(["--readme", str(readme), "--results", str(results), "--add", str(newer)]) == 0
+    assert (results / "NVIDIA_H100_80GB_HBM3_2026_03_01T10_00_00Z.json").exists()
+    assert "NVIDIA H100 80GB HBM3" in readme.read_text()
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps({"meta": {"backend": "numpy"}, "results": []}))
+    with pytest.raises(SystemExit, match="not a GPU run"):
+        mod.main(["--readme", str(readme), "--results", str(results), "--add", str(cpu)])
 
 
 def test_info_gpu_branch_through_fake_cupy(monkeypatch, capsys):

@@ -266,8 +266,8 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
         if xd.size == 0:
             lo = hi = np.zeros(C, np.float64)
         else:
-            hi = np.asarray(_host(xd.max(axis=red))).astype(np.float64).reshape(-1)
-            lo = np.asarray(_host(xd.min(axis=red))).astype(np.float64).reshape(-1)
+            hi = _to_host(xd.max(axis=red)).astype(np.float64).reshape(-1)
+            lo = _to_host(xd.min(axis=red)).astype(np.float64).reshape(-1)
             if not (np.isfinite(hi).all() and np.isfinite(lo).all()):   # max / min propagate NaN
                 raise ValueError(f"{op}: x contains NaN or Inf; no finite scale represents it")
         info = np.iinfo(qdt)
@@ -296,8 +296,21 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
         return scale, zp
 
 
-def _host(x):
-    return x.get() if hasattr(x, "get") else x
+def _channelwise_np(shape, ax, C, s, z):
+    """Scale and zero point shaped to broadcast against an array of ``shape`` along axis ``ax``."""
+    if ax is None:
+        return s[0], z[0]
+    shp = _channel_shape(len(shape), ax, C)
+    return s.reshape(shp), np.broadcast_to(z, (C,)).reshape(shp)
+
+
+def _launch_channelwise(dev, kernel, src, out, s, z, ax, C):
+    """One elementwise launch of quantize/dequantize over C-contiguous ``src`` into ``out``."""
+    n = int(np.prod(src.shape, dtype=np.int64))
+    inner = int(np.prod(src.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
+    args = (np.int64(n), src.reshape(-1), out.reshape(-1), dev.upload(s),
+            dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+    dev.launch(kernel, elementwise_launch(n), args)
 
 
 def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto"):
@@ -319,25 +332,19 @@ def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto")
     with op_range(op, "numpy" if name == "numpy" else kernel.symbol), device_scope(op, name, {"x": x}):
         if name == "numpy":
             x32 = np.asarray(x, dtype=np.float32)
-            shp = _channel_shape(x32.ndim, ax, C)
-            sb = s.reshape(shp) if ax is not None else s[0]
-            zb = np.broadcast_to(z, (C,)).reshape(shp) if ax is not None else z[0]
+            sb, zb = _channelwise_np(x32.shape, ax, C, s, z)
             xf = np.where(np.abs(x32) < FLT_MIN, np.float32(0), x32)
             with np.errstate(over="ignore", invalid="ignore"):
                 return _round_saturate_np(xf / sb, zb, qdt)
         dev = get_device(name)
         out = dev.empty(tuple(x.shape), qdt)
-        n = int(np.prod(x.shape, dtype=np.int64))
-        if n:
+        if out.size:
             xd = dev.asarray(x)
             if xd.dtype != np.float32 or not xd.flags.c_contiguous:
                 xd32 = dev.empty(tuple(x.shape), np.float32)
                 xd32[...] = xd   # converts (float16 / float64) and packs on the device
                 xd = xd32
-            inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
-            args = (np.int64(n), xd.reshape(-1), out.reshape(-1), dev.upload(s),
-                    dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
-            dev.launch(kernel, elementwise_launch(n), args)
+            _launch_channelwise(dev, kernel, xd, out, s, z, ax, C)
         return dev.result(out)
 
 
@@ -358,19 +365,12 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
     with op_range(op, "numpy" if name == "numpy" else kernel.symbol), device_scope(op, name, {"q": q}):
         if name == "numpy":
             qa = np.asarray(q)
-            shp = _channel_shape(qa.ndim, ax, C)
-            sb = s.reshape(shp) if ax is not None else s[0]
-            zb = np.broadcast_to(z, (C,)).reshape(shp) if ax is not None else z[0]
+            sb, zb = _channelwise_np(qa.shape, ax, C, s, z)
             return (qa.astype(np.int64) - zb).astype(np.float32) * sb
         dev = get_device(name)
         out = dev.empty(tuple(q.shape), np.float32)
-        n = int(np.prod(q.shape, dtype=np.int64))
-        if n:
-            qd = dev.contiguous(dev.asarray(q))
-            inner = int(np.prod(q.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
-            args = (np.int64(n), qd.reshape(-1), out.reshape(-1), dev.upload(s),
-                    dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
-            dev.launch(kernel, elementwise_launch(n), args)
+        if out.size:
+            _launch_channelwise(dev, kernel, dev.contiguous(dev.asarray(q)), out, s, z, ax, C)
         return dev.result(out)
 
 
@@ -560,7 +560,10 @@ def qconv_launch(M: int, N: int, groups: int) -> Launch:
 
 
 def _to_host(x) -> np.ndarray:
-    return np.asarray(_host(x)) if backends.array_kind(x) == "cuda" else np.asarray(x)
+    """A NumPy copy of a small device array (scales, sums, a bias), or ``x`` itself on the host."""
+    if backends.array_kind(x) == "cuda":
+        return get_device("cuda").asarray(x).get()   # CuPy arrays and CUDA tensors alike
+    return np.asarray(x)
 
 
 def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None, *,

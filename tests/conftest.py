@@ -20,23 +20,33 @@ ALL_BACKENDS = [_param(n) for n in backends.BACKENDS] + [pytest.param(FAKE, id=F
 DEVICE_BACKENDS = [_param(n) for n in ("emulator", "cuda")] + [pytest.param(FAKE, id=FAKE, marks=pytest.mark.emulator)]
 
 
-def _select(name, monkeypatch):
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """CuPy replaced, for one test, by tests/_runtime/fake_cupy.py (its kernels on the emulator)."""
+    import sys
+
+    from pygpu_ops._runtime import device
+
+    if backends.problem("emulator") is not None:
+        pytest.skip(f"the fake CuPy needs the emulator: {backends.problem('emulator')}")
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
+    import fake_cupy as module
+
+    sys.path.pop(0)
+    fake = module.make()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "_problems", {})
+    device.get_device.cache_clear()
+    yield fake
+    device.get_device.cache_clear()
+
+
+def _select(request):
+    name = request.param
     if name == FAKE:
         if backends.problem("cuda") is None:
             pytest.skip("a real GPU is present: the cuda tests cover this path")
-        if backends.problem("emulator") is not None:
-            pytest.skip(f"the fake CuPy needs the emulator: {backends.problem('emulator')}")
-        import sys
-
-        from pygpu_ops._runtime import device
-
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
-        import fake_cupy
-
-        sys.path.pop(0)
-        monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make())
-        monkeypatch.setattr(backends, "_problems", {})
-        device.get_device.cache_clear()
+        request.getfixturevalue("fake_cupy")
         return "cuda"
     why = backends.problem(name)
     if why is not None:
@@ -45,21 +55,13 @@ def _select(name, monkeypatch):
 
 
 @pytest.fixture(params=ALL_BACKENDS)
-def backend(request, monkeypatch):
-    yield _select(request.param, monkeypatch)
-    if request.param == FAKE:
-        from pygpu_ops._runtime import device
-
-        device.get_device.cache_clear()
+def backend(request):
+    return _select(request)
 
 
 @pytest.fixture(params=DEVICE_BACKENDS)
-def device_backend(request, monkeypatch):
-    yield _select(request.param, monkeypatch)
-    if request.param == FAKE:
-        from pygpu_ops._runtime import device
-
-        device.get_device.cache_clear()
+def device_backend(request):
+    return _select(request)
 
 
 class Arrays:

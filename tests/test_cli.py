@@ -75,21 +75,10 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
-def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
+def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys, fake_cupy):
     """The GPU branch (events, L2 flush, copy bandwidth, cuBLAS rows, checks) on the fake CuPy."""
-    import sys as _sys
-
     from pygpu_ops import bench
-    from pygpu_ops._runtime import device
 
-    if backends.problem("emulator"):
-        pytest.skip(backends.problem("emulator"))
-    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
-    import fake_cupy
-
-    _sys.path.pop(0)
-    monkeypatch.setitem(_sys.modules, "cupy", fake_cupy.make())
-    monkeypatch.setattr(backends, "_problems", {})
     monkeypatch.setattr(bench, "COPY_BYTES", 1 << 16)
     monkeypatch.setattr(bench, "SOFTMAX_GPU", ((3, 40), (2, 1100)))
     monkeypatch.setattr(bench, "POOL_GPU", (1, 3, 9, 10))
@@ -97,13 +86,9 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "CONV_BATCH_GPU", 2)
     monkeypatch.setattr(bench, "RELU_N_GPU", 1001)
     monkeypatch.setattr(bench, "TRANSPOSE_GPU", (2, 3, 5, 7))
-    device.get_device.cache_clear()
-    try:
-        path = tmp_path / "g.json"
-        rc = cli.main(["bench", "--sizes", "40", "--variants", "naive", "warptile", "--repeats", "1",
-                       "--json", str(path), "--no-progress", "--plot", str(tmp_path / "plots")])
-    finally:
-        device.get_device.cache_clear()
+    path = tmp_path / "g.json"
+    rc = cli.main(["bench", "--sizes", "40", "--variants", "naive", "warptile", "--repeats", "1",
+                   "--json", str(path), "--no-progress", "--plot", str(tmp_path / "plots")])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.startswith("pygpu-ops bench: timing the CUDA kernels")
@@ -164,24 +149,8 @@ def test_readme_table_generator(tmp_path):
         mod.main(["--readme", str(readme), "--results", str(results), "--add", str(cpu)])
 
 
-def test_info_gpu_branch_through_fake_cupy(monkeypatch, capsys):
-    import sys as _sys
-
-    from pygpu_ops._runtime import device
-
-    if backends.problem("emulator"):
-        pytest.skip(backends.problem("emulator"))
-    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "_runtime"))
-    import fake_cupy
-
-    _sys.path.pop(0)
-    monkeypatch.setitem(_sys.modules, "cupy", fake_cupy.make())
-    monkeypatch.setattr(backends, "_problems", {})
-    device.get_device.cache_clear()
-    try:
-        assert cli.main(["info"]) == 0
-    finally:
-        device.get_device.cache_clear()
+def test_info_gpu_branch_through_fake_cupy(capsys, fake_cupy):
+    assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backend   cuda      available" in out
     assert "device    0: Fake GPU (emulator) (compute capability 9.0)" in out

@@ -4,27 +4,15 @@ ops' device path are exercised without a GPU. The real GPU runs the same tests w
 marker (tests/test_linalg.py with backend=cuda)."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 import pygpu_ops as po
-from pygpu_ops._runtime import backends, device
-
-import fake_cupy
 
 
 @pytest.fixture
-def cupy(monkeypatch):
-    if backends.problem("emulator"):
-        pytest.skip(f"the fake CuPy runs on the emulator: {backends.problem('emulator')}")
-    fake = fake_cupy.make()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(backends, "_problems", {})
-    device.get_device.cache_clear()
-    yield fake
-    device.get_device.cache_clear()
+def cupy(fake_cupy):
+    return fake_cupy
 
 
 def test_cupy_inputs_dispatch_to_cuda_and_return_cupy_arrays(cupy):

@@ -53,3 +53,53 @@ def check_choice(op: str, name: str, v, choices: Sequence[str]) -> str:
     if not isinstance(v, str) or v not in choices:
         raise ValueError(f"{op}: {name} must be one of {', '.join(repr(c) for c in choices)}; got {v!r}")
     return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar parameters: one check per C type the kernels receive. Values are checked, not bit
+# patterns: numpy.uint64(2**64 - 1) is 18446744073709551615, never -1.
+# ---------------------------------------------------------------------------------------------
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _short(v) -> str:
+    """``repr(v)``, cut in the middle when very long (10**400 has 401 digits)."""
+    r = repr(v)
+    return r if len(r) <= 40 else f"{r[:18]}...{r[-12:]} ({len(r)} characters)"
+
+
+def check_int(op: str, name: str, v, *, lo: int = INT32_MIN, hi: int = INT32_MAX) -> int:
+    """``v`` as a Python int: an integer (Python or NumPy, any width or byte order; not bool)
+    with ``lo <= v <= hi``. The default range is the C ``int`` most kernels take."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int; got {type(v).__name__} {v!r}")
+    i = int(v)
+    if not lo <= i <= hi:
+        if lo == 0 and hi >= INT32_MAX:
+            want = f"between 0 and {hi}"
+        elif lo == 1 and hi >= INT32_MAX:
+            want = f"between 1 and {hi}"
+        else:
+            want = f"between {lo} and {hi}"
+        raise ValueError(f"{op}: {name} must be {want}; got {_short(i)}")
+    return i
+
+
+def check_finite(op: str, name: str, v) -> float:
+    """A real number (`check_real`) that is also finite and fits a float64."""
+    try:
+        f = check_real(op, name, v)
+    except OverflowError:
+        raise ValueError(f"{op}: {name} must be a finite number; got {_short(v)}, too large for a float64") from None
+    if not np.isfinite(f):
+        raise ValueError(f"{op}: {name} must be a finite number; got {f!r}")
+    return f
+
+
+def check_bool(op: str, name: str, v) -> bool:
+    """``v`` as a bool: only ``True``/``False`` (``numpy.bool_`` too); strings, ints and arrays
+    are refused, so ``trans_a="False"`` cannot mean True."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool; got {type(v).__name__} {v!r}")
+    return bool(v)

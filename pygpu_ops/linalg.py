@@ -307,19 +307,21 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
 
 def _numpy_gemm(opa, opb, c, alpha, beta, dtype, out):
     # beta * c first: ``out`` may be ``c`` itself (numpy.matmul buffers any other overlap).
-    with np.errstate(over="ignore"):   # alpha / beta round to the dtype: 1e39 is inf in float32
-        alpha_t, beta_t = dtype.type(alpha), dtype.type(beta)
-    scaled_c = beta_t * c if beta != 0.0 else None
+    alpha_t, beta_t = dtype.type(alpha), dtype.type(beta)     # exact: gemm rounded them already
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled_c = beta_t * c if beta != 0.0 else None
     if opa.shape[1] == 0:
         # The empty product: beta * c, alpha not applied (BLAS / torch.addmm), as on the device.
         r = np.empty((opa.shape[0], opb.shape[1]), dtype) if out is None else out
         r[...] = 0 if scaled_c is None else scaled_c
         return r
-    r = np.matmul(opa, opb, out=out)
-    if alpha != 1.0:
-        r *= alpha_t
-    if scaled_c is not None:
-        r += scaled_c
+    # NaN / Inf arise silently, as in the kernels (inf - inf, inf * 0): no RuntimeWarning.
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.matmul(opa, opb, out=out)
+        if alpha != 1.0:
+            r *= alpha_t
+        if scaled_c is not None:
+            r += scaled_c
     return r
 
 

@@ -265,7 +265,9 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
 
     Symmetric scales are computed in float32 (``float32(max|x|) / 127``). Returns float32 scales
     and zero points of ``dtype``, 0-d (per tensor) or of shape (x.shape[axis],), as arrays of the
-    input's kind. NaN or Inf in ``x`` raise ``ValueError``. This is a reduction done with the
+    input's kind. NaN or Inf in ``x`` raise ``ValueError``, and so does a float64 ``x`` whose scale
+    would not be a finite float32 (symmetric: ``max|x|`` beyond float32's range; asymmetric: the
+    range / 255), in both modes alike. This is a reduction done with the
     array library (NumPy / CuPy), no custom kernel; the emulator backend runs it in NumPy.
     """
     op = "quant_params"

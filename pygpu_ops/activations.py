@@ -3,7 +3,13 @@
 One kernel file, ``cuda_src/activation/relu_vec128.cu``: 128-bit loads and stores in a
 grid-stride loop with scalar head and tail; it reads n and writes n elements. float32 and float64,
 any shape; non-contiguous inputs are made contiguous first (one extra copy). The result is a new
-C-contiguous array of the input's shape and dtype.
+C-contiguous array of the input's shape and dtype on every backend (0-d for a 0-d input, a plain
+``numpy.ndarray`` for any ndarray subclass on the CPU backends).
+
+Every backend computes ``x < 0 ? 0 : x`` (relu) and ``x < 0 ? slope * x : x`` (leaky_relu): the
+input comes back unchanged unless it is below zero, so NaN keeps its payload and ``relu(-0.0)`` is
+``-0.0``, as PyTorch's eager CPU ``relu`` (``clamp_min``) gives; ``numpy.maximum`` would give
+``+0.0``.
 """
 from __future__ import annotations
 
@@ -39,14 +45,16 @@ def launch_config(n: int, itemsize: int) -> Launch:
 def _run(op: str, kernels, x, slope, backend: str):
     name = backends.resolve(op, backend, {"x": x})
     dtype = validate.check_dtype(op, "x", x, (np.float32, np.float64))
+    if slope is not None:
+        with np.errstate(over="ignore"):   # rounded to x's dtype: 1e39 is inf in float32
+            slope = dtype.type(slope)
     label = "numpy" if name == "numpy" else f"{op}_{VARIANT}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             x = np.asarray(x)
-            if slope is None:
-                return np.maximum(x, dtype.type(0))  # np.maximum propagates NaN
-            with np.errstate(invalid="ignore"):  # inf * 0 in the branch not taken
-                return np.where(x < 0, x * dtype.type(slope), x)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in the branch not taken
+                y = np.where(x < 0, dtype.type(0) if slope is None else x * slope, x)
+            return np.asarray(y, order="C")   # np.where keeps the input's layout; 0-d stays 0-d
         dev = get_device(name)
         src = dev.contiguous(x)
         out = dev.empty(tuple(x.shape), dtype)
@@ -54,17 +62,24 @@ def _run(op: str, kernels, x, slope, backend: str):
         if n:
             flat_in, flat_out = src.reshape(-1), out.reshape(-1)
             args = (flat_in, flat_out, np.int64(n)) if slope is None else \
-                (flat_in, flat_out, np.int64(n), dtype.type(slope))
+                (flat_in, flat_out, np.int64(n), slope)
             dev.launch(kernels[dtype], launch_config(n, dtype.itemsize), args)
         return dev.result(out)
 
 
 def relu(x, *, backend="auto"):
-    """``max(x, 0)`` elementwise; NaN stays NaN (unlike ``fmaxf``). float32 or float64, any shape."""
+    """``x < 0 ? 0 : x`` elementwise: NaN stays NaN (unlike ``fmaxf``) and ``-0.0`` stays ``-0.0``
+    (module docstring). float32 or float64, any shape."""
     return _run("relu", RELU, x, None, backend)
 
 
 def leaky_relu(x, negative_slope=0.01, *, backend="auto"):
-    """``x if x >= 0 else negative_slope * x`` elementwise; NaN stays NaN. float32 or float64."""
-    slope = validate.check_real("leaky_relu", "negative_slope", negative_slope)
+    """``negative_slope * x if x < 0 else x`` elementwise; NaN stays NaN. float32 or float64.
+
+    ``negative_slope`` is any real number, rounded to x's dtype as PyTorch does (so 1e39 is inf
+    for float32); NaN and +-Inf are accepted (torch accepts any float) and act as in IEEE
+    arithmetic: with ``inf``, x < 0 gives -inf while ``-0.0`` and positives pass unchanged. A
+    number beyond float64's range (``10**400``) is a ``ValueError``.
+    """
+    slope = validate.check_float("leaky_relu", "negative_slope", negative_slope)
     return _run("leaky_relu", LEAKY_RELU, x, slope, backend)

@@ -3,12 +3,21 @@
 Every ladder kernel has one signature (see ``cuda_src/sgemm/01_naive.cu``): row-major A (M, K),
 B (K, N), C (M, N) with leading dimensions and batch strides, batch = ``blockIdx.z``, and
 ``C = alpha * A @ B + beta * C`` where beta == 0 never reads C. Transposed operands are
-materialized row-major by the wrapper (an O(MK) copy next to O(MNK) work).
+materialized row-major by the wrapper (an O(MK) copy next to O(MNK) work). Batch dimensions that
+``matmul`` broadcasts are never materialized: they reach the kernels as batch stride 0, looping
+launches over the dimensions a single stride cannot describe (`_launch_batched`).
+
+Limits, the same on every backend (``ValueError`` before any copy): N and K at most
+`GEMM_DIM_MAX` (the kernels take them, and the leading dimensions, as C ``int``; their int
+indices run up to a tile past the last column / k step). M is not limited: the wrapper launches
+it in chunks of at most 65535 tiles (``gridDim.y``), and the kernels form every product such as
+``row * lda`` in 64 bits.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -18,6 +27,18 @@ from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
 MAX_GRID_YZ = 65535
+
+#: The largest N and K (and M, where a kernel receives it whole, as int8_gemm's row sums do) that
+#: the GEMM kernels take: ``int`` arguments, with int indices reaching up to a tile plus a vector
+#: (< 4096) past the last row / column / k step. Shared by gemm, matmul, int8_gemm and qconv2d.
+GEMM_DIM_MAX = 2**31 - 4096
+
+
+def check_gemm_dims(op: str, dims: dict) -> None:
+    """Each GEMM dimension in ``dims`` (name -> value) within ``[0, GEMM_DIM_MAX]``: a
+    ``ValueError`` naming it otherwise, raised before any copy or allocation."""
+    for name, value in dims.items():
+        validate.check_int(op, name, value, lo=0, hi=GEMM_DIM_MAX)
 
 
 @dataclass(frozen=True)
@@ -92,17 +113,80 @@ def _device_gemm(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> N
     b, ldb, sb = dev.rowmajor(b)
     _, ldc, sc = dev.rowmajor(dst)
     st = np.float32 if dst.dtype == np.float32 else np.float64
+    with np.errstate(over="ignore"):   # alpha / beta round to the dtype: 1e39 is inf in float32
+        alpha, beta = st(alpha), st(beta)
     # gridDim.y and gridDim.z stop at 65535: larger problems go in chunks of rows / batches.
     rows = MAX_GRID_YZ * v.tile[0]
     for b0 in range(0, batch, MAX_GRID_YZ):
         nb = min(MAX_GRID_YZ, batch - b0)
         for m0 in range(0, M, rows):
             m = min(rows, M - m0)
-            args = (np.int32(m), np.int32(N), np.int32(K), st(alpha),
+            args = (np.int32(m), np.int32(N), np.int32(K), alpha,
                     a[b0:b0 + nb, m0:m0 + m], np.int32(lda), np.int64(sa),
                     b[b0:b0 + nb], np.int32(ldb), np.int64(sb),
-                    st(beta), dst[b0:b0 + nb, m0:m0 + m], np.int32(ldc), np.int64(sc))
+                    beta, dst[b0:b0 + nb, m0:m0 + m], np.int32(ldc), np.int64(sc))
             dev.launch(v.kernel, launch_config(v, m, N, nb), args)
+
+
+def _launch_batched(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> None:
+    """dst (*batch, M, N) = alpha * a @ b + beta * dst for a (*batch, M, K), b (*batch, K, N):
+    views over one batch shape in which broadcast dimensions have stride 0 (never copied).
+
+    The kernels take one batch stride per operand (blockIdx.z). Batch dimensions of extent 1
+    are dropped and neighbours merged wherever all three operands' strides allow; the longest
+    remaining dimension becomes the kernels' batch and the others are looped over, so
+    (100000, 1, M, K) @ (1, 3, K, N) is 3 launches of 100000 batches (x2: gridDim.z chunks).
+    """
+    nb = dst.ndim - 2
+    groups = []                          # (extent, strides of a, b, dst in bytes) per merged dim
+    for i in range(nb):
+        n = dst.shape[i]
+        if n == 1:
+            continue
+        st = (a.strides[i], b.strides[i], dst.strides[i])
+        if groups and all(p == s * n for p, s in zip(groups[-1][1], st)):
+            groups[-1] = (groups[-1][0] * n, st)
+        else:
+            groups.append((n, st))
+    (M, K), N = a.shape[-2:], b.shape[-1]
+    if not groups:
+        first = (0,) * nb
+        _device_gemm(dev, v, a[first][None], b[first][None], dst[first][None], alpha, beta)
+        return
+    # Merged dimensions satisfy stride[i] == stride[i+1] * extent[i+1] in every operand, so these
+    # reshapes are views (dst is written through them).
+    ext = tuple(n for n, _ in groups)
+    a, b, dst = a.reshape(ext + (M, K)), b.reshape(ext + (K, N)), dst.reshape(ext + (M, N))
+    k = max(range(len(ext)), key=lambda i: (ext[i], i))
+    loops = [(slice(None),) if i == k else range(n) for i, n in enumerate(ext)]
+    for idx in itertools.product(*loops):
+        _device_gemm(dev, v, a[idx], b[idx], dst[idx], alpha, beta)
+
+
+def _readable(dev, x) -> bool:
+    """Whether the kernels can read ``x`` (..., R, C) in place: addressable, unit-stride columns,
+    non-negative row stride below 2**31 elements and non-negative whole-element batch strides."""
+    if not dev.addressable(x):
+        return False
+    item = x.dtype.itemsize
+    if any(s < 0 or s % item for s in x.strides[:-2]):
+        return False
+    return dev.rowmajor_layout(x[(0,) * (x.ndim - 2)])[0]
+
+
+def _kernel_operand(dev, x):
+    """``x`` (..., R, C) as a device array the kernels read as it is: a view when it already
+    is one (`_readable`), else a packed copy. Batch dimensions ``x`` broadcasts (stride 0) stay
+    broadcast: only the data behind them is uploaded or packed, so memory stays proportional to
+    the data the caller holds, never to the broadcast view."""
+    x = np.asarray(x) if dev.name == "emulator" else dev.asarray(x)
+    shape = tuple(x.shape)
+    nb = len(shape) - 2
+    base = x[tuple(slice(0, 1) if shape[i] > 1 and x.strides[i] == 0 else slice(None) for i in range(nb))]
+    base = dev.asarray(base)          # the emulator uploads here: the compact data only
+    if base.size and not _readable(dev, base):
+        base = dev.contiguous(base)
+    return dev.xp.broadcast_to(base, shape)
 
 
 def _writable_rowmajor(dev, x) -> bool:
@@ -113,26 +197,31 @@ def _writable_rowmajor(dev, x) -> bool:
 
 
 def _run_device(backend: str, v: GemmVariant, a3, b3, c3, out3, shape, dtype, alpha, beta):
-    """Shared by gemm and matmul: a3 (batch, M, K), b3 (batch, K, N); c3/out3 (batch, M, N) or None.
+    """Shared by gemm and matmul: a3 (*batch, M, K), b3 (*batch, K, N) over one batch shape
+    (broadcast dimensions with stride 0); c3 / out3 (*batch, M, N) or None. Returns the result
+    reshaped to ``shape``, or None when it went to ``out3``.
 
     ``out3`` is the caller's memory: written in place when the kernel can address it, else the
-    result is computed in a scratch array and copied in.
+    result is computed in a scratch array and copied in. K == 0 gives ``beta * c`` (zeros when
+    beta == 0): the empty product is not formed and alpha is not applied (BLAS, ``torch.addmm``).
     """
     dev = get_device(backend)
     a3, b3 = dev.asarray(a3), dev.asarray(b3)
-    batch, M, K = a3.shape
-    N = b3.shape[2]
-    dst = out3 if out3 is not None and _writable_rowmajor(dev, out3) else dev.empty((batch, M, N), dtype)
-    if M and N and batch:
+    *batch, M, K = a3.shape
+    N = b3.shape[-1]
+    full = tuple(batch) + (M, N)
+    dst = out3 if out3 is not None and _writable_rowmajor(dev, out3) else dev.empty(full, dtype)
+    if dst.size:
         if beta != 0 and c3 is not dst:
             dst[...] = c3
         if K == 0:
             if beta == 0:
                 dst.fill(0)
             else:
-                dst *= dtype.type(beta)
+                with np.errstate(over="ignore"):
+                    dst *= dtype.type(beta)
         else:
-            _device_gemm(dev, v, a3, b3, dst, alpha, beta)
+            _launch_batched(dev, v, a3, b3, dst, alpha, beta)
     if out3 is not None and dst is not out3:
         out3[...] = dst
         dst = out3
@@ -155,13 +244,27 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
     float32 runs the SGEMM ladder (``variant``), float64 the DGEMM kernel. ``c`` is needed when
     ``beta != 0`` and must broadcast to (M, N); with ``beta == 0`` it is not read (BLAS
     convention: NaN in ``c`` do not propagate). ``out`` may be ``c`` for in-place use.
+
+    ``alpha`` and ``beta`` are real numbers, rounded to the operands' dtype; NaN and +-Inf are
+    accepted and act as in IEEE arithmetic (as in NumPy and PyTorch), a value beyond float64's
+    range is a ``ValueError``. ``trans_a`` / ``trans_b`` are bools (``numpy.bool_`` too).
+    K == 0 (an empty product) gives ``beta * c``, or zeros when ``beta == 0``, on every backend:
+    alpha is not applied, as in BLAS and ``torch.addmm`` (so ``alpha=nan`` gives no NaN there).
+    N and K are at most `GEMM_DIM_MAX` on every backend. Results are plain ``numpy.ndarray``
+    (``numpy.matrix`` inputs included) on the CPU backends.
     """
     op = "gemm"
     name = backends.resolve(op, backend, {"a": a, "b": b, "c": c, "out": out})
-    alpha = validate.check_real(op, "alpha", alpha)
-    beta = validate.check_real(op, "beta", beta)
+    alpha = validate.check_float(op, "alpha", alpha)
+    beta = validate.check_float(op, "beta", beta)
+    trans_a = validate.check_bool(op, "trans_a", trans_a)
+    trans_b = validate.check_bool(op, "trans_b", trans_b)
     dtype = validate.check_dtype(op, "a", a, (np.float32, np.float64))
     validate.check_same_dtype(op, "a", dtype, b=b, c=c)
+    with np.errstate(over="ignore", under="ignore"):
+        # Rounded to the dtype once, so every backend sees the same numbers (1e39 is inf in float32
+        # and a beta that rounds to 0 does not read c, as in the kernels).
+        alpha, beta = float(dtype.type(alpha)), float(dtype.type(beta))
     validate.check_ndim(op, "a", a, 2)
     validate.check_ndim(op, "b", b, 2)
     v = _pick_variant(op, variant, dtype)
@@ -172,6 +275,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
             f"gemm: inner dimensions differ: op(a) is ({M}, {K}) and op(b) is ({Kb}, {N}) "
             f"(a {tuple(a.shape)}, trans_a={trans_a}; b {tuple(b.shape)}, trans_b={trans_b})"
         )
+    check_gemm_dims(op, {"N (columns of op(b))": N, "K (columns of op(a))": K})
     if beta != 0 and c is None:
         raise ValueError("gemm: c is required when beta != 0")
     if c is not None:
@@ -185,33 +289,50 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
         _check_out(op, out, (M, N), dtype)
     label = "numpy" if name == "numpy" else v.label
     with op_range(op, label), device_scope(op, name, {"a": a, "b": b, "c": c, "out": out}):
-        opa = a.T if trans_a else a
-        opb = b.T if trans_b else b
         if name == "numpy":
-            return _numpy_gemm(opa, opb, c, alpha, beta, dtype, out)
+            opa, opb = np.asarray(a), np.asarray(b)
+            opa, opb = (opa.T if trans_a else opa), (opb.T if trans_b else opb)
+            return _numpy_gemm(opa, opb, None if c is None else np.asarray(c), alpha, beta, dtype, out)
         dev = get_device(name)
         xp = dev.xp
         c3 = None
         if beta != 0:
             c3 = xp.broadcast_to(dev.view(c), (M, N))[None]
-        res = _run_device(name, v, dev.asarray(opa)[None], dev.asarray(opb)[None], c3,
+        opa = _kernel_operand(dev, a.T if trans_a else a)
+        opb = _kernel_operand(dev, b.T if trans_b else b)
+        res = _run_device(name, v, opa[None], opb[None], c3,
                           None if out is None else dev.view(out)[None], (M, N), dtype, alpha, beta)
         return out if out is not None else dev.result(res)
 
 
 def _numpy_gemm(opa, opb, c, alpha, beta, dtype, out):
     # beta * c first: ``out`` may be ``c`` itself (numpy.matmul buffers any other overlap).
-    scaled_c = dtype.type(beta) * c if beta != 0.0 else None
-    r = np.matmul(opa, opb, out=out)
-    if alpha != 1.0:
-        r *= dtype.type(alpha)
-    if scaled_c is not None:
-        r += scaled_c
+    alpha_t, beta_t = dtype.type(alpha), dtype.type(beta)     # exact: gemm rounded them already
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled_c = beta_t * c if beta != 0.0 else None
+    if opa.shape[1] == 0:
+        # The empty product: beta * c, alpha not applied (BLAS / torch.addmm), as on the device.
+        r = np.empty((opa.shape[0], opb.shape[1]), dtype) if out is None else out
+        r[...] = 0 if scaled_c is None else scaled_c
+        return r
+    # NaN / Inf arise silently, as in the kernels (inf - inf, inf * 0): no RuntimeWarning.
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.matmul(opa, opb, out=out)
+        if alpha != 1.0:
+            r *= alpha_t
+        if scaled_c is not None:
+            r += scaled_c
     return r
 
 
 def matmul(a, b, *, variant="auto", backend="auto"):
-    """``a`` (..., M, K) @ ``b`` (..., K, N); batch dimensions broadcast as in NumPy."""
+    """``a`` (..., M, K) @ ``b`` (..., K, N); batch dimensions broadcast as in NumPy.
+
+    On the device backends a broadcast batch dimension is never copied (batch stride 0 in the
+    kernels; see `_launch_batched`): memory is the inputs plus the result. N and K are at most
+    `GEMM_DIM_MAX` on every backend. The result is a C-contiguous ``numpy.ndarray`` on the CPU
+    backends (``numpy.matrix`` inputs included).
+    """
     op = "matmul"
     name = backends.resolve(op, backend, {"a": a, "b": b})
     dtype = validate.check_dtype(op, "a", a, (np.float32, np.float64))
@@ -226,29 +347,18 @@ def matmul(a, b, *, variant="auto", backend="auto"):
         raise ValueError(f"matmul: a is {tuple(a.shape)} and b is {tuple(b.shape)}: a's last dimension "
                          f"({K}) must equal b's second-to-last ({Kb})")
     try:
-        batch_shape = np.broadcast_shapes(tuple(ba), tuple(bb))
+        batch_shape = tuple(np.broadcast_shapes(tuple(ba), tuple(bb)))
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of a {tuple(a.shape)} and b {tuple(b.shape)} "
                          f"do not broadcast") from None
+    check_gemm_dims(op, {"N (b's last dimension)": N, "K (a's last dimension)": K})
     label = "numpy" if name == "numpy" else v.label
     with op_range(op, label), device_scope(op, name, {"a": a, "b": b}):
         if name == "numpy":
-            return np.matmul(a, b)
+            return np.matmul(np.asarray(a), np.asarray(b))
         dev = get_device(name)
-        batch = int(np.prod(batch_shape)) if batch_shape else 1
-        a3 = _as_batch(dev, a, batch_shape, batch, M, K)
-        b3 = _as_batch(dev, b, batch_shape, batch, K, N)
-        res = _run_device(name, v, a3, b3, None, None, tuple(batch_shape) + (M, N), dtype, 1.0, 0.0)
+        xp = dev.xp
+        a3 = xp.broadcast_to(_kernel_operand(dev, a), batch_shape + (M, K))
+        b3 = xp.broadcast_to(_kernel_operand(dev, b), batch_shape + (K, N))
+        res = _run_device(name, v, a3, b3, None, None, batch_shape + (M, N), dtype, 1.0, 0.0)
         return dev.result(res)
-
-
-def _as_batch(dev, x, batch_shape, batch, rows, cols):
-    """``x`` viewed as (batch, rows, cols): a 2-D operand gets batch stride 0 (no copy)."""
-    xp = dev.xp
-    x = dev.asarray(x)
-    if x.ndim == 2:
-        return xp.broadcast_to(x, (batch, rows, cols))
-    if tuple(x.shape[:-2]) != tuple(batch_shape):
-        # A partial broadcast has no single batch stride: materialize it (the one copy here).
-        x = dev.contiguous(xp.broadcast_to(x, tuple(batch_shape) + (rows, cols)))
-    return x.reshape(batch, rows, cols)

@@ -49,6 +49,7 @@ from ._runtime import backends, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
+from .linalg import check_gemm_dims
 
 FLT_MIN = np.float32(2.0 ** -126)
 MAX_GRID_YZ = 65535
@@ -149,6 +150,8 @@ def _host_param(op: str, name: str, v) -> np.ndarray:
 
 def _scales(op: str, name: str, v, count: Optional[int], allow_scalar: bool = False) -> np.ndarray:
     """float32 scales: shape (1,) for ``count=None`` (per tensor), else (count,)."""
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        validate.check_finite(op, name, v)     # 10**400, inf, nan: ValueError (not OverflowError)
     arr = _host_param(op, name, v)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{op}: {name} must hold real numbers; got dtype {arr.dtype}")
@@ -170,7 +173,16 @@ def _scales(op: str, name: str, v, count: Optional[int], allow_scalar: bool = Fa
 
 
 def _zero_points(op: str, name: str, v, count: Optional[int], qdtype: np.dtype) -> np.ndarray:
-    """int64 zero points in ``qdtype``'s range: shape (1,) (scalar) or (count,)."""
+    """int64 zero points in ``qdtype``'s range: shape (1,) (scalar) or (count,).
+
+    The range is checked on the values, before any conversion: ``numpy.uint64(2**64 - 128)``
+    is 18446744073709551488, out of range, never -128 (its int64 bit pattern); a Python int
+    of any size is a ``ValueError`` when out of range, never an ``OverflowError``."""
+    info = np.iinfo(qdtype)
+    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
+        if not info.min <= int(v) <= info.max:
+            raise ValueError(f"{op}: {name} must lie in [{info.min}, {info.max}] ({qdtype}); "
+                             f"got {validate._short(int(v))}")
     arr = _host_param(op, name, v)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be an integer or an integer array; got dtype {arr.dtype}")
@@ -178,12 +190,17 @@ def _zero_points(op: str, name: str, v, count: Optional[int], qdtype: np.dtype) 
     if not scalar and (count is None or arr.shape != (count,)):
         want = "a scalar" if count is None else f"a scalar or shape ({count},)"
         raise ValueError(f"{op}: {name} must be {want}; got shape {arr.shape}")
-    z = arr.astype(np.int64).reshape(-1)
-    info = np.iinfo(qdtype)
-    out = (z < info.min) | (z > info.max)
+    flat = arr.reshape(-1)
+    # Compare in the array's own dtype family: unsigned values against the (non-negative) max
+    # only, signed ones after an exact widening to int64.
+    if flat.dtype.kind == "u":
+        out = flat > np.uint64(info.max)
+    else:
+        wide = flat.astype(np.int64)
+        out = (wide < info.min) | (wide > info.max)
     if out.any():
-        raise ValueError(f"{op}: {name} must lie in [{info.min}, {info.max}] ({qdtype}); got {int(z[out][0])}")
-    return z
+        raise ValueError(f"{op}: {name} must lie in [{info.min}, {info.max}] ({qdtype}); got {int(flat[out][0])}")
+    return flat.astype(np.int64)
 
 
 def _axis(op: str, axis, ndim: int) -> Optional[int]:
@@ -191,9 +208,9 @@ def _axis(op: str, axis, ndim: int) -> Optional[int]:
         return None
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral,)):
         raise TypeError(f"{op}: axis must be an int or None; got {type(axis).__name__} {axis!r}")
-    axis = int(axis)
+    axis = int(axis)   # by value: numpy.uint64(2**64 - 1) is out of range, not -1
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
+        raise ValueError(f"{op}: axis {validate._short(axis)} is out of range for an array of {ndim} dimensions")
     return axis % ndim
 
 
@@ -248,15 +265,16 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
 
     Symmetric scales are computed in float32 (``float32(max|x|) / 127``). Returns float32 scales
     and zero points of ``dtype``, 0-d (per tensor) or of shape (x.shape[axis],), as arrays of the
-    input's kind. NaN or Inf in ``x`` raise ``ValueError``. This is a reduction done with the
+    input's kind. NaN or Inf in ``x`` raise ``ValueError``, and so does a float64 ``x`` whose scale
+    would not be a finite float32 (symmetric: ``max|x|`` beyond float32's range; asymmetric: the
+    range / 255), in both modes alike. This is a reduction done with the
     array library (NumPy / CuPy), no custom kernel; the emulator backend runs it in NumPy.
     """
     op = "quant_params"
     name = backends.resolve(op, backend, {"x": x})
     _float_input(op, "x", x)
     qdt = _qdtype(op, "dtype", dtype)
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise TypeError(f"{op}: symmetric must be a bool; got {type(symmetric).__name__} {symmetric!r}")
+    symmetric = validate.check_bool(op, "symmetric", symmetric)
     ndim = len(x.shape)
     ax = _axis(op, axis, ndim)
     with op_range(op, name), device_scope(op, name, {"x": x}):
@@ -272,8 +290,11 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
                 raise ValueError(f"{op}: x contains NaN or Inf; no finite scale represents it")
         info = np.iinfo(qdt)
         if symmetric:
-            amax = np.maximum(np.abs(hi), np.abs(lo)).astype(np.float32)
+            with np.errstate(over="ignore"):
+                amax = np.maximum(np.abs(hi), np.abs(lo)).astype(np.float32)
             scale = amax / np.float32(127)
+            if not np.isfinite(scale).all():   # float64 x beyond float32's range
+                raise ValueError(f"{op}: the range of x exceeds what a float32 scale can express")
             zp = np.full(C, 0 if qdt == np.int8 else 128, np.int64)
         else:
             lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
@@ -319,6 +340,9 @@ def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto")
     ``axis=None``: per tensor, ``scale`` and ``zero_point`` scalars. ``axis=k``: per channel,
     ``scale`` of shape (x.shape[k],), ``zero_point`` a scalar or of that shape. See the module
     docstring for the exact float32 arithmetic (true division, ties to even, NaN -> zero point).
+    Scales must be finite (``ValueError``, also for numbers beyond float64's range); zero points
+    are checked by value against ``dtype``'s range (a ``numpy.uint64`` never wraps). The result is
+    a new C-contiguous array of x's shape (0-d for a 0-d ``x``) on every backend.
     """
     op = "quantize"
     name = backends.resolve(op, backend, {"x": x})
@@ -335,7 +359,7 @@ def quantize(x, scale, zero_point=0, *, axis=None, dtype="int8", backend="auto")
             sb, zb = _channelwise_np(x32.shape, ax, C, s, z)
             xf = np.where(np.abs(x32) < FLT_MIN, np.float32(0), x32)
             with np.errstate(over="ignore", invalid="ignore"):
-                return _round_saturate_np(xf / sb, zb, qdt)
+                return np.asarray(_round_saturate_np(xf / sb, zb, qdt), order="C")   # as the kernel: C order, 0-d stays 0-d
         dev = get_device(name)
         out = dev.empty(tuple(x.shape), qdt)
         if out.size:
@@ -352,7 +376,8 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
     """ONNX DequantizeLinear: ``(q - zero_point) * scale`` as float32.
 
     ``q`` is int8, uint8 or int32; ``axis`` as in :func:`quantize`; ``zero_point`` must lie in
-    ``q``'s range.
+    ``q``'s range (checked by value). The result is a new C-contiguous float32 array of q's shape
+    (0-d for a 0-d ``q``) on every backend.
     """
     op = "dequantize"
     name = backends.resolve(op, backend, {"q": q})
@@ -366,7 +391,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
         if name == "numpy":
             qa = np.asarray(q)
             sb, zb = _channelwise_np(qa.shape, ax, C, s, z)
-            return (qa.astype(np.int64) - zb).astype(np.float32) * sb
+            return np.asarray((qa.astype(np.int64) - zb).astype(np.float32) * sb, order="C")   # C order, 0-d stays 0-d
         dev = get_device(name)
         out = dev.empty(tuple(q.shape), np.float32)
         if out.size:
@@ -401,8 +426,7 @@ def _gemm_problem(op: str, a, b, a_zero_point, b_zero_point, a_zp_per_row: bool)
     if K != Kb:
         raise ValueError(f"{op}: a is {tuple(a.shape)} and b is {tuple(b.shape)}: a's columns ({K}) must "
                          f"equal b's rows ({Kb})")
-    if max(M, N, K) > INT32_MAX:
-        raise ValueError(f"{op}: dimensions must be below 2**31; got M={M}, N={N}, K={K}")
+    check_gemm_dims(op, {"M (a's rows)": M, "N (b's columns)": N, "K (a's columns)": K})
     za = _zero_points(op, "a_zero_point", a_zero_point, M if a_zp_per_row else None, adt)
     zb = _zero_points(op, "b_zero_point", b_zero_point, N, bdt)
     a_shift = 128 if adt == np.uint8 else 0
@@ -505,11 +529,13 @@ def int8_gemm(a, b, *, a_zero_point=0, b_zero_point=0, variant="auto", backend="
     op = "int8_gemm"
     name = backends.resolve(op, backend, {"a": a, "b": b})
     p = _gemm_problem(op, a, b, a_zero_point, b_zero_point, a_zp_per_row=True)
-    v = _pick(op, variant, name)
-    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"), device_scope(op, name, {"a": a, "b": b}):
-        if name == "numpy":
-            return _numpy_acc(p)
-        return get_device(name).result(_device_gemm(name, v, p, np.dtype(np.int32), None, 0))
+    validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
+    with device_scope(op, name, {"a": a, "b": b}):
+        v = _pick(op, variant, name)      # "auto" asks the arrays' device, so inside its scope
+        with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+            if name == "numpy":
+                return np.asarray(_numpy_acc(p))
+            return get_device(name).result(_device_gemm(name, v, p, np.dtype(np.int32), None, 0))
 
 
 def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
@@ -532,13 +558,15 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     zy = int(_zero_points(op, "y_zero_point", y_zero_point, None, ydt)[0])
     with np.errstate(over="ignore", under="ignore"):
         mult = ((sa * sb) / sy).astype(np.float32)
-    v = _pick(op, variant, name)
-    with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"), device_scope(op, name, {"a": a, "b": b}):
-        if name == "numpy":
-            acc = _numpy_acc(p).astype(np.float32)
-            with np.errstate(over="ignore", invalid="ignore"):
-                return _round_saturate_np(acc * (mult if mult.size > 1 else mult[0]), zy, ydt)
-        return get_device(name).result(_device_gemm(name, v, p, ydt, mult, zy))
+    validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
+    with device_scope(op, name, {"a": a, "b": b}):
+        v = _pick(op, variant, name)      # "auto" asks the arrays' device, so inside its scope
+        with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
+            if name == "numpy":
+                acc = _numpy_acc(p).astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return _round_saturate_np(acc * (mult if mult.size > 1 else mult[0]), zy, ydt)
+            return get_device(name).result(_device_gemm(name, v, p, ydt, mult, zy))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,31 +639,28 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
                          f"got {int(zw[zw != 0][0])}")
     zy = int(_zero_points(op, "y_zero_point", y_zero_point, None, ydt)[0])
     Kg = Cg * KH * KW
+    check_gemm_dims(op, {"C/groups*kh*kw": Kg, "OH*OW": g.OH * g.OW, "O": O})
     with np.errstate(over="ignore", under="ignore"):
         mult = np.broadcast_to((sx * sw) / sy, (O,)).astype(np.float32)
-    # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
-    # signed domain a uint8 input is x - 128 and its zero point zx - 128.
-    # Only O numbers cross to the host: the per-channel weight sums, summed where w lives.
-    if O and Kg:
-        wxp = get_device(name).xp if name != "numpy" else np
-        wsum = _to_host(wxp.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
-    else:
-        wsum = np.zeros(O, np.int64)
-    bh = _to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
-    xmax = max(zx - int(np.iinfo(xdt).min), int(np.iinfo(xdt).max) - zx)   # max |x - x_zero_point|
-    bmax = int(np.abs(bh).max()) if O else 0
-    if Kg * 16384 > INT32_MAX or Kg * 128 * xmax + bmax > INT32_MAX:
-        raise ValueError(
-            f"{op}: C/groups*kh*kw = {Kg} is too large for exact int32 accumulation: K * 128 * "
-            f"max|x - x_zero_point| + max|bias| = {Kg} * 128 * {xmax} + {bmax} (and K * 16384) must stay "
-            f"below 2**31")
     shape = (N, O, g.OH, g.OW) if layout == "NCHW" else (N, g.OH, g.OW, O)
     kernel = QCONV_GEMM[ydt]
-    with op_range(op, "numpy" if name == "numpy" else kernel.symbol), \
-            device_scope(op, name, {"x": x, "w": w, "bias": bias}):
+    with device_scope(op, name, {"x": x, "w": w, "bias": bias}), \
+            op_range(op, "numpy" if name == "numpy" else kernel.symbol):
+        # Device work (the weight sums, the bias read back) runs inside the arrays' device scope.
+        bh = _to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
+        xmax = max(zx - int(np.iinfo(xdt).min), int(np.iinfo(xdt).max) - zx)   # max |x - x_zero_point|
+        bmax = int(np.abs(bh).max()) if O else 0
+        if Kg * 16384 > INT32_MAX or Kg * 128 * xmax + bmax > INT32_MAX:
+            raise ValueError(
+                f"{op}: C/groups*kh*kw = {Kg} is too large for exact int32 accumulation: K * 128 * "
+                f"max|x - x_zero_point| + max|bias| = {Kg} * 128 * {xmax} + {bmax} (and K * 16384) must stay "
+                f"below 2**31")
         if name == "numpy":
             wh = np.asarray(w).reshape(O, Kg).astype(np.int64)
             return _numpy_qconv(np.asarray(x), wh, bh, g, layout, zx, mult, zy, relu, ydt, shape)
+        if layout == "NCHW" and g.Og > MAX_GRID_YZ * QCONV_TILE[0]:
+            raise ValueError(f"{op}: O/groups must be at most {MAX_GRID_YZ * QCONV_TILE[0]} for NCHW (gridDim.y); "
+                             f"got {g.Og}")
         dev = get_device(name)
         out = dev.empty(shape, ydt)
         if out.size == 0:
@@ -644,9 +669,10 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
             row = _qconv_finish_np(np.zeros((1, O), np.int64), bh, mult, zy, relu, ydt)[0]
             out[...] = dev.upload(row.reshape((1, O, 1, 1) if layout == "NCHW" else (1, 1, 1, O)))
             return dev.result(out)
-        if max(Kg, g.OH * g.OW, O) > INT32_MAX or (layout == "NCHW" and g.Og > MAX_GRID_YZ * QCONV_TILE[0]):
-            raise ValueError(f"{op}: C/groups*kh*kw, OH*OW and O must each be below 2**31 (and O/groups at "
-                             f"most {MAX_GRID_YZ * QCONV_TILE[0]} for NCHW); got {Kg}, {g.OH * g.OW}, {O}")
+        # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
+        # signed domain a uint8 input is x - 128 and its zero point zx - 128. Only O numbers
+        # cross to the host: the per-channel weight sums, summed where w lives.
+        wsum = _to_host(dev.xp.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
         shift = 0 if xdt == np.int8 else 128
         folded = (bh - (zx - shift) * wsum).astype(np.uint32).view(np.int32)   # wraps mod 2**32
         chan = (dev.upload(folded), dev.upload(mult))

@@ -104,3 +104,73 @@ def test_kernel_alignment_paths(dtype):
         got = np.array(out)
         check_equal(got[iy:iy + n], ref_relu(x[ix:ix + n]))
         assert (got[:iy] == -7).all() and (got[iy + n:] == -7).all(), "wrote outside the output"
+
+
+# -- one answer on every backend (issue 17, items 5 and 10) -------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_keeps_negative_zero(backend, to, dtype):
+    """relu returns x unless x < 0 (PyTorch's eager CPU clamp_min): -0.0 stays -0.0."""
+    x = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.inf], dtype)
+    got = to.host(act.relu(to(x), backend=backend))
+    assert np.signbit(got).tolist() == [True, False, False, False, False, False]
+    check_equal(got, ref_relu(x))
+    got = to.host(act.leaky_relu(to(x), 0.5, backend=backend))
+    assert np.signbit(got[:2]).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("call", ["relu", "leaky_relu"])
+def test_zero_d_input_gives_zero_d_array(backend, to, call):
+    fn = act.relu if call == "relu" else act.leaky_relu
+    got = fn(to(np.array(-3.0, np.float32)), backend=backend)
+    assert not isinstance(got, np.generic), f"{call} returned a scalar {type(got).__name__}"
+    assert got.shape == () and got.dtype == np.float32
+    assert to.host(got) == (0.0 if call == "relu" else np.float32(-0.03))
+
+
+@pytest.mark.parametrize("call", ["relu", "leaky_relu"])
+def test_fortran_order_input_gives_c_contiguous_result(backend, to, call):
+    fn = act.relu if call == "relu" else act.leaky_relu
+    base = data(6 * 7, np.float32, 4).reshape(6, 7)
+    x = to(np.ascontiguousarray(base.T)).T            # an F-ordered (6, 7) view on any backend
+    assert x.flags.f_contiguous and not x.flags.c_contiguous
+    got = fn(x, backend=backend)
+    assert got.flags.c_contiguous and got.shape == (6, 7)
+    check_equal(to.host(got), ref_relu(base) if call == "relu" else ref_leaky(base, 0.01))
+
+
+@pytest.mark.parametrize("slope", [np.inf, -np.inf, np.nan, 1e39])
+def test_leaky_relu_non_finite_slope_is_ieee(backend, to, slope):
+    """Any real slope is accepted (as torch), rounded to x's dtype (1e39 -> inf in float32)."""
+    x = np.array([-2.0, -0.0, 0.0, 3.0, np.nan], np.float32)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to.host(act.leaky_relu(to(x), slope, backend=backend))
+    with np.errstate(over="ignore"):
+        want = ref_leaky(x, slope)
+    check_equal(got, want)
+
+
+def test_slope_beyond_float64_is_a_value_error(backend, to):
+    x = to(np.ones(3, np.float32))
+    for huge in (10**400, -(10**400)):
+        with pytest.raises(ValueError, match="leaky_relu: negative_slope must be a real number within float64's range"):
+            act.leaky_relu(x, huge, backend=backend)
+    with pytest.raises(TypeError, match="negative_slope must be a real number"):
+        act.leaky_relu(x, True, backend=backend)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "emulator"])
+def test_matrix_input_gives_ndarray(backend_name):
+    import warnings
+
+    from pygpu_ops._runtime import backends
+
+    if backends.problem(backend_name):
+        pytest.skip(f"backend {backend_name!r} unavailable: {backends.problem(backend_name)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        m = np.matrix([[1.0, -2.0], [-0.0, 4.0]], dtype=np.float32)
+    for got in (act.relu(m, backend=backend_name), act.leaky_relu(m, backend=backend_name)):
+        assert type(got) is np.ndarray and got.shape == (2, 2)

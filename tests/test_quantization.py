@@ -648,3 +648,175 @@ def test_qconv2d_under_seeds():
                                             activation="relu", backend="emulator"), seeds=(1, 2))
     np.testing.assert_array_equal(got, Q.qconv2d(x, 0.02, 77, w, sw, 0, 0.3, 5, padding=1, groups=2,
                                                  activation="relu", backend="numpy"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters checked by value, limits, one answer per case (issue 17 items 5-7, 10; issue 11 8a)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_quant_params_symmetric_scale_beyond_float32(backend, to, dtype):
+    """max|x| beyond float32 (a float64 input) has no finite symmetric scale, as in asymmetric mode."""
+    for symmetric in (True, False):
+        with pytest.raises(ValueError, match="exceeds what a float32 scale can express"):
+            Q.quant_params(to(np.array([1e300, -2.0])), symmetric=symmetric, dtype=dtype, backend=backend)
+    # Symmetric scales are float32(max|x|) / 127 (documented): 1e39 is already beyond float32.
+    with pytest.raises(ValueError, match="exceeds what a float32 scale can express"):
+        Q.quant_params(to(np.array([[1.0, 2.0], [-1e39, 3.0]])), axis=0, dtype=dtype, backend=backend)
+    scale, _ = Q.quant_params(to(np.array([3.0e38, -2.0])), dtype=dtype, backend=backend)
+    assert host(to, scale) == np.float32(3.0e38) / np.float32(127)
+
+
+# Zero points whose int64 bit pattern is in range but whose value is not.
+WRAPPING = {
+    "uint64_scalar": (np.uint64(2**64 - 128), 18446744073709551488),
+    "uint64_2_63": (np.uint64(2**63), 9223372036854775808),
+    "python_int": (2**64 - 128, 18446744073709551488),
+    "uint64_0d": (np.array(2**64 - 128, np.uint64), 18446744073709551488),
+    "uint64_be_1": (np.array([2**64 - 128], ">u8"), 18446744073709551488),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRAPPING))
+def test_zero_points_are_checked_by_value(backend, to, case):
+    zp, shown = WRAPPING[case]
+    x = to(np.ones((2, 3), np.float32))
+    q8 = to(np.ones((2, 3), np.int8))
+    a8, b8 = to(np.ones((2, 3), np.int8)), to(np.ones((3, 4), np.int8))
+    msg = rf"must lie in \[-128, 127\] \(int8\); got {shown}$"
+    with pytest.raises(ValueError, match="zero_point " + msg):
+        Q.quantize(x, 1.0, zp, backend=backend)
+    with pytest.raises(ValueError, match="zero_point " + msg):
+        Q.dequantize(q8, 1.0, zp, backend=backend)
+    with pytest.raises(ValueError, match="a_zero_point " + msg):
+        Q.int8_gemm(a8, b8, a_zero_point=zp, backend=backend)
+    with pytest.raises(ValueError, match="b_zero_point " + msg):
+        Q.int8_gemm(a8, b8, b_zero_point=zp, backend=backend)
+    with pytest.raises(ValueError, match="y_zero_point " + msg):
+        Q.qlinear_matmul(a8, 1.0, 0, b8, 1.0, 0, 1.0, zp, backend=backend)
+    with pytest.raises(ValueError, match=r"zero_point must lie in \[-2147483648, 2147483647\] \(int32\)"):
+        Q.dequantize(to(np.ones((2, 3), np.int32)), 1.0, zp, backend=backend)
+
+
+def test_zero_point_arrays_are_checked_by_value(backend, to):
+    x = to(np.ones((2, 3), np.float32))
+    for dt in (np.uint64, ">u8"):
+        zp = np.array([0, 2**64 - 128, 0], dt)
+        with pytest.raises(ValueError, match=r"zero_point must lie in \[-128, 127\] \(int8\); got 18446744073709551488"):
+            Q.quantize(x, np.ones(3, np.float32), zp, axis=1, backend=backend)
+        with pytest.raises(ValueError, match=r"b_zero_point must lie in \[0, 255\] \(uint8\); got 18446744073709551488"):
+            Q.int8_gemm(to(np.ones((2, 3), np.uint8)), to(np.ones((3, 3), np.uint8)), b_zero_point=zp,
+                        backend=backend)
+    with pytest.raises(ValueError, match=r"zero_point must lie in \[-128, 127\] \(int8\); got 1000000"):
+        Q.quantize(x, 1.0, 10**400, backend=backend)
+    # In-range values of any integer dtype and byte order mean what they say.
+    xs = np.array([[0.0, 1.0, -1.0], [2.0, -3.0, 0.5]], np.float32)
+    want = Q.quantize(to(xs), np.ones(3, np.float32), np.array([200, 0, 17], np.int64), axis=1, dtype="uint8",
+                      backend=backend)
+    for zp in (np.array([200, 0, 17], np.uint64), np.array([200, 0, 17], ">u8"), np.array([200, 0, 17], ">i2")):
+        got = Q.quantize(to(xs), np.ones(3, np.float32), zp, axis=1, dtype="uint8", backend=backend)
+        np.testing.assert_array_equal(host(to, got), host(to, want))
+    np.testing.assert_array_equal(host(to, Q.quantize(to(xs), 1.0, np.uint64(200), dtype="uint8", backend=backend)),
+                                  host(to, Q.quantize(to(xs), 1.0, 200, dtype="uint8", backend=backend)))
+
+
+def test_scales_beyond_float64_are_value_errors(backend, to):
+    x, q8 = to(np.ones((2, 3), np.float32)), to(np.ones((2, 3), np.int8))
+    a8, b8 = to(np.ones((2, 3), np.int8)), to(np.ones((3, 4), np.int8))
+    for huge in (10**400, -(10**400)):
+        with pytest.raises(ValueError, match="quantize: scale must be a finite number"):
+            Q.quantize(x, huge, backend=backend)
+        with pytest.raises(ValueError, match="dequantize: scale must be a finite number"):
+            Q.dequantize(q8, huge, backend=backend)
+        with pytest.raises(ValueError, match="qlinear_matmul: b_scale must be a finite number"):
+            Q.qlinear_matmul(a8, 1.0, 0, b8, huge, 0, 1.0, 0, backend=backend)
+    with pytest.raises(ValueError, match=r"axis 18446744073709551615 is out of range"):
+        Q.quantize(x, 1.0, axis=np.uint64(2**64 - 1), backend=backend)
+    with pytest.raises(TypeError, match="symmetric must be a bool"):
+        Q.quant_params(x, symmetric="False", backend=backend)
+
+
+def test_zero_d_inputs_give_zero_d_arrays(backend, to):
+    q = Q.quantize(to(np.array(1.26, np.float32)), 0.1, 3, backend=backend)
+    assert not isinstance(q, np.generic) and q.shape == () and q.dtype == I8
+    assert host(to, q) == 16
+    d = Q.dequantize(q, 0.5, 2, backend=backend)
+    assert not isinstance(d, np.generic) and d.shape == () and d.dtype == np.float32
+    assert host(to, d) == 7.0
+
+
+def test_fortran_order_gives_c_contiguous(backend, to):
+    rng = np.random.default_rng(12)
+    base = rng.standard_normal((5, 4)).astype(np.float32)
+    x = to(np.ascontiguousarray(base.T)).T
+    q = Q.quantize(x, 0.05, backend=backend)
+    assert q.flags.c_contiguous
+    np.testing.assert_array_equal(host(to, q), host(to, Q.quantize(to(base), 0.05, backend=backend)))
+    d = Q.dequantize(to(np.ascontiguousarray(host(to, q).T)).T, 0.05, backend=backend)
+    assert d.flags.c_contiguous
+
+
+def test_gemm_dimension_limit_shared(backend, to):
+    """int8_gemm and qconv2d refuse dimensions beyond the kernels' int indices before any copy."""
+    from pygpu_ops.linalg import GEMM_DIM_MAX
+
+    xp = __import__("cupy") if backend == "cuda" else np
+    n = 2**31 - 1            # a C int, but the kernels' indices run a tile past the last column
+    a = to(np.ones((1, 1), np.int8))
+    b = xp.broadcast_to(to(np.ones((1, 1), np.int8)), (1, n))
+    with pytest.raises(ValueError, match=rf"int8_gemm: N \(b's columns\) must be between 0 and {GEMM_DIM_MAX}; got {n}"):
+        Q.int8_gemm(a, b, backend=backend)
+    x = xp.broadcast_to(to(np.ones((1, 1, 1, 1), np.uint8)), (1, 1, 46341, 46341))   # OH*OW > 2**31
+    with pytest.raises(ValueError, match=r"qconv2d: OH\*OW must be between 0 and"):
+        Q.qconv2d(x, 0.1, 0, to(np.ones((1, 1, 1, 1), np.int8)), 0.1, 0, 0.1, 0, backend=backend)
+
+
+@pytest.fixture
+def two_gpus(fake_cupy, monkeypatch):
+    """The fake CuPy with two devices; records the current device at every reduction (``sum``)
+    and at every device-properties query."""
+    import sys
+
+    from pygpu_ops._runtime import backends, device
+
+    fake = sys.modules["fake_cupy"].make(device_count=2)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "_problems", {})
+    device.get_device.cache_clear()
+    seen = {"sum": [], "props": []}
+    plain_sum = np.ndarray.sum
+
+    def recording_sum(self, *args, **kw):
+        seen["sum"].append(fake._state["device"])
+        return plain_sum(self, *args, **kw)
+
+    monkeypatch.setattr(fake.ndarray, "sum", recording_sum)
+    props = fake.cuda.runtime.getDeviceProperties
+
+    def recording_props(dev):
+        seen["props"].append((fake._state["device"], dev))
+        return props(dev)
+
+    fake.cuda.runtime.getDeviceProperties = recording_props
+    fake.seen = seen
+    return fake
+
+
+def test_qconv2d_and_int8_gemm_device_work_on_the_arrays_device(two_gpus):
+    """Arrays on GPU 1, current device 0: the weight sums of qconv2d and the variant choice of
+    int8_gemm / qlinear_matmul happen inside GPU 1's scope."""
+    cupy = two_gpus
+    rng = np.random.default_rng(13)
+    xh, wh = rand_q(rng, (1, 4, 6, 6), U8), rand_q(rng, (3, 4, 3, 3), I8)
+    ah, bh = rand_q(rng, (5, 7), I8), rand_q(rng, (7, 6), I8)
+    with cupy.cuda.Device(1):
+        x, w, a, b = cupy.asarray(xh), cupy.asarray(wh), cupy.asarray(ah), cupy.asarray(bh)
+    assert cupy._state["device"] == 0
+    y = Q.qconv2d(x, 0.02, 7, w, 0.01, 0, 0.05, 3, padding=1)
+    assert y.device.id == 1
+    assert cupy.seen["sum"] and set(cupy.seen["sum"]) == {1}, cupy.seen["sum"]
+    np.testing.assert_array_equal(y.get(), Q.qconv2d(xh, 0.02, 7, wh, 0.01, 0, 0.05, 3, padding=1, backend="numpy"))
+    for call in (lambda: Q.int8_gemm(a, b), lambda: Q.qlinear_matmul(a, 0.1, 0, b, 0.1, 0, 0.5, 0)):
+        cupy.seen["props"].clear()
+        assert call().device.id == 1
+        assert cupy.seen["props"] == [(1, 1)], cupy.seen["props"]
+    np.testing.assert_array_equal(Q.int8_gemm(a, b).get(), ref_gemm(ah, bh))

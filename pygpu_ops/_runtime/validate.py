@@ -103,3 +103,13 @@ def check_bool(op: str, name: str, v) -> bool:
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be a bool; got {type(v).__name__} {v!r}")
     return bool(v)
+
+
+def check_float(op: str, name: str, v) -> float:
+    """A real number (`check_real`) that fits a float64, NaN and +-Inf allowed: for parameters
+    where IEEE special values have a meaning (gemm's alpha / beta, leaky_relu's slope). A value
+    too large for a float64 (``10**400``) is a ``ValueError``, never an ``OverflowError``."""
+    try:
+        return check_real(op, name, v)
+    except OverflowError:
+        raise ValueError(f"{op}: {name} must be a real number within float64's range; got {_short(v)}") from None

@@ -226,7 +226,11 @@ class _CapturingFunction:
     def __init__(self, mod, fn):
         object.__setattr__(self, "_mod", mod)
         object.__setattr__(self, "_fn", fn)
-        object.__setattr__(self, "_launch", _stream_ordered(mod, fn))
+        object.__setattr__(self, "_launch", _stream_ordered(mod, self._run))
+
+    def _run(self, *args, **kwargs):
+        self._mod._state["kernels_run"] += 1     # counted when it runs (at a replay if captured)
+        return self._fn(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
         return self._launch(*args, **kwargs)
@@ -251,7 +255,7 @@ class _CapturingModule:
 
 def _install_streams(mod):
     state = mod._state
-    state.update(streams=[], captures=0, graph_launches=0, all_streams=[])
+    state.update(streams=[], captures=0, graph_launches=0, kernels_run=0, all_streams=[])
     state["null_stream"] = _Stream(mod, null=True)
 
     def Stream(null=False, non_blocking=False, ptds=False, priority=0):

@@ -763,7 +763,11 @@ def collect(args, gpu: bool, doc: Dict) -> None:
         timer = GpuTimer(cupy)
         meta["timing"] = dict(timer.description)
         meta["repeats"] = repeats
-        meta["copy"] = copy_bandwidth(cupy, timer, repeats)
+        try:
+            meta["copy"] = copy_bandwidth(cupy, timer, repeats)
+        except Exception as exc:        # no yardstick: the rows go without % of copy
+            meta["copy_error"] = {"type": type(exc).__name__, "message": str(exc)}
+            print(f"device-to-device copy FAILED: {_error(exc)}", file=sys.stderr)
         env = Env(cupy, True, tuple(args.sizes or (GPU_QUICK_SIZES if args.quick else GPU_SIZES)),
                   args.variants, args.quick)
     else:

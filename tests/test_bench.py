@@ -260,15 +260,31 @@ def test_an_interrupt_still_writes_what_was_measured(fake_cupy, monkeypatch, tmp
 
 
 def test_an_unexpected_error_outside_the_cases_still_writes_the_json(fake_cupy, monkeypatch, tmp_path, capsys):
-    def broken_copy(cupy, timer, repeats):
-        raise MemoryError("out of memory allocating the copy buffers")
+    def broken_timer(cupy):
+        raise MemoryError("out of memory allocating the L2 flush buffer")
 
-    monkeypatch.setattr(bench, "copy_bandwidth", broken_copy)
+    monkeypatch.setattr(bench, "GpuTimer", broken_timer)
     path = tmp_path / "r.json"
     assert cli.main(_gpu_args(path)) == 1
     doc = json.loads(path.read_text())
-    assert doc["meta"]["error"] == {"type": "MemoryError", "message": "out of memory allocating the copy buffers"}
+    assert doc["meta"]["error"] == {"type": "MemoryError", "message": "out of memory allocating the L2 flush buffer"}
     assert doc["meta"]["backend"] == "cuda" and doc["results"] == []
+
+
+def test_a_failed_copy_measurement_is_recorded_and_the_cases_run(fake_cupy, monkeypatch, tmp_path, capsys):
+    def broken_copy(cupy, timer, repeats):
+        raise MemoryError("out of memory allocating the copy buffers")
+
+    good, _, _ = _relu_case(fake_cupy)
+    _providers(monkeypatch, elementwise=lambda env: iter([good]))
+    monkeypatch.setattr(bench, "copy_bandwidth", broken_copy)
+    path = tmp_path / "r.json"
+    assert cli.main(_gpu_args(path)) == 0
+    doc = json.loads(path.read_text())
+    assert doc["meta"]["copy_error"]["type"] == "MemoryError" and "copy" not in doc["meta"]
+    (row,) = doc["results"]
+    assert row["status"] == "ok" and "pct_copy" not in row
+    assert "device-to-device copy FAILED: MemoryError" in capsys.readouterr().err
 
 
 def test_sigterm_writes_the_json(tmp_path):

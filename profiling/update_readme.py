@@ -9,7 +9,9 @@ Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --jso
     python profiling/update_readme.py [--add bench.json] [--check]
 
 ``--add`` first files a ``pygpu-ops bench --json`` output from a GPU run under
-``profiling/results/<device>_<date>.json``.
+``profiling/results/<device>_<date>.json`` (commit that file). The table shows both times the
+bench records, kernel time (a captured CUDA graph replayed between events) and op time (the
+public call, synchronized), says which one the throughput comes from, and marks failed rows.
 """
 from __future__ import annotations
 
@@ -27,9 +29,16 @@ def newest(results_dir: Path):
     docs = []
     for path in sorted(results_dir.glob("*.json")):
         doc = json.loads(path.read_text())
-        if doc.get("meta", {}).get("backend") == "cuda":
+        why = _schema_problem(doc)
+        if why and doc.get("meta", {}).get("backend") == "cuda":
+            raise SystemExit(f"{path}: {why}")
+        if not why:
             docs.append((doc["meta"].get("date", ""), path.name, doc))
     return max(docs, key=lambda d: (d[0], d[1])) if docs else None
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def render(found) -> str:
@@ -37,20 +46,52 @@ def render(found) -> str:
         return "No GPU benchmark has been recorded yet: every GPU figure is **not measured**."
     _, name, doc = found
     meta = doc["meta"]
+    timing = meta.get("timing", {})
     lines = [f"Measured on {meta.get('device', '?')} (compute capability {meta.get('cc', '?')}), "
              f"{meta.get('date', '?')}, CuPy {meta.get('cupy', '?')}, median of {meta.get('repeats', '?')} "
              f"runs; from `profiling/results/{name}`."]
     if "copy" in meta:
         lines.append(f"Device-to-device copy in the same run: {meta['copy']['GB/s']:.0f} GB/s.")
-    lines += ["", "| op | dtype | variant | size | median ms | throughput | % of vendor | correct |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    lines += ["",
+              f"- **{timing.get('kernel') or 'kernel ms: not measured'}**; marked *events* where the call "
+              f"could not be captured and CUDA events around the call were used instead (they also count "
+              f"the GPU waiting for Python).",
+              f"- **{timing.get('op', 'op ms: not recorded')}**.",
+              f"- Throughput and % of vendor come from the **{timing.get('throughput_from', '?')} time**.",
+              ""]
+    if meta.get("interrupted") or meta.get("error"):
+        why = meta.get("interrupted") or f"{meta['error']['type']}: {meta['error']['message']}"
+        lines += [f"**This run did not finish ({why}): the rows below are the ones it measured.**", ""]
+    lines += ["| op | dtype | variant | size | kernel ms | op ms | throughput | % of vendor | correct |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in doc["results"]:
-        value = f"{r['value']:.2f} {r['unit']}" if r["unit"] == "TFLOP/s" else f"{r['value']:.0f} {r['unit']}"
+        if r.get("status") != "ok":
+            err = r.get("error", {})
+            lines.append(f"| {r['op']} | {r['dtype']} | {r['variant']} | {r['size']} | - | - | - | - "
+                         f"| **FAILED** ({err.get('type', '?')}) |")
+            continue
+        value = f"{r['value']:.2f} {r['unit']}" if r["unit"] in ("TFLOP/s", "TOPS") else f"{r['value']:.0f} {r['unit']}"
         pct = f"{r['pct_vendor']:.1f}%" if "pct_vendor" in r else "-"
         correct = "-" if "correct" not in r else ("yes" if r["correct"] else "**NO**")
-        lines.append(f"| {r['op']} | {r['dtype']} | {r['variant']} | {r['size']} | {r['median_ms']:.3f} "
-                     f"| {value} | {pct} | {correct} |")
+        kernel = _ms(r["kernel_median_ms"])
+        if r.get("kernel_method") == "events around the call":
+            kernel += " *events*"
+        lines.append(f"| {r['op']} | {r['dtype']} | {r['variant']} | {r['size']} | {kernel} "
+                     f"| {_ms(r['op_median_ms'])} | {value} | {pct} | {correct} |")
     return "\n".join(lines)
+
+
+def _schema_problem(doc) -> str:
+    """Why ``doc`` is not a bench JSON this script can render ('' when it is)."""
+    meta = doc.get("meta", {})
+    if meta.get("backend") != "cuda":
+        return f"not a GPU run (meta.backend is {meta.get('backend')!r})"
+    if "timing" not in meta:
+        return "no meta.timing: written by a pygpu-ops bench older than the kernel/op time split"
+    for r in doc.get("results", []):
+        if "status" not in r or (r["status"] == "ok" and not {"kernel_median_ms", "op_median_ms"} <= set(r)):
+            return f"row {r.get('op')} {r.get('variant')} lacks status/kernel_median_ms/op_median_ms"
+    return ""
 
 
 def update(readme: Path, results_dir: Path) -> bool:
@@ -68,8 +109,9 @@ def update(readme: Path, results_dir: Path) -> bool:
 def add(path: Path, results_dir: Path) -> Path:
     doc = json.loads(path.read_text())
     meta = doc.get("meta", {})
-    if meta.get("backend") != "cuda":
-        raise SystemExit(f"{path}: not a GPU run (meta.backend is {meta.get('backend')!r}); nothing recorded")
+    why = _schema_problem(doc)
+    if why:
+        raise SystemExit(f"{path}: {why}; nothing recorded")
     stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{meta.get('device', 'gpu')}_{meta.get('date', '')}").strip("_")
     dest = results_dir / f"{stem}.json"
     results_dir.mkdir(parents=True, exist_ok=True)

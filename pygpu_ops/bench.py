@@ -1,25 +1,46 @@
 """``pygpu-ops bench``, the main job: each kernel variant against the vendor library, in the
 roofline unit (TFLOP/s for GEMM, GB/s for memory-bound ops), with the ratio to the baseline.
 
-Method on a GPU: CUDA events around each launch, a warm-up call, the median (with min and max) of
-``--repeats`` timed calls, the L2 cache flushed before each one (a write over twice its size) so
-the cache is not what is timed, random inputs (never all-zero), every timed result checked
-against a float64 reference with an error bound, and TF32 disabled for the cuBLAS baseline before
-the first GEMM. Without a GPU the first line says so and the NumPy fallback is timed against plain
-NumPy/BLAS; emulator runs are never timed.
+Two times per case, both in the table and the JSON:
+
+- **kernel time** (``kernel_*_ms``): the GPU time of the launches alone. One call is captured into
+  a CUDA graph on a non-blocking CuPy stream (``Stream.begin_capture`` / ``end_capture``, after
+  two warm-up calls so the kernels are compiled and CuPy's memory pool holds the blocks the call
+  allocates); the graph is replayed between two CUDA events on that stream, the L2 cache
+  overwritten before each replay. PyTorch rows (the vendor baselines) are captured with
+  ``torch.cuda.graph`` on the same stream (``torch.cuda.ExternalStream``), since PyTorch launches
+  on its own current stream. Where a call cannot be captured (it copies from the host or
+  synchronizes), the row falls back to events around the call, which also counts the time the
+  GPU waits for Python; ``kernel_method`` says which was used, ``capture_error`` why.
+- **op time** (``op_*_ms``): the public call as a user sees it, wall clock from the call to the
+  device being synchronized, the L2 cache overwritten before each call.
+
+Throughput and the ratio to the vendor come from the kernel time on a GPU. Each time is the
+median (with min and max) of ``--repeats`` runs; inputs are random (never all-zero), every
+timed result is checked against a float64 reference with an error bound, and TF32 is disabled
+for the vendor libraries before the first GEMM. Without a GPU the first line says so and the
+NumPy fallback is timed (op time only) against plain NumPy/BLAS; emulator runs are never timed.
+
+A case that raises is a failed row (its error type and message) and the run goes on; the JSON
+is written at the end whatever happens (an interrupt included), and the exit status is non-zero
+when a case failed or gave a wrong result.
 
 Cases come from a registry of providers, one per op family (``PROVIDERS``); adding an op to the
 benchmark is one provider function.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -50,6 +71,7 @@ class Case:
     vendor: bool = False
     repeats: Optional[int] = None  # overrides --repeats (e.g. for a naive kernel at 8192)
     group: str = ""
+    torch: bool = False           # fn launches PyTorch work (captured with torch.cuda.graph)
 
 
 @dataclass
@@ -159,7 +181,7 @@ def softmax_cases(env: Env) -> Iterable[Case]:
         if torch is not None:
             tx = torch.as_tensor(x, device="cuda")
             yield Case("softmax", "float32", "torch.softmax", size, "GB/s", nbytes,
-                       lambda tx=tx: torch.softmax(tx, dim=1), vendor=True, group=group)
+                       lambda tx=tx: torch.softmax(tx, dim=1), vendor=True, torch=True, group=group)
         elif not env.gpu:
             def plain(x=x, y=y):
                 np.subtract(x, x.max(axis=1, keepdims=True), out=y)
@@ -210,7 +232,7 @@ def pooling_cases(env: Env) -> Iterable[Case]:
                     tx = tx.contiguous(memory_format=torch.channels_last)
                 tfn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
                 yield Case(f"{kind}_pool2d", "float32", "torch", size, "GB/s", nbytes,
-                           lambda tx=tx, tfn=tfn: tfn(tx, 3, 2, 1), vendor=True, group=group)
+                           lambda tx=tx, tfn=tfn: tfn(tx, 3, 2, 1), vendor=True, torch=True, group=group)
             holder = {}
 
             def run(x=x, fn=fn, layout=layout, holder=holder):
@@ -244,7 +266,7 @@ def int8_gemm_cases(env: Env) -> Iterable[Case]:
         if torch is not None:
             ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")
             yield Case("int8_gemm", "int8", "torch._int_mm", str(n), "TOPS", ops,
-                       lambda ta=ta, tb=tb: torch._int_mm(ta, tb), vendor=True, group=group)
+                       lambda ta=ta, tb=tb: torch._int_mm(ta, tb), vendor=True, torch=True, group=group)
         elif not env.gpu:
             # NumPy has no integer BLAS: the plain route is float64 BLAS (exact below 2**53).
             yield Case("int8_gemm", "int8", "numpy float64 matmul", str(n), "TOPS", ops,
@@ -299,7 +321,7 @@ def conv_cases(env: Env) -> Iterable[Case]:
                 tb = torch.as_tensor(b, device="cuda")
                 yield Case("conv2d", layout, "cuDNN (torch)", size, "TFLOP/s", flops,
                            lambda tx=tx, tw=tw, tb=tb: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, padding=1)),
-                           vendor=True, group=group)
+                           vendor=True, torch=True, group=group)
             holder = {}
 
             def run(x=x, w=w, b=b, layout=layout, holder=holder):
@@ -349,7 +371,7 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
     if torch is not None:
         tx = torch.as_tensor(x, device="cuda")
         yield Case("relu", "float32", "torch.relu", str(n), "GB/s", 8.0 * n, lambda: torch.relu(tx),
-                   vendor=True, group=group)
+                   vendor=True, torch=True, group=group)
     elif not env.gpu:
         yield Case("relu", "float32", "numpy.maximum", str(n), "GB/s", 8.0 * n, lambda: np.maximum(hx, 0),
                    vendor=True, group=group)
@@ -374,7 +396,7 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
     if torch is not None:
         tt = torch.as_tensor(t, device="cuda")
         yield Case("nchw_to_nhwc", "float32", "torch channels_last", size, "GB/s", 8.0 * ht.size,
-                   lambda: tt.contiguous(memory_format=torch.channels_last), vendor=True, group=group)
+                   lambda: tt.contiguous(memory_format=torch.channels_last), vendor=True, torch=True, group=group)
     elif not env.gpu:
         yield Case("nchw_to_nhwc", "float32", "numpy.ascontiguousarray", size, "GB/s", 8.0 * ht.size,
                    lambda: np.ascontiguousarray(ht.transpose(0, 2, 3, 1)), vendor=True, group=group)
@@ -405,19 +427,48 @@ PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
 # ---------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------
+KERNEL_GRAPH = "cuda graph"                   # one call captured on a CuPy stream, replayed between events
+KERNEL_TORCH_GRAPH = "cuda graph (torch)"     # the same through torch.cuda.graph, for PyTorch rows
+KERNEL_EVENTS = "events around the call"      # capture failed: counts the GPU waiting for Python too
+KERNEL_TIME = ("kernel ms: one call captured into a CUDA graph, replayed between CUDA events on a "
+               "non-blocking stream, L2 flushed before each replay (rows whose kernel_method is "
+               f"'{KERNEL_EVENTS}' could not be captured)")
+OP_TIME = "op ms: the public call, wall clock until the device is synchronized, L2 flushed before each call"
+CPU_OP_TIME = "op ms: the call, wall clock (no GPU: no kernel time)"
+
+
+@dataclass
+class Timing:
+    op_ms: List[float]
+    kernel_ms: Optional[List[float]] = None     # None without a GPU
+    kernel_method: Optional[str] = None
+    capture_error: Optional[str] = None         # why the graph capture failed (KERNEL_EVENTS)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 class CpuTimer:
-    def __call__(self, fn, repeats: int) -> List[float]:
-        fn()
+    """Wall clock of each call after one warm-up call: op time only."""
+
+    description = {"op": CPU_OP_TIME, "kernel": None, "throughput_from": "op"}
+
+    def measure(self, case: Case, repeats: int) -> Timing:
+        case.fn()
         out = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            fn()
+            case.fn()
             out.append((time.perf_counter() - t0) * 1e3)
-        return out
+        return Timing(out)
 
 
 class GpuTimer:
-    """CUDA events around each call; the L2 cache is overwritten before each timed call."""
+    """Kernel time (a captured CUDA graph replayed between events) and op time (the synchronized
+    public call), both on one non-blocking stream, the L2 cache overwritten before each run."""
+
+    description = {"op": OP_TIME, "kernel": KERNEL_TIME, "throughput_from": "kernel"}
 
     def __init__(self, cupy):
         self.cupy = cupy
@@ -427,22 +478,76 @@ class GpuTimer:
             l2 = rt.deviceGetAttribute(rt.cudaDevAttrL2CacheSize, dev)
         except Exception:
             l2 = 64 << 20
-        self.flush_buf = cupy.empty(max(2 * l2, 1 << 20), dtype=np.uint8)
+        # The ops run on CuPy's current stream (API.md): timing makes this stream current, so the
+        # launches are the ones captured and timed. Non-blocking: no implicit sync with stream 0.
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        with self.stream:
+            self.flush_buf = cupy.empty(max(2 * l2, 1 << 20), dtype=np.uint8)
+        self.start, self.stop = cupy.cuda.Event(), cupy.cuda.Event()
+        self._torch_stream = None
 
-    def __call__(self, fn, repeats: int) -> List[float]:
+    def _torch(self, case: Case):
+        """PyTorch's current stream set to ours for a PyTorch row (else nothing)."""
+        if not case.torch:
+            return contextlib.nullcontext()
+        import torch
+
+        if self._torch_stream is None:
+            self._torch_stream = torch.cuda.ExternalStream(self.stream.ptr)
+        return torch.cuda.stream(self._torch_stream)
+
+    def _flush(self, i: int) -> None:
+        self.flush_buf.fill(i & 0xFF)   # a write over twice the L2 size, on the timing stream
+
+    def measure(self, case: Case, repeats: int) -> Timing:
         cp = self.cupy
-        fn()
-        cp.cuda.Device().synchronize()
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        out = []
-        for i in range(repeats):
-            self.flush_buf.fill(i & 0xFF)
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            out.append(cp.cuda.get_elapsed_time(start, stop))
-        return out
+        device = cp.cuda.Device()
+        device.synchronize()            # inputs written on other streams are ready
+        with self.stream, self._torch(case):
+            case.fn()                   # compiles; the pool gets the output block
+            case.fn()                   # the pool now holds a free block for the next output too
+            op = []
+            for i in range(repeats):
+                self._flush(i)
+                device.synchronize()
+                t0 = time.perf_counter()
+                case.fn()
+                device.synchronize()
+                op.append((time.perf_counter() - t0) * 1e3)
+            replay, method, why = self._capture(case)
+            kernel = []
+            for i in range(repeats):
+                self._flush(i)
+                self.start.record(self.stream)
+                replay()
+                self.stop.record(self.stream)
+                self.stop.synchronize()
+                kernel.append(cp.cuda.get_elapsed_time(self.start, self.stop))
+        return Timing(op, kernel, method, why)
+
+    def _capture(self, case: Case):
+        """(replay, kernel_method, capture error): a graph of one call, or the call itself."""
+        try:
+            if case.torch:
+                import torch
+
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=self._torch_stream):
+                    case.fn()
+                return graph.replay, KERNEL_TORCH_GRAPH, None
+            self.stream.begin_capture()
+            try:
+                case.fn()
+            except BaseException:
+                try:
+                    self.stream.end_capture()
+                except Exception:       # an invalidated capture: the first error says why
+                    pass
+                raise
+            graph = self.stream.end_capture()
+            return (lambda: graph.launch(self.stream)), KERNEL_GRAPH, None
+        except Exception as exc:
+            return case.fn, KERNEL_EVENTS, _error(exc)
 
 
 COPY_BYTES = 1 << 30
@@ -453,9 +558,11 @@ def copy_bandwidth(cupy, timer, repeats: int) -> Dict:
     n = COPY_BYTES // 4
     src = cupy.ones(n, dtype=np.float32)
     dst = cupy.empty_like(src)
-    ts = timer(lambda: cupy.copyto(dst, src), repeats)
-    med = statistics.median(ts)
-    return {"bytes": 2.0 * n * 4, "median_ms": med, "GB/s": 2.0 * n * 4 / med / 1e6}
+    t = timer.measure(Case("copy", "float32", "cupy.copyto", str(n), "GB/s", 2.0 * n * 4,
+                           lambda: cupy.copyto(dst, src)), repeats)
+    med = statistics.median(t.kernel_ms)
+    return {"bytes": 2.0 * n * 4, "median_ms": med, "GB/s": 2.0 * n * 4 / med / 1e6,
+            "kernel_method": t.kernel_method}
 
 
 def _fp32_peak_tflops(props) -> Optional[float]:
@@ -469,50 +576,115 @@ def _fp32_peak_tflops(props) -> Optional[float]:
 # ---------------------------------------------------------------------------------------------
 # Running and reporting
 # ---------------------------------------------------------------------------------------------
-def run_cases(cases: Iterable[Case], timer, repeats: int, progress: bool = True) -> List[Dict]:
-    cases = list(cases)
-    rows = []
-    for i, case in enumerate(cases, 1):
-        if progress:
-            bar = "#" * (20 * i // len(cases))
-            print(f"\r[{bar:<20}] {i}/{len(cases)} {case.op} {case.variant} {case.size}".ljust(79),
-                  end="", file=sys.stderr, flush=True)
-        ts = timer(case.fn, case.repeats or repeats)
-        med = statistics.median(ts)
-        scale = 1e9 if case.unit in ("TFLOP/s", "TOPS") else 1e6
-        row = dict(op=case.op, dtype=case.dtype, variant=case.variant, size=case.size, unit=case.unit,
-                   value=case.work / med / scale, median_ms=med, min_ms=min(ts), max_ms=max(ts),
-                   repeats=len(ts), vendor=case.vendor, group=case.group)
-        if case.check is not None:
+def _row(case: Case) -> Dict:
+    return dict(op=case.op, dtype=case.dtype, variant=case.variant, size=case.size, unit=case.unit,
+                vendor=case.vendor, group=case.group)
+
+
+def _failed(row: Dict, stage: str, exc: BaseException) -> Dict:
+    row.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "stage": stage})
+    print(f"\nFAILED: {row['op']} {row['variant']} {row['size']} ({stage}): {_error(exc)}", file=sys.stderr)
+    return row
+
+
+def run_case(case: Case, timer, repeats: int) -> Dict:
+    """One row: both times, the throughput, the check; a case that raises is a failed row."""
+    row = _row(case)
+    try:
+        t = timer.measure(case, case.repeats or repeats)
+    except Exception as exc:
+        return _failed(row, "timing", exc)
+    row.update(status="ok", repeats=len(t.op_ms), op_median_ms=statistics.median(t.op_ms),
+               op_min_ms=min(t.op_ms), op_max_ms=max(t.op_ms), kernel_method=t.kernel_method,
+               kernel_median_ms=None, kernel_min_ms=None, kernel_max_ms=None)
+    if t.kernel_ms is not None:
+        row.update(kernel_median_ms=statistics.median(t.kernel_ms), kernel_min_ms=min(t.kernel_ms),
+                   kernel_max_ms=max(t.kernel_ms))
+    if t.capture_error is not None:
+        row["capture_error"] = t.capture_error
+    row["value_from"] = "kernel" if t.kernel_ms is not None else "op"
+    med = row[f"{row['value_from']}_median_ms"]
+    scale = 1e9 if case.unit in ("TFLOP/s", "TOPS") else 1e6
+    row["value"] = case.work / med / scale if med > 0 else float("inf")
+    if case.check is not None:
+        try:
             ok, err = case.check()
-            row.update(correct=bool(ok), error_ratio=err)
-            if not ok:
-                print(f"\nWRONG RESULT: {case.op} {case.variant} {case.size}: error {err:.3g} x the bound",
-                      file=sys.stderr)
-        rows.append(row)
-    if progress and cases:
-        print("\r" + " " * 79 + "\r", end="", file=sys.stderr, flush=True)
-    by_group = {r["group"]: r for r in rows if r["vendor"]}
-    for r in rows:
-        base = by_group.get(r["group"])
-        if base is not None:
-            r["pct_vendor"] = 100.0 * base["median_ms"] / r["median_ms"]
+        except Exception as exc:
+            return _failed(row, "check", exc)
+        row.update(correct=bool(ok), error_ratio=err)
+        if not ok:
+            print(f"\nWRONG RESULT: {case.op} {case.variant} {case.size}: error {err:.3g} x the bound",
+                  file=sys.stderr)
+    return row
+
+
+def run_cases(cases: Iterable[Case], timer, repeats: int, progress: bool = True,
+              rows: Optional[List[Dict]] = None) -> List[Dict]:
+    """Times every case into ``rows`` (appended as each finishes, so an interrupt keeps them)."""
+    cases = list(cases)
+    rows = [] if rows is None else rows
+    try:
+        for i, case in enumerate(cases, 1):
+            if progress:
+                bar = "#" * (20 * i // len(cases))
+                print(f"\r[{bar:<20}] {i}/{len(cases)} {case.op} {case.variant} {case.size}".ljust(79),
+                      end="", file=sys.stderr, flush=True)
+            rows.append(run_case(case, timer, repeats))
+    finally:
+        if progress and cases:
+            print("\r" + " " * 79 + "\r", end="", file=sys.stderr, flush=True)
     return rows
 
 
-def format_rows(rows: List[Dict]) -> str:
-    head = ("op", "dtype", "variant", "size", "median ms", "value", "unit", "% vendor", "% peak/copy", "check")
+def finish(meta: Dict, rows: List[Dict]) -> None:
+    """The ratios to the vendor row of each group, to FP32 peak and to the copy bandwidth."""
+    time_key = {"kernel": "kernel_median_ms", "op": "op_median_ms"}
+    ok = [r for r in rows if r.get("status") == "ok"]
+    by_group = {r["group"]: r for r in ok if r["vendor"]}
+    peak = meta.get("fp32_peak_tflops")
+    copy_gbs = meta.get("copy", {}).get("GB/s")
+    for r in ok:
+        base = by_group.get(r["group"])
+        if base is not None and base["value_from"] == r["value_from"]:
+            key = time_key[r["value_from"]]
+            r["pct_vendor"] = 100.0 * base[key] / r[key]
+        if r["unit"] == "TFLOP/s" and r["dtype"] == "float32" and peak:
+            r["pct_peak"] = 100.0 * r["value"] / peak
+        if r["unit"] == "GB/s" and copy_gbs:
+            r["pct_copy"] = 100.0 * r["value"] / copy_gbs
+
+
+_METHOD_SHORT = {KERNEL_GRAPH: "graph", KERNEL_TORCH_GRAPH: "graph", KERNEL_EVENTS: "events", None: "-"}
+
+
+def format_rows(rows: List[Dict], timing: Optional[Dict] = None) -> str:
+    """The table; ``timing`` (meta["timing"]) gives the header lines saying what each time is."""
+    head = ("op", "dtype", "variant", "size", "kernel ms", "timed by", "op ms", "value", "unit",
+            "% vendor", "% peak/copy", "check")
     lines = [head]
     for r in rows:
+        if r.get("status") != "ok":
+            err = r.get("error", {})
+            msg = f"FAILED {err.get('type', '?')}: {err.get('message', '')}"
+            lines.append((r["op"], r["dtype"], r["variant"], r["size"], "-", "-", "-", "-", r["unit"], "-", "-",
+                          msg if len(msg) <= 90 else msg[:87] + "..."))
+            continue
         pct = f"{r['pct_vendor']:.1f}" if "pct_vendor" in r else "-"
         peak = f"{r['pct_peak']:.1f}" if "pct_peak" in r else f"{r['pct_copy']:.1f}" if "pct_copy" in r else "-"
         check = "-" if "correct" not in r else ("ok" if r["correct"] else "WRONG")
-        lines.append((r["op"], r["dtype"], r["variant"], r["size"], f"{r['median_ms']:.3f}",
+        kernel = "-" if r["kernel_median_ms"] is None else f"{r['kernel_median_ms']:.3f}"
+        lines.append((r["op"], r["dtype"], r["variant"], r["size"], kernel, _METHOD_SHORT[r["kernel_method"]],
+                      f"{r['op_median_ms']:.3f}",
                       f"{r['value']:.2f}" if r["unit"] in ("TFLOP/s", "TOPS") else f"{r['value']:.0f}",
                       r["unit"], pct, peak, check))
     w = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(l)).rstrip()
-                     for l in lines)
+    table = "\n".join("  ".join(c.ljust(w[i]) if i < 3 or i == len(head) - 1 else c.rjust(w[i])
+                                for i, c in enumerate(l)).rstrip() for l in lines)
+    if not timing:
+        return table
+    notes = [timing["kernel"] or "kernel ms: not measured (no GPU)", timing["op"],
+             f"value and % vendor from the {timing['throughput_from']} time"]
+    return "\n".join(notes) + "\n" + table
 
 
 def plot(rows: List[Dict], folder: str) -> List[str]:
@@ -522,6 +694,7 @@ def plot(rows: List[Dict], folder: str) -> List[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("status") == "ok"]
     os.makedirs(folder, exist_ok=True)
     written = []
     for key in sorted({(r["op"], r["dtype"]) for r in rows}):
@@ -539,7 +712,7 @@ def plot(rows: List[Dict], folder: str) -> List[str]:
         else:
             ax.set_xticks(range(len(sizes)), sizes, rotation=20, fontsize=8)
         ax.set_xlabel("size (M = N = K)" if key[0] in ("gemm", "int8_gemm") else "shape")
-        ax.set_ylabel(sel[0]["unit"])
+        ax.set_ylabel(f"{sel[0]['unit']} (from the {sel[0]['value_from']} time)")
         ax.set_title(f"{key[0]} {key[1]}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -557,45 +730,75 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=0, help="timed repeats per case (default 20 GPU, 7 CPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     p.add_argument("--json", metavar="FILE", help="write the raw results as JSON to FILE ('-' for stdout)")
-    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
+    p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def collect(args, gpu: bool):
-    """(meta, rows) for this machine: the CUDA kernels with a GPU, the NumPy fallback without."""
-    meta = {"pygpu_ops": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+def _cases(name: str, env: Env, rows: List[Dict]) -> List[Case]:
+    """The provider's cases; a provider that raises gives a failed row and the cases it made."""
+    cases = []
+    try:
+        for case in PROVIDERS[name](env):
+            cases.append(case)
+    except Exception as exc:
+        rows.append(_failed(dict(op=name, dtype="-", variant="(making the cases)", size="-", unit="-",
+                                 vendor=False, group=""), "setup", exc))
+    return cases
+
+
+def collect(args, gpu: bool, doc: Dict) -> None:
+    """Fills ``doc`` ({"meta", "results"}) in place, so an interrupt leaves what was measured:
+    the CUDA kernels with a GPU, the NumPy fallback without."""
+    meta, rows = doc["meta"], doc["results"]
     if gpu:
         os.environ.setdefault("CUPY_TF32", "0")
         os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
         import cupy
 
         repeats = args.repeats or (5 if args.quick else 20)
-        timer = GpuTimer(cupy)
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         meta.update(backend="cuda", device=name, cc=f"{props['major']}.{props['minor']}",
                     cupy=cupy.__version__, fp32_peak_tflops=_fp32_peak_tflops(props))
-        meta["copy"] = copy_bandwidth(cupy, timer, repeats)
+        timer = GpuTimer(cupy)
+        meta["timing"] = dict(timer.description)
+        meta["repeats"] = repeats
+        try:
+            meta["copy"] = copy_bandwidth(cupy, timer, repeats)
+        except Exception as exc:        # no yardstick: the rows go without % of copy
+            meta["copy_error"] = {"type": type(exc).__name__, "message": str(exc)}
+            print(f"device-to-device copy FAILED: {_error(exc)}", file=sys.stderr)
         env = Env(cupy, True, tuple(args.sizes or (GPU_QUICK_SIZES if args.quick else GPU_SIZES)),
                   args.variants, args.quick)
     else:
         repeats = args.repeats or (3 if args.quick else 7)
         timer = CpuTimer()
-        meta.update(backend="numpy", device=f"CPU ({platform.processor() or platform.machine()})")
+        meta.update(backend="numpy", device=f"CPU ({platform.processor() or platform.machine()})",
+                    timing=dict(timer.description), repeats=repeats)
         env = Env(np, False, tuple(args.sizes or (CPU_QUICK_SIZES if args.quick else CPU_SIZES)),
                   args.variants, args.quick)
-    meta["repeats"] = repeats
-    cases = [c for op in (args.ops or PROVIDERS) for c in PROVIDERS[op](env)]
-    rows = run_cases(cases, timer, repeats, progress=not args.no_progress and sys.stderr.isatty())
-    peak = meta.get("fp32_peak_tflops")
-    copy_gbs = meta.get("copy", {}).get("GB/s")
-    for r in rows:
-        if r["unit"] == "TFLOP/s" and r["dtype"] == "float32" and peak:
-            r["pct_peak"] = 100.0 * r["value"] / peak
-        if r["unit"] == "GB/s" and copy_gbs:
-            r["pct_copy"] = 100.0 * r["value"] / copy_gbs
-    return meta, rows
+    progress = not args.no_progress and sys.stderr.isatty()
+    for name in args.ops or PROVIDERS:
+        run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from ``timeout``), handled as an interrupt so the JSON is still written."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+def _write_json(doc: Dict, where: str) -> None:
+    text = json.dumps(doc, indent=1)
+    if where == "-":
+        print(text)
+        return
+    tmp = f"{where}.part"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, where)
 
 
 def main(args) -> int:
@@ -605,20 +808,46 @@ def main(args) -> int:
     else:
         print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against plain "
               f"NumPy/BLAS. Emulator runs are never timed.")
-    meta, rows = collect(args, gpu=why is None)
-    if "copy" in meta:
-        print(f"device-to-device copy: {meta['copy']['GB/s']:.0f} GB/s")
-    print(format_rows(rows))
-    doc = {"meta": meta, "results": rows}
-    if args.json:
-        text = json.dumps(doc, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+    meta = {"pygpu_ops": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    doc = {"meta": meta, "results": []}
+    status = 0
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        collect(args, gpu=why is None, doc=doc)
+    except KeyboardInterrupt as exc:
+        meta["interrupted"] = "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt"
+        status = 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:
+        traceback.print_exc()
+        meta["error"] = {"type": type(exc).__name__, "message": str(exc)}
+        status = 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        rows = doc["results"]
+        finish(meta, rows)
+        if "copy" in meta:
+            print(f"device-to-device copy: {meta['copy']['GB/s']:.0f} GB/s")
+        print(format_rows(rows, meta.get("timing")))
+        if args.json:
+            _write_json(doc, args.json)
     if args.plot:
-        for path in plot(rows, args.plot):
-            print(f"wrote {path}")
+        try:
+            written = plot(rows, args.plot)
+        except ImportError as exc:
+            print(f"--plot: no charts drawn, matplotlib is not importable ({exc}); "
+                  f"pip install matplotlib (the 'plot' extra). The JSON has every number.")
+        else:
+            for path in written:
+                print(f"wrote {path}")
+    failed = [r for r in rows if r.get("status") != "ok"]
     wrong = [r for r in rows if r.get("correct") is False]
-    return 1 if wrong else 0
+    if "interrupted" in meta:
+        print(f"pygpu-ops bench: interrupted ({meta['interrupted']}) after {len(rows)} rows", file=sys.stderr)
+    if failed or wrong:
+        print(f"pygpu-ops bench: {len(failed)} failed, {len(wrong)} wrong", file=sys.stderr)
+        status = status or 1
+    return status

@@ -26,6 +26,10 @@ def test_bench_without_gpu_says_so_first(capsys, tmp_path, monkeypatch):
     assert doc["meta"]["backend"] == "numpy"
     assert {r["variant"] for r in doc["results"]} == {"numpy.matmul", "numpy backend"}
     assert all(r["value"] > 0 and r["repeats"] == 2 for r in doc["results"])
+    # no GPU: the op time (wall clock) is the only time, and the throughput comes from it
+    assert doc["meta"]["timing"]["throughput_from"] == "op" and doc["meta"]["timing"]["kernel"] is None
+    assert all(r["kernel_median_ms"] is None and r["kernel_method"] is None and r["value_from"] == "op"
+               and r["op_median_ms"] > 0 for r in doc["results"])
 
 
 def test_selftest_passes_on_numpy(capsys):
@@ -59,14 +63,15 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
                      "--plot", str(plots), "--no-progress"]) == 0
     doc = json.loads(path.read_text())
     assert set(doc) == {"meta", "results"}
-    assert {"pygpu_ops", "python", "numpy", "date", "backend", "device", "repeats"} <= set(doc["meta"])
-    keys = {"op", "dtype", "variant", "size", "unit", "value", "median_ms", "min_ms", "max_ms",
+    assert {"pygpu_ops", "python", "numpy", "date", "backend", "device", "repeats", "timing"} <= set(doc["meta"])
+    keys = {"op", "dtype", "variant", "size", "unit", "value", "value_from", "status", "op_median_ms",
+            "op_min_ms", "op_max_ms", "kernel_median_ms", "kernel_min_ms", "kernel_max_ms", "kernel_method",
             "repeats", "vendor", "group"}
     with_vendor = {r["group"] for r in doc["results"] if r["vendor"]}
     for r in doc["results"]:
         assert keys <= set(r), keys - set(r)
         assert ("pct_vendor" in r) == (r["group"] in with_vendor)
-        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["status"] == "ok" and r["op_min_ms"] <= r["op_median_ms"] <= r["op_max_ms"]
     assert all(r["correct"] for r in doc["results"] if "correct" in r)
     pngs = sorted(p.name for p in plots.iterdir())
     assert pngs == ["avg_pool2d_float32.png", "conv2d_NCHW.png", "conv2d_NHWC.png", "gemm_float32.png",
@@ -76,7 +81,7 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys, fake_cupy):
-    """The GPU branch (events, L2 flush, copy bandwidth, cuBLAS rows, checks) on the fake CuPy."""
+    """The GPU branch (graph capture, events, L2 flush, copy bandwidth, cuBLAS rows, checks) on the fake CuPy."""
     from pygpu_ops import bench
 
     monkeypatch.setattr(bench, "COPY_BYTES", 1 << 16)
@@ -103,6 +108,19 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys, fake_cu
     assert all("pct_peak" in r for r in doc["results"] if r["op"] == "gemm" and r["dtype"] == "float32")
     assert all("pct_copy" in r for r in doc["results"] if r["unit"] == "GB/s")
     assert len(list((tmp_path / "plots").iterdir())) == 10
+    # both times on every row; the kernel time from a replayed graph, except where the call copies
+    # from the host (int8_gemm uploads its zero points), which falls back to events, saying why
+    assert doc["meta"]["timing"]["throughput_from"] == "kernel" and "CUDA graph" in doc["meta"]["timing"]["kernel"]
+    for r in doc["results"]:
+        assert r["status"] == "ok" and r["value_from"] == "kernel"
+        assert 0 < r["kernel_min_ms"] <= r["kernel_median_ms"] <= r["kernel_max_ms"]
+        assert 0 < r["op_min_ms"] <= r["op_median_ms"] <= r["op_max_ms"]
+        if r["op"] == "int8_gemm":
+            assert r["kernel_method"] == bench.KERNEL_EVENTS and "capturing" in r["capture_error"]
+        else:
+            assert r["kernel_method"] == bench.KERNEL_GRAPH and "capture_error" not in r
+    assert doc["meta"]["copy"]["kernel_method"] == bench.KERNEL_GRAPH
+    assert "kernel ms: one call captured into a CUDA graph" in out and "op ms: the public call" in out
 
 
 def test_bench_detects_a_wrong_kernel(monkeypatch, capsys):
@@ -128,18 +146,32 @@ def test_readme_table_generator(tmp_path):
     results.mkdir()
     assert mod.main(["--readme", str(readme), "--results", str(results)]) == 0
     assert "not measured" in readme.read_text()
+    timing = {"kernel": "kernel ms: one call captured into a CUDA graph", "op": "op ms: the public call",
+              "throughput_from": "kernel"}
     row = dict(op="gemm", dtype="float32", variant="warptile", size="4096", unit="TFLOP/s", value=45.0,
-               median_ms=3.05, pct_vendor=90.1, correct=True)
+               status="ok", kernel_median_ms=3.05, kernel_method="cuda graph", op_median_ms=3.125,
+               pct_vendor=90.1, correct=True)
+    uncaptured = dict(row, variant="mma", op="int8_gemm", unit="TOPS", kernel_method="events around the call",
+                      kernel_median_ms=1.5, op_median_ms=1.75, value=91.6, correct=False)
+    failed = dict(op="softmax", dtype="float32", variant="block", size="8x8", unit="GB/s", status="failed",
+                  error={"type": "CUDARuntimeError", "message": "illegal address", "stage": "timing"})
     for date, dev in (("2026-01-01T00:00:00Z", "Old GPU"), ("2026-02-01T00:00:00Z", "NVIDIA H200")):
         (results / f"{dev.replace(' ', '_')}.json").write_text(json.dumps(
-            {"meta": {"backend": "cuda", "device": dev, "date": date, "cc": "9.0"}, "results": [row]}))
+            {"meta": {"backend": "cuda", "device": dev, "date": date, "cc": "9.0", "timing": timing},
+             "results": [row, uncaptured, failed]}))
     assert mod.main(["--readme", str(readme), "--results", str(results)]) == 0
     text = readme.read_text()
-    assert "NVIDIA H200" in text and "Old GPU" not in text and "| 90.1% |" in text and text.endswith("tail\n")
+    assert "NVIDIA H200" in text and "Old GPU" not in text and text.endswith("tail\n")
+    assert "| kernel ms | op ms | throughput | % of vendor | correct |" in text
+    assert "| gemm | float32 | warptile | 4096 | 3.050 | 3.125 | 45.00 TFLOP/s | 90.1% | yes |" in text
+    assert "| int8_gemm | float32 | mma | 4096 | 1.500 *events* | 1.750 | 91.60 TOPS | 90.1% | **NO** |" in text
+    assert "| softmax | float32 | block | 8x8 | - | - | - | - | **FAILED** (CUDARuntimeError) |" in text
+    assert "Throughput and % of vendor come from the **kernel time**" in text
+    assert "**kernel ms: one call captured into a CUDA graph**" in text
     assert mod.main(["--readme", str(readme), "--results", str(results), "--check"]) == 0
     newer = tmp_path / "bench.json"
     newer.write_text(json.dumps({"meta": {"backend": "cuda", "device": "NVIDIA H100 80GB HBM3",
-                                          "date": "2026-03-01T10:00:00Z"}, "results": [row]}))
+                                          "date": "2026-03-01T10:00:00Z", "timing": timing}, "results": [row]}))
     assert mod.main(["--readme", str(readme), "--results", str(results), "--add", str(newer)]) == 0
     assert (results / "NVIDIA_H100_80GB_HBM3_2026_03_01T10_00_00Z.json").exists()
     assert "NVIDIA H100 80GB HBM3" in readme.read_text()
@@ -147,6 +179,12 @@ def test_readme_table_generator(tmp_path):
     cpu.write_text(json.dumps({"meta": {"backend": "numpy"}, "results": []}))
     with pytest.raises(SystemExit, match="not a GPU run"):
         mod.main(["--readme", str(readme), "--results", str(results), "--add", str(cpu)])
+    old = tmp_path / "old.json"   # written before the kernel/op split: refused, not misread
+    old.write_text(json.dumps({"meta": {"backend": "cuda", "device": "X", "date": "2026-04-01T00:00:00Z"},
+                               "results": [dict(row, median_ms=1.0)]}))
+    with pytest.raises(SystemExit, match="older than the kernel/op time split"):
+        mod.main(["--readme", str(readme), "--results", str(results), "--add", str(old)])
+    assert not list(results.glob("X_*"))
 
 
 def test_info_gpu_branch_through_fake_cupy(capsys, fake_cupy):

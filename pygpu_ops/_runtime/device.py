@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -89,9 +89,10 @@ class Device:
     def _raw_module(self, code: str, options: Tuple[str, ...], names: Tuple[str, ...], label: str):
         raise NotImplementedError
 
-    def loaded(self, kernel: Kernel) -> LoadedKernel:
-        """``kernel`` on the current device, memoized per (kernel, device, extra options)."""
-        key = (kernel, self._device_id(), extra_options())
+    def loaded(self, kernel: Kernel, device: Optional[int] = None) -> LoadedKernel:
+        """``kernel`` on ``device`` (default: the current one), memoized per (kernel, device,
+        extra options)."""
+        key = (kernel, self._device_id() if device is None else device, extra_options())
         k = self._kernels.get(key)
         if k is None:
             with self._lock:
@@ -114,9 +115,10 @@ class Device:
     def function(self, kernel: Kernel):
         return self.loaded(kernel).fn
 
-    def max_shared_optin(self) -> int:
-        """Shared memory one block may opt in to on the current device (memoized per device)."""
-        dev = self._device_id()
+    def max_shared_optin(self, device: Optional[int] = None) -> int:
+        """Shared memory one block may opt in to on ``device`` (default: the current one),
+        memoized per device."""
+        dev = self._device_id() if device is None else device
         limit = self._optin.get(dev)
         if limit is None:
             limit = self._optin[dev] = int(self._query_max_shared_optin(dev))
@@ -127,7 +129,8 @@ class Device:
 
     # -- launch -----------------------------------------------------------------------------
     def launch(self, kernel: Kernel, launch: Launch, args: tuple) -> None:
-        k = self.loaded(kernel)
+        dev = self._device_id()
+        k = self.loaded(kernel, dev)
         block = _dims(launch.block)
         threads = block[0] * block[1] * block[2]
         if threads > k.max_threads:
@@ -138,7 +141,7 @@ class Device:
         smem = int(launch.shared_mem)
         if smem > DEFAULT_DYNAMIC_SMEM:
             static = k.static_smem
-            limit = self.max_shared_optin()
+            limit = self.max_shared_optin(dev)
             if smem + static > limit:
                 raise ValueError(
                     f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "

@@ -194,14 +194,18 @@ def _install_compiler(mod, state):
                 self._names = {n: n for n in names}
             state["modules_built"].append((state["device"], names))
             # The emulator gets the package's own options (-std=, -D, -U), not what CuPy adds.
+            # Built on the first get_function, as CuPy compiles or loads lazily.
             defines = tuple(o for o in options if o.startswith(("-D", "-U", "-std=")))
-            self._mod = emulator.RawModule(code=code, options=defines, name_expressions=names)
+            self._build = lambda: emulator.RawModule(code=code, options=defines, name_expressions=names)
+            self._mod = None
 
         def get_function(self, name):
             state["calls"].append("RawModule.get_function")
             if name not in self._names:
                 raise KeyError(f"fake module has no kernel {name!r} (a path-loaded module knows "
                                f"only lowered names)")
+            if self._mod is None:
+                self._mod = self._build()
             return Function(self._mod.get_function(self._names[name]), name)
 
     mod.RawModule = RawModule

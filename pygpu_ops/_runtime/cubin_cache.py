@@ -119,7 +119,6 @@ class _Toolchain:
             raise CacheUnavailable(f"CuPy {getattr(cupy, '__version__', '?')} lacks {exc}") from None
         # CuPy 13 and 14.0/14.1 add the CUDA wheels' include directories here; 14.2 does not.
         self.extra_includes = getattr(compiler, "_get_extra_include_dir_opts", lambda: ())
-        self.version = str(getattr(cupy, "__version__", "?"))
 
     def options(self, options: Tuple[str, ...]) -> Tuple[str, ...]:
         """The options CuPy's ``_compile_with_cache_cuda`` hands ``compile_using_nvrtc``."""
@@ -168,7 +167,8 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
     arch = tc.get_arch()
     arch_opt, method = tc.arch_option(arch)
     nvrtc = tuple(tc.nvrtc_version())
-    key = _key(FORMAT, tc.version, list(nvrtc), str(arch), arch_opt, method, list(opts), list(names), code)
+    version = str(getattr(cupy, "__version__", "?"))
+    key = _key(FORMAT, version, list(nvrtc), str(arch), arch_opt, method, list(opts), list(names), code)
     meta_path = d / f"{key}.json"
     bin_path = d / f"{key}.{'cubin' if method == 'cubin' else 'ptx'}"
     mapping = _read_entry(meta_path, bin_path, names)
@@ -179,7 +179,7 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
     stats["compiled"] += 1
     mapping = {str(k): str(v) for k, v in (mapping or {}).items()}
     binary = binary.encode() if isinstance(binary, str) else bytes(binary)
-    meta = {"format": FORMAT, "source": label, "cupy": tc.version, "nvrtc": list(nvrtc),
+    meta = {"format": FORMAT, "source": label, "cupy": version, "nvrtc": list(nvrtc),
             "arch": str(arch), "arch_option": arch_opt, "options": list(opts), "names": mapping,
             "binary": bin_path.name, "size": len(binary), "sha256": hashlib.sha256(binary).hexdigest()}
     try:

@@ -185,6 +185,8 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
         _check_out(op, out, (M, N), dtype)
     label = "numpy" if name == "numpy" else v.label
     with op_range(op, label), device_scope(op, name, {"a": a, "b": b, "c": c, "out": out}):
+        if name != "numpy":  # a CUDA tensor may expose only DLPack (no .T): a CuPy view first
+            a, b = get_device(name).asarray(a), get_device(name).asarray(b)
         opa = a.T if trans_a else a
         opb = b.T if trans_b else b
         if name == "numpy":

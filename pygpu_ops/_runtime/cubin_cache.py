@@ -119,11 +119,13 @@ class _Toolchain:
             raise CacheUnavailable(f"CuPy {getattr(cupy, '__version__', '?')} lacks {exc}") from None
         # CuPy 13 and 14.0/14.1 add the CUDA wheels' include directories here; 14.2 does not.
         self.extra_includes = getattr(compiler, "_get_extra_include_dir_opts", lambda: ())
+        self.env_flag = getattr(compiler, "_get_bool_env_variable",
+                                lambda name, default: os.environ.get(name, "") == "1")
 
     def options(self, options: Tuple[str, ...]) -> Tuple[str, ...]:
         """The options CuPy's ``_compile_with_cache_cuda`` hands ``compile_using_nvrtc``."""
         opts = tuple(self.assemble(tuple(options))) + ("-ftz=true",)
-        if os.environ.get("CUPY_CUDA_COMPILE_WITH_DEBUG", "") == "1":
+        if self.env_flag("CUPY_CUDA_COMPILE_WITH_DEBUG", False):
             opts += ("--device-debug", "--generate-line-info")
         return opts + tuple(self.extra_includes())
 
@@ -145,7 +147,8 @@ class CachedModule:
         self.raw, self.names, self.path = raw, names, path
 
     def get_function(self, name_expression: str):
-        return self.raw.get_function(self.names[name_expression])
+        # As RawModule: a name that is not one of the name expressions is taken as a symbol.
+        return self.raw.get_function(self.names.get(name_expression, name_expression))
 
 
 def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...], label: str = ""):
@@ -160,13 +163,13 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
         return cupy.RawModule(code=code, options=options, name_expressions=names)
     try:
         tc = _toolchain(cupy)
-    except CacheUnavailable as exc:
+        opts = tc.options(tuple(options))
+        arch = tc.get_arch()
+        arch_opt, method = tc.arch_option(arch)
+        nvrtc = tuple(tc.nvrtc_version())
+    except (CacheUnavailable, AttributeError, TypeError) as exc:  # TypeError: a changed signature
         _warn_once(f"pygpu_ops: the kernel cache is off ({exc}); every process compiles its kernels")
         return cupy.RawModule(code=code, options=options, name_expressions=names)
-    opts = tc.options(tuple(options))
-    arch = tc.get_arch()
-    arch_opt, method = tc.arch_option(arch)
-    nvrtc = tuple(tc.nvrtc_version())
     version = str(getattr(cupy, "__version__", "?"))
     key = _key(FORMAT, version, list(nvrtc), str(arch), arch_opt, method, list(opts), list(names), code)
     meta_path = d / f"{key}.json"

@@ -34,6 +34,9 @@ def _cmd_info(args) -> int:
             print(f"cupy kernel cache  {compiler.get_cache_dir()}")
         except Exception:  # the cache location is informative only
             pass
+    from ._runtime import cubin_cache
+
+    print(f"kernel cache  {cubin_cache.describe()}")
     if backends.problem("emulator") is None:
         from ._runtime.emulator import cache_dir
 

@@ -247,7 +247,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
         dev = get_device(name)
         out = dev.empty(shape, dtype)
         if out.size:
-            if x.size == 0:
+            if 0 in tuple(x.shape):  # x may be any CUDA tensor (torch's .size is a method)
                 out.fill(0)
             else:
                 xd = dev.contiguous(x)
@@ -415,7 +415,7 @@ def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float
         dev = get_device(name)
         out = dev.empty(shape, np.float32)
         if out.size:
-            if x.size == 0 or w.size == 0:
+            if 0 in tuple(x.shape) or 0 in tuple(w.shape):  # any CUDA tensor: only .shape is sure
                 _fill_bias(dev, out, bias, g, layout, act, slope)
             elif layout == "NCHW":
                 _device_conv_nchw(dev, x, w, bias, g, act, slope, out)

@@ -181,12 +181,12 @@ def _kernel_operand(dev, x):
     the data the caller holds, never to the broadcast view."""
     x = np.asarray(x) if dev.name == "emulator" else dev.asarray(x)
     shape = tuple(x.shape)
-    nb = len(shape) - 2
-    base = x[tuple(slice(0, 1) if shape[i] > 1 and x.strides[i] == 0 else slice(None) for i in range(nb))]
+    bcast = tuple(shape[i] > 1 and x.strides[i] == 0 for i in range(len(shape) - 2))
+    base = x[tuple(slice(0, 1) if s else slice(None) for s in bcast)] if any(bcast) else x
     base = dev.asarray(base)          # the emulator uploads here: the compact data only
     if base.size and not _readable(dev, base):
         base = dev.contiguous(base)
-    return dev.xp.broadcast_to(base, shape)
+    return dev.xp.broadcast_to(base, shape) if any(bcast) else base
 
 
 def _writable_rowmajor(dev, x) -> bool:
@@ -298,6 +298,8 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
         c3 = None
         if beta != 0:
             c3 = xp.broadcast_to(dev.view(c), (M, N))[None]
+        if name == "cuda":  # a CUDA tensor may expose only DLPack (no .T): a CuPy view first
+            a, b = dev.asarray(a), dev.asarray(b)
         opa = _kernel_operand(dev, a.T if trans_a else a)
         opb = _kernel_operand(dev, b.T if trans_b else b)
         res = _run_device(name, v, opa[None], opb[None], c3,

@@ -21,8 +21,9 @@ DEVICE_BACKENDS = [_param(n) for n in ("emulator", "cuda")] + [pytest.param(FAKE
 
 
 @pytest.fixture
-def fake_cupy(monkeypatch):
-    """CuPy replaced, for one test, by tests/_runtime/fake_cupy.py (its kernels on the emulator)."""
+def fake_cupy(monkeypatch, tmp_path_factory):
+    """CuPy replaced, for one test, by tests/_runtime/fake_cupy.py (its kernels on the emulator).
+    Its compiled "cubins" go to a cache shared by the session's tests, not the user's."""
     import sys
 
     from pygpu_ops._runtime import device
@@ -34,6 +35,8 @@ def fake_cupy(monkeypatch):
 
     sys.path.pop(0)
     fake = module.make()
+    cubins = tmp_path_factory.getbasetemp() / "cubin-cache"
+    monkeypatch.setenv("PYGPU_OPS_CUBIN_CACHE", str(cubins))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(backends, "_problems", {})
     device.get_device.cache_clear()

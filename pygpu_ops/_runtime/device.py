@@ -8,24 +8,28 @@ grid, shared memory and argument packing that run on the CPU are the ones the GP
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import threading
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import sources
+from . import cubin_cache, sources
 from .kernels import Kernel, module_name_expressions
 
 #: Dynamic shared memory a kernel may use without opting in (CUDA's default limit).
 DEFAULT_DYNAMIC_SMEM = 48 * 1024
 
 
+_PAD = ((1, 1, 1), (1, 1), (1,), ())
+
+
 def _dims(d) -> Tuple[int, int, int]:
-    t = tuple(int(v) for v in (d if isinstance(d, tuple) else (d,)))
-    return t + (1,) * (3 - len(t))
+    t = tuple(map(int, d)) if isinstance(d, tuple) else (int(d),)
+    return t + _PAD[len(t)]
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,35 @@ def extra_options() -> Tuple[str, ...]:
     return ("-lineinfo",) if os.environ.get("PYGPU_OPS_LINEINFO", "") not in ("", "0") else ()
 
 
+class LoadedKernel:
+    """A kernel's function on one device with the attributes the launch checks need, read once
+    (each read is a driver call in CuPy). ``max_dynamic_smem`` follows what we set."""
+
+    __slots__ = ("fn", "max_threads", "static_smem", "max_dynamic_smem")
+
+    def __init__(self, fn) -> None:
+        attrs = fn.attributes
+        self.fn = fn
+        self.max_threads = int(attrs["max_threads_per_block"])
+        self.static_smem = int(attrs.get("shared_size_bytes", 0))
+        self.max_dynamic_smem = int(attrs["max_dynamic_shared_size_bytes"])
+
+
 class Device:
-    """Base: module memoization, launch checks. Subclasses provide the module type and arrays."""
+    """Base: module and function memoization per device, launch checks. Subclasses provide the
+    module type and arrays.
+
+    The first launch of a kernel on a device builds (or loads) its module, looks the function up
+    and reads its attributes; later launches find all of that in ``_kernels`` and make no module,
+    function or attribute call: a launch is the kernel call itself."""
 
     name = ""
     xp = np
 
     def __init__(self) -> None:
         self._modules: Dict[tuple, object] = {}
+        self._kernels: Dict[tuple, LoadedKernel] = {}
+        self._optin: Dict[int, int] = {}
         self._lock = threading.Lock()
 
     # -- modules ----------------------------------------------------------------------------
@@ -64,42 +89,71 @@ class Device:
     def _raw_module(self, code: str, options: Tuple[str, ...], names: Tuple[str, ...], label: str):
         raise NotImplementedError
 
-    def function(self, kernel: Kernel):
-        opts = kernel.options(extra_options())
-        key = (self._device_id(), kernel.module_key, opts)
-        with self._lock:
-            mod = self._modules.get(key)
-            if mod is None:
-                names = module_name_expressions(kernel)
-                mod = self._raw_module(sources.expand(kernel.source), opts, names, kernel.source)
-                self._modules[key] = mod
-        return mod.get_function(kernel.name_expression)
+    def loaded(self, kernel: Kernel, device: Optional[int] = None) -> LoadedKernel:
+        """``kernel`` on ``device`` (default: the current one), memoized per (kernel, device,
+        extra options)."""
+        key = (kernel, self._device_id() if device is None else device, extra_options())
+        k = self._kernels.get(key)
+        if k is None:
+            with self._lock:
+                k = self._kernels.get(key)
+                if k is None:
+                    k = self._kernels[key] = LoadedKernel(self._module(kernel, key[1], key[2])
+                                                          .get_function(kernel.name_expression))
+        return k
 
-    def max_shared_optin(self) -> int:
+    def _module(self, kernel: Kernel, device: int, extra: Tuple[str, ...]):
+        opts = kernel.options(extra)
+        key = (device, kernel.module_key, opts)
+        mod = self._modules.get(key)
+        if mod is None:
+            names = module_name_expressions(kernel)
+            mod = self._modules[key] = self._raw_module(sources.expand(kernel.source), opts, names,
+                                                        kernel.source)
+        return mod
+
+    def function(self, kernel: Kernel):
+        return self.loaded(kernel).fn
+
+    def max_shared_optin(self, device: Optional[int] = None) -> int:
+        """Shared memory one block may opt in to on ``device`` (default: the current one),
+        memoized per device."""
+        dev = self._device_id() if device is None else device
+        limit = self._optin.get(dev)
+        if limit is None:
+            limit = self._optin[dev] = int(self._query_max_shared_optin(dev))
+        return limit
+
+    def _query_max_shared_optin(self, device: int) -> int:
         raise NotImplementedError
 
     # -- launch -----------------------------------------------------------------------------
     def launch(self, kernel: Kernel, launch: Launch, args: tuple) -> None:
-        fn = self.function(kernel)
-        if launch.threads > fn.max_threads_per_block:
+        dev = self._device_id()
+        k = self.loaded(kernel, dev)
+        block = _dims(launch.block)
+        threads = block[0] * block[1] * block[2]
+        if threads > k.max_threads:
             raise ValueError(
-                f"{kernel.name_expression}: block {launch.block} has {launch.threads} threads, "
-                f"more than the kernel's limit of {fn.max_threads_per_block}"
+                f"{kernel.name_expression}: block {launch.block} has {threads} threads, "
+                f"more than the kernel's limit of {k.max_threads}"
             )
         smem = int(launch.shared_mem)
         if smem > DEFAULT_DYNAMIC_SMEM:
-            static = int(fn.attributes.get("shared_size_bytes", 0))
-            limit = self.max_shared_optin()
+            static = k.static_smem
+            limit = self.max_shared_optin(dev)
             if smem + static > limit:
                 raise ValueError(
                     f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
                     f"memory exceed the device's {limit} bytes per block"
                 )
-            if fn.max_dynamic_shared_size_bytes < smem:
-                fn.max_dynamic_shared_size_bytes = smem
-        if min(_dims(launch.grid)) == 0:
+            if k.max_dynamic_smem < smem:
+                k.fn.max_dynamic_shared_size_bytes = smem
+                k.max_dynamic_smem = smem
+        grid = _dims(launch.grid)
+        if grid[0] == 0 or grid[1] == 0 or grid[2] == 0:
             return
-        fn(_dims(launch.grid), _dims(launch.block), args, shared_mem=smem)
+        k.fn(grid, block, args, shared_mem=smem)
 
     # -- arrays -----------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -163,14 +217,16 @@ class CudaDevice(Device):
         self.cupy = self.xp = cupy
 
     def _device_id(self) -> int:
-        return self.cupy.cuda.Device().id
+        # Inside an op, device_scope has made the arrays' GPU current and recorded its id.
+        current = _CURRENT_GPU.get()
+        return self.cupy.cuda.Device().id if current is None else current
 
     def _raw_module(self, code, options, names, label):
-        return self.cupy.RawModule(code=code, options=options, name_expressions=names)
+        return cubin_cache.load_module(self.cupy, code, options, names, label)
 
-    def max_shared_optin(self) -> int:
+    def _query_max_shared_optin(self, device: int) -> int:
         rt = self.cupy.cuda.runtime
-        return rt.deviceGetAttribute(rt.cudaDevAttrMaxSharedMemoryPerBlockOptin, self._device_id())
+        return rt.deviceGetAttribute(rt.cudaDevAttrMaxSharedMemoryPerBlockOptin, device)
 
     def empty(self, shape, dtype):
         return self.cupy.empty(shape, dtype=dtype)
@@ -186,7 +242,8 @@ class CudaDevice(Device):
         return self.asarray(x)
 
     def contiguous(self, x):
-        return self.cupy.ascontiguousarray(self.asarray(x))
+        x = self.asarray(x)
+        return x if x.flags.c_contiguous else self.cupy.ascontiguousarray(x)
 
     def addressable(self, x) -> bool:
         return isinstance(x, self.cupy.ndarray)
@@ -207,7 +264,7 @@ class EmulatorDevice(Device):
     def _raw_module(self, code, options, names, label):
         return self.emu.RawModule(code=code, options=options, name_expressions=names, name=label)
 
-    def max_shared_optin(self) -> int:
+    def _query_max_shared_optin(self, device: int) -> int:
         return 227 * 1024
 
     def empty(self, shape, dtype):
@@ -235,6 +292,40 @@ class EmulatorDevice(Device):
 _DEVICES = {"cuda": CudaDevice, "emulator": EmulatorDevice}
 
 
+#: The GPU an op's device_scope made current (None outside one): saves a cudaGetDevice per launch.
+_CURRENT_GPU: contextvars.ContextVar = contextvars.ContextVar("pygpu_ops_current_gpu", default=None)
+
+
+class _OnGpu:
+    """``with cupy.cuda.Device(gpu)``, recording ``gpu`` for `CudaDevice._device_id`."""
+
+    __slots__ = ("device", "gpu", "token")
+
+    def __init__(self, device, gpu: int) -> None:
+        self.device, self.gpu = device, gpu
+
+    def __enter__(self):
+        self.device.__enter__()
+        self.token = _CURRENT_GPU.set(self.gpu)
+        return self.device
+
+    def __exit__(self, *exc):
+        _CURRENT_GPU.reset(self.token)
+        return self.device.__exit__(*exc)
+
+
+def _gpu_of(cupy, x) -> int:
+    """The GPU holding ``x``: a CuPy array's device, a DLPack tensor's ``__dlpack_device__``
+    (no conversion: an object that exposes only DLPack never meets ``cupy.asarray``), else the
+    device of the ``__cuda_array_interface__`` view."""
+    if isinstance(x, cupy.ndarray):
+        return x.device.id
+    dl = getattr(x, "__dlpack_device__", None)
+    if callable(dl):
+        return int(dl()[1])
+    return get_device("cuda").asarray(x).device.id
+
+
 def device_scope(op: str, backend: str, arrays: Dict[str, object]):
     """Context in which an op's device work runs: for ``cuda``, the GPU that holds its arrays
     (so arrays on a second device run there, with that device's modules), else nothing.
@@ -242,17 +333,15 @@ def device_scope(op: str, backend: str, arrays: Dict[str, object]):
     if backend != "cuda":
         return contextlib.nullcontext()
     cupy = get_device("cuda").cupy
-    where = {}
-    for name, x in arrays.items():
-        if x is None:
-            continue
-        arr = x if isinstance(x, cupy.ndarray) else cupy.asarray(x)
-        where[name] = arr.device.id
+    where = {name: _gpu_of(cupy, x) for name, x in arrays.items() if x is not None}
     ids = set(where.values())
     if len(ids) > 1:
         detail = ", ".join(f"{n!r} on GPU {i}" for n, i in where.items())
         raise ValueError(f"{op}: arrays on different devices ({detail}); move them to one GPU")
-    return cupy.cuda.Device(ids.pop()) if ids else contextlib.nullcontext()
+    if not ids:
+        return contextlib.nullcontext()
+    gpu = ids.pop()
+    return _OnGpu(cupy.cuda.Device(gpu), gpu)
 
 
 @functools.lru_cache(maxsize=None)

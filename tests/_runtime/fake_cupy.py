@@ -71,12 +71,6 @@ def make(device_count: int = 1):
     mod.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
     mod.abs, mod.max, mod.exp = np.abs, np.max, np.exp
 
-    def RawModule(code, options=(), name_expressions=()):
-        state["modules_built"].append((state["device"], tuple(name_expressions)))
-        return emulator.RawModule(code=code, options=options, name_expressions=name_expressions)
-
-    mod.RawModule = RawModule
-
     class Device:
         def __init__(self, i=None):
             self.id = state["device"] if i is None else i
@@ -102,8 +96,224 @@ def make(device_count: int = 1):
                                          "multiProcessorCount": 132, "clockRate": 1980000},
     )
     mod.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
+    _install_dlpack(mod, state)
+    _install_compiler(mod, state)
+    _install_call_log(mod, state)
     _install_streams(mod)
     return mod
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling and loading modules: RawModule(code=...) / RawModule(path=...), and the CuPy
+# internals pygpu_ops' cubin cache compiles with (cupy._core.core.assemble_cupy_compiler_options,
+# cupy.cuda.compiler: _get_arch, _get_arch_for_options_for_nvrtc, _get_nvrtc_version,
+# compile_using_nvrtc). The fake NVRTC's "cubin" is a small text file holding the source,
+# options and name expressions; RawModule(path=...) reads it back and builds the emulator
+# module from it, exposing the kernels under their fake lowered names only (as a real cubin
+# has only mangled symbols). state["nvrtc"] (version) and state["arch"] can be changed by tests.
+# ---------------------------------------------------------------------------------------------
+FAKE_CUBIN_MAGIC = b"FAKE-CUBIN 1\n"
+
+
+def lowered_name(expression: str) -> str:
+    """The fake NVRTC's lowered (mangled) name of a name expression."""
+    import hashlib
+
+    return "_Z_fake_" + hashlib.sha1(expression.encode()).hexdigest()[:16]
+
+
+def _install_compiler(mod, state):
+    import json
+
+    state.setdefault("modules_built", [])
+    state["nvrtc"] = (12, 9)
+    state["arch"] = "90"
+    state["nvrtc_compiles"] = []    # (options, name_expressions) of each fake NVRTC compile
+    state["path_loads"] = []        # paths given to RawModule(path=...)
+    state["code_modules"] = []      # name_expressions of each RawModule(code=...)
+
+    class Function:
+        """A kernel of a fake module: the emulator's Function, with every attribute read, set
+        and launch logged to state["calls"] (CuPy's RawKernel reads attributes from the driver
+        each time)."""
+
+        def __init__(self, fn, name):
+            self._fn, self._name = fn, name
+
+        def __call__(self, grid, block, args, **kw):
+            state["calls"].append("launch")
+            if state.get("noop_launch"):
+                return None
+            return self._fn(grid, block, args, **kw)
+
+        @property
+        def attributes(self):
+            state["calls"].append("Function.attributes")
+            return self._fn.attributes
+
+        @property
+        def max_threads_per_block(self):
+            state["calls"].append("Function.max_threads_per_block")
+            return self._fn.max_threads_per_block
+
+        @property
+        def max_dynamic_shared_size_bytes(self):
+            state["calls"].append("Function.max_dynamic_shared_size_bytes")
+            return self._fn.max_dynamic_shared_size_bytes
+
+        @max_dynamic_shared_size_bytes.setter
+        def max_dynamic_shared_size_bytes(self, value):
+            state["calls"].append("Function.max_dynamic_shared_size_bytes=")
+            self._fn.max_dynamic_shared_size_bytes = value
+
+    class RawModule:
+        def __init__(self, *, code=None, path=None, options=(), name_expressions=None, **kw):
+            state["calls"].append("RawModule")
+            if (code is None) == (path is None):
+                raise TypeError("Exactly one of `code` and `path` keyword arguments must be given.")
+            if path is not None:
+                if name_expressions is not None:
+                    raise ValueError("need CUDA C++ code for the requested kernels")
+                state["path_loads"].append(str(path))
+                with open(path, "rb") as f:
+                    blob = f.read()
+                if not blob.startswith(FAKE_CUBIN_MAGIC):
+                    raise RuntimeError(f"CUDA_ERROR_INVALID_IMAGE: {path} is not a (fake) cubin")
+                meta = json.loads(blob[len(FAKE_CUBIN_MAGIC):].decode())
+                code, options, names = meta["code"], tuple(meta["options"]), tuple(meta["names"])
+                self._names = {lowered_name(n): n for n in names}
+            else:
+                names = tuple(name_expressions or ())
+                state["code_modules"].append(names)
+                self._names = {n: n for n in names}
+            state["modules_built"].append((state["device"], names))
+            # The emulator gets the package's own options (-std=, -D, -U), not what CuPy adds.
+            # Built on the first get_function, as CuPy compiles or loads lazily.
+            defines = tuple(o for o in options if o.startswith(("-D", "-U", "-std=")))
+            self._build = lambda: emulator.RawModule(code=code, options=defines, name_expressions=names)
+            self._mod = None
+
+        def get_function(self, name):
+            state["calls"].append("RawModule.get_function")
+            if name not in self._names:
+                raise KeyError(f"fake module has no kernel {name!r} (a path-loaded module knows "
+                               f"only lowered names)")
+            if self._mod is None:
+                self._mod = self._build()
+            return Function(self._mod.get_function(self._names[name]), name)
+
+    mod.RawModule = RawModule
+
+    def assemble_cupy_compiler_options(options):
+        opts = tuple(options)
+        if not any("-std=c++" in o for o in opts):
+            opts += ("--std=c++17",)
+        return opts + ("-I/fake/cupy/include",)
+
+    def compile_using_nvrtc(source, options=(), arch=None, filename="kern.cu", name_expressions=None,
+                            log_stream=None, cache_in_memory=False, jitify=False):
+        arch_opt, method = compiler._get_arch_for_options_for_nvrtc(arch)
+        options = tuple(options) + (arch_opt, "--device-as-default-execution-space")
+        names = tuple(name_expressions or ())
+        state["nvrtc_compiles"].append((options, names))
+        blob = FAKE_CUBIN_MAGIC + json.dumps({"code": source, "options": list(options),
+                                              "names": list(names)}).encode()
+        return blob, {n: lowered_name(n) for n in names}
+
+    compiler = types.SimpleNamespace(
+        _get_nvrtc_version=lambda: state["nvrtc"],
+        _get_arch=lambda: state["arch"],
+        _get_arch_for_options_for_nvrtc=lambda arch=None: (f"-arch=sm_{arch or state['arch']}", "cubin"),
+        compile_using_nvrtc=compile_using_nvrtc,
+    )
+    mod.cuda.compiler = compiler
+    mod._core = types.SimpleNamespace(core=types.SimpleNamespace(
+        assemble_cupy_compiler_options=assemble_cupy_compiler_options))
+
+
+# ---------------------------------------------------------------------------------------------
+# The call log: every call the package makes into the fake's API (module functions, cuda.*,
+# runtime.*, RawModule, a kernel's attributes and launches) appends its name to state["calls"].
+# A Device made with an id is a plain object (no CUDA call in CuPy); Device() asks the driver
+# for the current device, and entering one switches the device: those two are logged.
+# ---------------------------------------------------------------------------------------------
+def _install_call_log(mod, state):
+    calls = state.setdefault("calls", [])
+
+    def logged(name, f):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return f(*args, **kwargs)
+
+        return call
+
+    for name in ("empty", "asarray", "ascontiguousarray", "from_dlpack", "broadcast_to", "asnumpy",
+                 "ones", "empty_like", "copyto", "matmul"):
+        setattr(mod, name, logged(name, getattr(mod, name)))
+    rt = mod.cuda.runtime
+    rt.getDevice = lambda: state["device"]
+    for name, f in list(vars(rt).items()):
+        if callable(f):
+            setattr(rt, name, logged(f"runtime.{name}", f))
+
+    base = mod.cuda.Device
+
+    class Device(base):
+        def __init__(self, i=None):
+            if i is None:
+                calls.append("cuda.Device()")
+            super().__init__(i)
+
+        def __enter__(self):
+            calls.append("cuda.Device.__enter__")
+            return super().__enter__()
+
+    mod.cuda.Device = Device
+
+
+# ---------------------------------------------------------------------------------------------
+# DLPack: cupy.from_dlpack takes any object with __dlpack__/__dlpack_device__ on a CUDA device;
+# cupy.asarray does not (CuPy's asarray knows CuPy arrays, __cuda_array_interface__ and host
+# data; anything else becomes a NumPy object array, which CuPy refuses).
+# ---------------------------------------------------------------------------------------------
+class DLPackOnly:
+    """A GPU tensor that exposes only DLPack (like a JAX array): shape, dtype, ``__dlpack__``
+    and ``__dlpack_device__`` reporting CUDA, no ``__cuda_array_interface__``, no buffer."""
+
+    def __init__(self, arr):
+        self._arr = arr
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return _Capsule(self._arr)
+
+    def __dlpack_device__(self):
+        return (2, int(self._arr._dev))  # kDLCUDA
+
+
+class _Capsule:
+    def __init__(self, arr):
+        self.arr = arr
+
+
+def _install_dlpack(mod, state):
+    plain_asarray = mod.asarray
+
+    def asarray(x):
+        if not isinstance(x, (np.ndarray, list, tuple, int, float, complex, np.generic)):
+            raise ValueError(f"Unsupported dtype object (cupy.asarray of {type(x).__name__})")
+        return plain_asarray(x)
+
+    def from_dlpack(x):
+        if isinstance(x, ndarray):
+            return x
+        dev = getattr(x, "__dlpack_device__", None)
+        if dev is None or dev()[0] not in (2, 13):
+            raise TypeError(f"from_dlpack: {type(x).__name__} is not a CUDA DLPack tensor")
+        return x.__dlpack__().arr
+
+    mod.asarray = asarray
+    mod.from_dlpack = from_dlpack
 
 
 # -- streams, events and CUDA graphs (what the benchmark's timer uses) ----------------------------

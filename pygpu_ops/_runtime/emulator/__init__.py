@@ -23,8 +23,13 @@ blocks at ``__syncthreads``, a warp collective or ``__nanosleep``, or
 finishes; the next runnable fiber is picked at random.  Both orders come from
 the seed (``set_seed``, ``seed()``, env ``PYGPU_OPS_EMU_SEED``; default 0, so
 runs are reproducible).  ``set_timeout(seconds)`` (env
-``PYGPU_OPS_EMU_TIMEOUT``; default: none) turns a launch that hangs into a
-``KernelError``.
+``PYGPU_OPS_EMU_TIMEOUT``; default: none) turns a launch that hangs, or ends
+after the deadline, into a ``KernelError``, on whichever Python thread
+launches: a POSIX timer signals the launching OS thread, whose signal stays
+blocked until the launch's jump buffer is set and is blocked again before the
+launch ends; the handler jumps out only from code of the kernel's module or of
+the runtime (from inside libc, e.g. ``printf`` holding the stdout lock, it
+looks again 0.1 ms later).
 
 Public interface: ``RawModule``, ``RawKernel``, ``Function`` (as in CuPy),
 ``empty``, ``zeros``, ``to_device``, ``is_device_array``, ``set_seed`` /

@@ -44,9 +44,30 @@ def get_seed():
     return _seed
 
 
+def _check_timeout(seconds, what):
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer,
+                                                             np.floating)):
+        raise TypeError(f"{what} must be a number of seconds or None, got "
+                        f"{type(seconds).__name__}")
+    seconds = float(seconds)
+    if not (0 < seconds < float("inf")):
+        raise ValueError(f"{what} must be a finite number of seconds > 0 (or None for no "
+                         f"limit), got {seconds!r}")
+    return seconds
+
+
 def _env_timeout():
     v = os.environ.get("PYGPU_OPS_EMU_TIMEOUT", "").strip()
-    return float(v) if v else None
+    if not v:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise ValueError(f"PYGPU_OPS_EMU_TIMEOUT must be a number of seconds, got {v!r}") \
+            from None
+    return _check_timeout(f, "PYGPU_OPS_EMU_TIMEOUT")
 
 
 _timeout = _env_timeout()
@@ -54,9 +75,11 @@ _timeout = _env_timeout()
 
 def set_timeout(seconds):
     """Makes a launch that runs longer than ``seconds`` fail with a
-    ``KernelError`` (None: no limit, the default; env ``PYGPU_OPS_EMU_TIMEOUT``)."""
+    ``KernelError`` (None: no limit, the default; env ``PYGPU_OPS_EMU_TIMEOUT``).
+    A launch that hangs is interrupted; one that ends after the deadline fails
+    too, so the outcome does not depend on when the timer signal arrives."""
     global _timeout
-    _timeout = None if seconds is None else float(seconds)
+    _timeout = _check_timeout(seconds, "timeout")
 
 
 def get_timeout():

@@ -19,7 +19,7 @@ import numpy as np
 from . import sources
 from .kernels import Kernel, module_name_expressions
 
-#: Dynamic shared memory a kernel may use without opting in (CUDA's default limit).
+#: Shared memory (static + dynamic) a block may use without opting in (CUDA's default limit).
 DEFAULT_DYNAMIC_SMEM = 48 * 1024
 
 
@@ -87,16 +87,21 @@ class Device:
                 f"more than the kernel's limit of {fn.max_threads_per_block}"
             )
         smem = int(launch.shared_mem)
-        if smem > DEFAULT_DYNAMIC_SMEM:
-            static = int(fn.attributes.get("shared_size_bytes", 0))
-            limit = self.max_shared_optin()
-            if smem + static > limit:
-                raise ValueError(
-                    f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
-                    f"memory exceed the device's {limit} bytes per block"
-                )
-            if fn.max_dynamic_shared_size_bytes < smem:
-                fn.max_dynamic_shared_size_bytes = smem
+        if smem:
+            # The 48 KiB a block may use without opting in count static + dynamic shared memory:
+            # beyond them the launch fails (CUDA_ERROR_INVALID_VALUE) unless the kernel's
+            # max_dynamic_shared_size_bytes was raised, to at most the device's opt-in limit
+            # minus the static part.
+            static = int(fn.attributes["shared_size_bytes"])
+            if static + smem > DEFAULT_DYNAMIC_SMEM:
+                limit = self.max_shared_optin()
+                if static + smem > limit:
+                    raise ValueError(
+                        f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
+                        f"memory exceed the device's {limit} bytes per block"
+                    )
+                if fn.max_dynamic_shared_size_bytes < smem:
+                    fn.max_dynamic_shared_size_bytes = smem
         if min(_dims(launch.grid)) == 0:
             return
         fn(_dims(launch.grid), _dims(launch.block), args, shared_mem=smem)

@@ -32,7 +32,7 @@ from ._errors import CompileError
 CSRC = Path(__file__).resolve().parent / "csrc"
 _CACHE_VERSION = "1"
 
-#: Number of compiler invocations in this process (tests use it).
+#: Number of libraries compiled in this process (tests use it).
 compile_count = 0
 _count_lock = threading.Lock()
 
@@ -115,9 +115,6 @@ def digest(*parts):
 
 
 def _run_compiler(cmd, what):
-    global compile_count
-    with _count_lock:
-        compile_count += 1
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -134,16 +131,24 @@ def build(kind, key, source_text, flags, what, analyze=None):
     the source is compiled to an object file first, ``analyze(object_path)``
     (a JSON-serializable result) is stored as ``<kind>-<key>.json`` next to
     the library (read it with :func:`analysis`), then the object is linked."""
+    global compile_count
     d = cache_dir()
     so = d / f"{kind}-{key}.so"
-    if so.exists():
+    sidecar = d / f"{kind}-{key}.json"
+
+    def done():  # the sidecar is written before the library is renamed into place
+        return so.exists() and (analyze is None or sidecar.exists())
+
+    if done():
         return so
     lock_path = d / f"{kind}-{key}.lock"
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if so.exists():
+            if done():
                 return so
+            with _count_lock:
+                compile_count += 1
             src = d / f"{kind}-{key}.cpp"
             fd, tmp_src = tempfile.mkstemp(prefix=f".{kind}-{key}.", suffix=".cpp", dir=d)
             with os.fdopen(fd, "w") as f:
@@ -163,7 +168,7 @@ def build(kind, key, source_text, flags, what, analyze=None):
                                                         dir=d)
                         with os.fdopen(fd, "w") as f:
                             json.dump(result, f)
-                        os.replace(tmp_json, d / f"{kind}-{key}.json")
+                        os.replace(tmp_json, sidecar)
                         _run_compiler([compiler(), *flags, "-o", tmp_so, tmp_o], what)
                 except CompileError:
                     src.unlink(missing_ok=True)

@@ -45,6 +45,14 @@ extern "C" __global__ void uses_helpers(float* out) {
     out[threadIdx.x] = inlined_helper((float)threadIdx.x) + outer_helper(2.f) + own[0];
 }
 
+// a file-scope __shared__ variable counts for the kernels that use it
+__shared__ float file_scope[48];
+extern "C" __global__ void uses_file_scope(float* out) {
+    file_scope[threadIdx.x] = 1.f;
+    __syncthreads();
+    out[threadIdx.x] = file_scope[47 - threadIdx.x];
+}
+
 template <typename T, int N>
 __global__ void tmpl(T* out) {
     __shared__ T s[N];
@@ -80,6 +88,7 @@ def mod():
     ("no_shared", 0),
     ("two_arrays", 3 * 8 + 100 * 4),
     ("uses_helpers", 64 * 4 + 32 * 4 + 3),  # own + inlined helper + helper called through another
+    ("uses_file_scope", 48 * 4),
     ("tmpl<float, 10>", 40),
     ("tmpl<double, 64>", 512),
     ("tmpl<unsigned char, 5>", 5),
@@ -145,6 +154,23 @@ def test_static_shared_memory_above_48k_does_not_compile():
     exactly = emu.RawModule(code=src.replace("12289", "12288"), name="exactly_48k.cu")
     assert exactly.get_function("too_big").shared_size_bytes == 48 * KiB
     assert exactly.get_function("too_big").max_dynamic_shared_size_bytes == 0
+
+
+def test_missing_analysis_rebuilds_the_module(tmp_path, monkeypatch):
+    """A cached library without its shared-memory sidecar (e.g. deleted) is built again rather
+    than loaded with unknown static shared memory."""
+    from pygpu_ops._runtime.emulator import _build, _module
+
+    monkeypatch.setenv("PYGPU_OPS_CACHE_DIR", str(tmp_path))
+    code = SRC + "\n// sidecar test\n"
+    emu.RawModule(code=code, name_expressions=NAMES, name="smem.cu")
+    (sidecar,) = (tmp_path / "emulator").glob("mod-*.json")
+    sidecar.unlink()
+    monkeypatch.setattr(_module, "_modules", {})
+    before = _build.compile_count
+    m = emu.RawModule(code=code, name_expressions=NAMES, name="smem.cu")
+    assert _build.compile_count == before + 1 and sidecar.exists()
+    assert m.get_function("two_arrays").shared_size_bytes == 424
 
 
 def test_elf_reader_rejects_other_files(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 from . import cubin_cache, sources
 from .kernels import Kernel, module_name_expressions
 
-#: Dynamic shared memory a kernel may use without opting in (CUDA's default limit).
+#: Shared memory (static + dynamic) a block may use without opting in (CUDA's default limit).
 DEFAULT_DYNAMIC_SMEM = 48 * 1024
 
 
@@ -139,17 +139,22 @@ class Device:
                 f"more than the kernel's limit of {k.max_threads}"
             )
         smem = int(launch.shared_mem)
-        if smem > DEFAULT_DYNAMIC_SMEM:
+        if smem:
+            # The 48 KiB a block may use without opting in count static + dynamic shared memory:
+            # beyond them the launch fails (CUDA_ERROR_INVALID_VALUE) unless the kernel's
+            # max_dynamic_shared_size_bytes was raised, to at most the device's opt-in limit
+            # minus the static part.
             static = k.static_smem
-            limit = self.max_shared_optin(dev)
-            if smem + static > limit:
-                raise ValueError(
-                    f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
-                    f"memory exceed the device's {limit} bytes per block"
-                )
-            if k.max_dynamic_smem < smem:
-                k.fn.max_dynamic_shared_size_bytes = smem
-                k.max_dynamic_smem = smem
+            if static + smem > DEFAULT_DYNAMIC_SMEM:
+                limit = self.max_shared_optin(dev)
+                if static + smem > limit:
+                    raise ValueError(
+                        f"{kernel.name_expression}: {smem} bytes of dynamic + {static} static shared "
+                        f"memory exceed the device's {limit} bytes per block"
+                    )
+                if k.max_dynamic_smem < smem:
+                    k.fn.max_dynamic_shared_size_bytes = smem
+                    k.max_dynamic_smem = smem
         grid = _dims(launch.grid)
         if grid[0] == 0 or grid[1] == 0 or grid[2] == 0:
             return

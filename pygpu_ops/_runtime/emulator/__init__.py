@@ -23,8 +23,13 @@ blocks at ``__syncthreads``, a warp collective or ``__nanosleep``, or
 finishes; the next runnable fiber is picked at random.  Both orders come from
 the seed (``set_seed``, ``seed()``, env ``PYGPU_OPS_EMU_SEED``; default 0, so
 runs are reproducible).  ``set_timeout(seconds)`` (env
-``PYGPU_OPS_EMU_TIMEOUT``; default: none) turns a launch that hangs into a
-``KernelError``.
+``PYGPU_OPS_EMU_TIMEOUT``; default: none) turns a launch that hangs, or ends
+after the deadline, into a ``KernelError``, on whichever Python thread
+launches: a POSIX timer signals the launching OS thread, whose signal stays
+blocked until the launch's jump buffer is set and is blocked again before the
+launch ends; the handler jumps out only from code of the kernel's module or of
+the runtime (from inside libc, e.g. ``printf`` holding the stdout lock, it
+looks again 0.1 ms later).
 
 Public interface: ``RawModule``, ``RawKernel``, ``Function`` (as in CuPy),
 ``empty``, ``zeros``, ``to_device``, ``is_device_array``, ``set_seed`` /
@@ -55,10 +60,30 @@ What it checks (each error names the kernel, block and thread)
 * Argument checking (``TypeError``): count, numpy scalar types that match the
   C parameter exactly, device arrays whose dtype matches the pointee.
 * ``LaunchError``: more than 1024 threads (or the ``__launch_bounds__``
-  value), block/grid dimension limits, dynamic shared memory above
-  ``max_dynamic_shared_size_bytes`` (48 KiB unless raised, at most 227 KiB).
+  value), block/grid dimension limits, and CUDA's shared memory rule: a
+  block may use 48 KiB of shared memory, static and dynamic together, so
+  ``max_dynamic_shared_size_bytes`` is by default 48 KiB minus the kernel's
+  static shared memory (as CUDA reports it) and a launch with more dynamic
+  shared memory fails (on a GPU: CUDA_ERROR_INVALID_VALUE) until the kernel
+  opts in by raising it; raising it beyond 227 KiB (sm_90's opt-in limit per
+  block) minus the static part fails, as cuFuncSetAttribute does.
+* ``CompileError`` for a kernel that declares more than 48 KiB of static
+  shared memory (ptxas: "uses too much shared data").
 * ``KernelError``: device ``assert``, ``__trap()``, integer division by
   zero, stack overflow (128 KiB per thread), timeout.
+
+Static shared memory (``Function.shared_size_bytes``,
+``attributes['shared_size_bytes']``) is measured per kernel: ``__shared__``
+variables are thread-local (TLS) variables of the g++-compiled module, which
+is compiled with ``-ffunction-sections -fdata-sections`` to an object file
+first.  The relocations of each function's text section name the TLS
+variables its code uses and the functions it calls; a kernel's static shared
+memory is every variable reachable from it (its own, those of ``__device__``
+helpers inlined into it or called by it, file-scope ``__shared__`` variables
+it uses), each at its alignment (its ``.tbss`` section's), the most aligned
+first.  The result is stored next to the library (``mod-<hash>.json``) and
+matches ptxas's per-kernel smem for every registered kernel
+(``tests/_runtime/test_shared_memory.py``).
 
 Dialect notes: ``__shared__`` variables become ``static thread_local`` (the
 runtime poisons the module's TLS block before each block);
@@ -90,9 +115,14 @@ What it cannot model
   (``__expf``...) are computed accurately; no half/bfloat16 types yet.
 * Reads of a few bytes past the end of a buffer whose size is not a multiple
   of 256 bytes land in the slack, not in the guard page, and go unnoticed.
-* ``attributes['shared_size_bytes']`` is 0 (static shared memory is not
-  measured per kernel); the ``__launch_bounds__`` value is captured only when
-  it is a literal or made of macros.
+* Static shared memory counts variables that code refers to directly (or
+  through direct calls): a ``__shared__`` variable reached only through a
+  function pointer, or one g++ removed as unused while ptxas keeps it (or
+  the reverse), is counted differently; padding between variables of mixed
+  alignment may differ from ptxas's layout (equal for every registered
+  kernel).  The other attributes (``num_regs``, ``local_size_bytes``...) are
+  0.  The ``__launch_bounds__`` value is captured only when it is a literal
+  or made of macros.
 * ``extern __shared__ T name[];`` is rewritten by a regular expression: a
   declaration produced by a macro is not recognised.
 """

@@ -18,6 +18,7 @@ import ctypes
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -31,7 +32,7 @@ from ._errors import CompileError
 CSRC = Path(__file__).resolve().parent / "csrc"
 _CACHE_VERSION = "1"
 
-#: Number of compiler invocations in this process (tests use it).
+#: Number of libraries compiled in this process (tests use it).
 compile_count = 0
 _count_lock = threading.Lock()
 
@@ -114,9 +115,6 @@ def digest(*parts):
 
 
 def _run_compiler(cmd, what):
-    global compile_count
-    with _count_lock:
-        compile_count += 1
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -127,19 +125,30 @@ def _run_compiler(cmd, what):
                            f"(command: {' '.join(cmd)})")
 
 
-def build(kind, key, source_text, flags, what):
+def build(kind, key, source_text, flags, what, analyze=None):
     """Returns the path of ``<kind>-<key>.so`` in the cache, compiling
-    ``source_text`` with ``flags`` if it is not there yet."""
+    ``source_text`` with ``flags`` if it is not there yet.  With ``analyze``,
+    the source is compiled to an object file first, ``analyze(object_path)``
+    (a JSON-serializable result) is stored as ``<kind>-<key>.json`` next to
+    the library (read it with :func:`analysis`), then the object is linked."""
+    global compile_count
     d = cache_dir()
     so = d / f"{kind}-{key}.so"
-    if so.exists():
+    sidecar = d / f"{kind}-{key}.json"
+
+    def done():  # the sidecar is written before the library is renamed into place
+        return so.exists() and (analyze is None or sidecar.exists())
+
+    if done():
         return so
     lock_path = d / f"{kind}-{key}.lock"
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if so.exists():
+            if done():
                 return so
+            with _count_lock:
+                compile_count += 1
             src = d / f"{kind}-{key}.cpp"
             fd, tmp_src = tempfile.mkstemp(prefix=f".{kind}-{key}.", suffix=".cpp", dir=d)
             with os.fdopen(fd, "w") as f:
@@ -147,17 +156,28 @@ def build(kind, key, source_text, flags, what):
             os.replace(tmp_src, src)
             fd, tmp_so = tempfile.mkstemp(prefix=f".{kind}-{key}.", suffix=".so", dir=d)
             os.close(fd)
+            tmp_o = tmp_so[:-3] + ".o"
             try:
-                cmd = [compiler(), *flags, "-o", tmp_so, str(src)]
                 try:
-                    _run_compiler(cmd, what)
+                    if analyze is None:
+                        _run_compiler([compiler(), *flags, "-o", tmp_so, str(src)], what)
+                    else:
+                        _run_compiler([compiler(), *flags, "-c", "-o", tmp_o, str(src)], what)
+                        result = analyze(tmp_o)
+                        fd, tmp_json = tempfile.mkstemp(prefix=f".{kind}-{key}.", suffix=".json",
+                                                        dir=d)
+                        with os.fdopen(fd, "w") as f:
+                            json.dump(result, f)
+                        os.replace(tmp_json, sidecar)
+                        _run_compiler([compiler(), *flags, "-o", tmp_so, tmp_o], what)
                 except CompileError:
                     src.unlink(missing_ok=True)
                     raise
                 os.replace(tmp_so, so)
             finally:
-                if os.path.exists(tmp_so):
-                    os.unlink(tmp_so)
+                for p in (tmp_so, tmp_o):
+                    if os.path.exists(p):
+                        os.unlink(p)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             try:
@@ -165,6 +185,12 @@ def build(kind, key, source_text, flags, what):
             except OSError:
                 pass
     return so
+
+
+def analysis(so_path):
+    """What ``analyze`` returned when ``so_path`` was built (see :func:`build`)."""
+    with open(Path(so_path).with_suffix(".json")) as f:
+        return json.load(f)
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +250,8 @@ def runtime():
 def module_flags(std, defines, include_dirs):
     flags = [f"-std={std}", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing",
              "-ffp-contract=fast", "-fno-math-errno", *cpu_flags(), "-fvisibility=hidden",
-             "-fno-plt", "-fdiagnostics-color=never", f"-I{CSRC}", f"-I{CSRC / 'include'}"]
+             "-fno-plt", "-ffunction-sections", "-fdata-sections",
+             "-fdiagnostics-color=never", f"-I{CSRC}", f"-I{CSRC / 'include'}"]
     flags += [f"-I{d}" for d in include_dirs]
     flags += defines
     return flags

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _build, _memory, _source
-from ._errors import (DeadlockError, EmulatorError, KernelError,
+from . import _build, _elf, _memory, _source
+from ._errors import (CompileError, DeadlockError, EmulatorError, KernelError,
                       KernelNotFoundError, LaunchError, OutOfBoundsError)
 
 __all__ = ["RawModule", "RawKernel", "Function", "set_seed", "get_seed", "seed", "set_timeout",
@@ -44,9 +44,30 @@ def get_seed():
     return _seed
 
 
+def _check_timeout(seconds, what):
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer,
+                                                             np.floating)):
+        raise TypeError(f"{what} must be a number of seconds or None, got "
+                        f"{type(seconds).__name__}")
+    seconds = float(seconds)
+    if not (0 < seconds < float("inf")):
+        raise ValueError(f"{what} must be a finite number of seconds > 0 (or None for no "
+                         f"limit), got {seconds!r}")
+    return seconds
+
+
 def _env_timeout():
     v = os.environ.get("PYGPU_OPS_EMU_TIMEOUT", "").strip()
-    return float(v) if v else None
+    if not v:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise ValueError(f"PYGPU_OPS_EMU_TIMEOUT must be a number of seconds, got {v!r}") \
+            from None
+    return _check_timeout(f, "PYGPU_OPS_EMU_TIMEOUT")
 
 
 _timeout = _env_timeout()
@@ -54,9 +75,11 @@ _timeout = _env_timeout()
 
 def set_timeout(seconds):
     """Makes a launch that runs longer than ``seconds`` fail with a
-    ``KernelError`` (None: no limit, the default; env ``PYGPU_OPS_EMU_TIMEOUT``)."""
+    ``KernelError`` (None: no limit, the default; env ``PYGPU_OPS_EMU_TIMEOUT``).
+    A launch that hangs is interrupted; one that ends after the deadline fails
+    too, so the outcome does not depend on when the timer signal arrives."""
     global _timeout
-    _timeout = None if seconds is None else float(seconds)
+    _timeout = _check_timeout(seconds, "timeout")
 
 
 def get_timeout():
@@ -93,7 +116,11 @@ _POINTEE_DTYPES[T_PTRVAL] = (np.dtype(np.uint64), np.dtype(np.int64))
 _ERR_CLASSES = {1: DeadlockError, 2: OutOfBoundsError, 3: KernelError, 4: LaunchError,
                 5: EmulatorError, 6: KernelError}
 
-DEFAULT_MAX_DYNAMIC_SMEM = 48 * 1024
+#: Shared memory (static + dynamic) a block may use without opting in, on every GPU since
+#: compute capability 2.0; also the most static shared memory a kernel may declare (ptxas).
+DEFAULT_SHARED_PER_BLOCK = 48 * 1024
+#: The most shared memory (static + dynamic) a block may use after opting in
+#: (cudaDevAttrMaxSharedMemoryPerBlockOptin of sm_90 and sm_100: 227 KiB).
 MAX_OPTIN_SMEM = 227 * 1024
 
 _launch_lock = threading.RLock()
@@ -108,6 +135,7 @@ class _KernelEntry(ctypes.Structure):
         ("sizes", ctypes.POINTER(ctypes.c_int)),
         ("type_names", ctypes.POINTER(ctypes.c_char_p)),
         ("launch_bounds", ctypes.c_int),
+        ("kernel", ctypes.c_void_p),
     ]
 
 
@@ -120,7 +148,7 @@ class _Kernel:
     """A kernel of a loaded module (shared by all ``Function`` objects for it,
     like a CUfunction)."""
 
-    def __init__(self, module, e):
+    def __init__(self, module, e, shared_size_bytes):
         self.module = module
         self.name = e.name.decode()
         self.tramp = e.tramp
@@ -130,7 +158,10 @@ class _Kernel:
         self.type_names = [_type_name(e.type_names[i].decode()) for i in range(n)]
         lb = e.launch_bounds
         self.launch_bounds = lb if 0 < lb <= 1024 else None
-        self.max_dynamic_shared_size_bytes = DEFAULT_MAX_DYNAMIC_SMEM
+        self.shared_size_bytes = shared_size_bytes
+        # CUDA's default: whatever the static shared memory leaves of the 48 KiB (a launch with
+        # more dynamic shared memory fails until the kernel opts in to more).
+        self.max_dynamic_shared_size_bytes = max(0, DEFAULT_SHARED_PER_BLOCK - shared_size_bytes)
         self.name_bytes = self.name.encode()
 
 
@@ -145,9 +176,21 @@ class _LoadedModule:
         get.argtypes = [ctypes.POINTER(ctypes.POINTER(_KernelEntry))]
         arr = ctypes.POINTER(_KernelEntry)()
         n = get(ctypes.byref(arr))
+        entries = [arr[i] for i in range(n)]
+        try:
+            by_function = _build.analysis(path)
+            names = _elf.symbol_names_at(path, {e.name.decode(): e.kernel for e in entries},
+                                         "pygpuemu_module_kernels",
+                                         ctypes.cast(get, ctypes.c_void_p).value)
+        except (OSError, ValueError) as exc:
+            raise EmulatorError(f"cannot measure the static shared memory of the kernels in "
+                                f"{path}: {exc}") from None
+        # Identical code folding may give one address several names; only the kernel's own
+        # name reaches its shared variables (code using other variables is not identical).
+        static = {k: max(by_function.get(name, 0) for name in ns) for k, ns in names.items()}
         self.kernels = {}
-        for i in range(n):
-            k = _Kernel(self, arr[i])
+        for e in entries:
+            k = _Kernel(self, e, static[e.name.decode()])
             self.kernels[k.name] = k
 
 
@@ -235,7 +278,8 @@ def _load(code, options, name_expressions, file_name):
     if mod is not None:
         return mod
     _build.runtime()  # must be loaded (RTLD_GLOBAL) before any module
-    path = _build.build("mod", key, tu, flags, f"module {file_name!r}")
+    path = _build.build("mod", key, tu, flags, f"module {file_name!r}",
+                        analyze=_elf.function_shared_sizes)
     with _modules_lock:
         mod = _modules.get(key)
         if mod is None:
@@ -275,6 +319,15 @@ class RawModule:
         self.options = tuple(options or ())
         self.name_expressions = tuple(name_expressions or ())
         self._module = _load(code, self.options, self.name_expressions, self.name)
+        for k in self._module.kernels.values():
+            if k.shared_size_bytes > DEFAULT_SHARED_PER_BLOCK:
+                # ptxas: "Entry function ... uses too much shared data (... 0xc000 max)"
+                raise CompileError(
+                    f"module {self.name!r}: kernel {k.name!r} declares {k.shared_size_bytes} "
+                    f"bytes of static shared memory, more than the {DEFAULT_SHARED_PER_BLOCK} "
+                    "(48 KiB) a kernel may declare (ptxas rejects it: 'uses too much shared "
+                    "data'); put the excess in dynamic shared memory (extern __shared__) and "
+                    "opt in with max_dynamic_shared_size_bytes")
 
     def get_function(self, name):
         k = self._module.kernels.get(name)
@@ -330,22 +383,39 @@ class Function:
         return self._k.launch_bounds or 1024
 
     @property
+    def shared_size_bytes(self):
+        """Static shared memory of the kernel in bytes (its ``__shared__`` variables, laid out
+        as ptxas does), as ``CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES``."""
+        return self._k.shared_size_bytes
+
+    @property
     def max_dynamic_shared_size_bytes(self):
+        """Most dynamic shared memory a launch may ask for; by default what the static shared
+        memory leaves of 48 KiB, as CUDA reports. Settable (the opt-in), up to what the static
+        shared memory leaves of the 227 KiB per block."""
         return self._k.max_dynamic_shared_size_bytes
 
     @max_dynamic_shared_size_bytes.setter
     def max_dynamic_shared_size_bytes(self, value):
+        k = self._k
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"kernel {k.name!r}: max_dynamic_shared_size_bytes must be an int, "
+                            f"got {type(value).__name__}")
         value = int(value)
-        if not 0 <= value <= MAX_OPTIN_SMEM:
-            raise LaunchError(f"kernel {self._k.name!r}: max_dynamic_shared_size_bytes={value} "
-                              f"is outside [0, {MAX_OPTIN_SMEM}] (227 KiB)")
-        self._k.max_dynamic_shared_size_bytes = value
+        limit = MAX_OPTIN_SMEM - k.shared_size_bytes
+        if not 0 <= value <= limit:
+            # cuFuncSetAttribute fails with CUDA_ERROR_INVALID_VALUE
+            raise LaunchError(
+                f"kernel {k.name!r}: max_dynamic_shared_size_bytes={value} is outside [0, {limit}]"
+                f": its {k.shared_size_bytes} bytes of static shared memory plus the dynamic "
+                f"maximum may not exceed the device's {MAX_OPTIN_SMEM} bytes (227 KiB) per block")
+        k.max_dynamic_shared_size_bytes = value
 
     @property
     def attributes(self):
         return {
             "max_threads_per_block": self.max_threads_per_block,
-            "shared_size_bytes": 0,
+            "shared_size_bytes": self.shared_size_bytes,
             "const_size_bytes": 0,
             "local_size_bytes": 0,
             "num_regs": 0,
@@ -445,11 +515,18 @@ class Function:
                               f"got {shared_mem!r}")
         shared_mem = int(shared_mem)
         if shared_mem > k.max_dynamic_shared_size_bytes:
+            static = k.shared_size_bytes
             raise LaunchError(
                 f"kernel {k.name!r}: shared_mem={shared_mem} bytes of dynamic shared memory "
                 f"exceeds the kernel's max_dynamic_shared_size_bytes "
-                f"({k.max_dynamic_shared_size_bytes}); set fn.max_dynamic_shared_size_bytes "
-                f"(at most {MAX_OPTIN_SMEM}) before launching, as on a GPU")
+                f"({k.max_dynamic_shared_size_bytes}); with its {static} bytes of static shared "
+                f"memory that makes {static + shared_mem} bytes per block, more than "
+                + (f"the {DEFAULT_SHARED_PER_BLOCK} (48 KiB) a block may use without opting in: "
+                   f"set fn.max_dynamic_shared_size_bytes (at most {MAX_OPTIN_SMEM - static}) "
+                   "before launching, as on a GPU (which fails such a launch with "
+                   "CUDA_ERROR_INVALID_VALUE)"
+                   if k.max_dynamic_shared_size_bytes == max(0, DEFAULT_SHARED_PER_BLOCK - static)
+                   else "the kernel opted in to"))
         blob, ptrs = self._pack(args)
         rt = _build.runtime()
         desc = _build.LaunchDesc()

@@ -720,6 +720,11 @@ struct KernelEntry {
     const int* sizes;
     const char* const* type_names;
     int launch_bounds;
+    // The kernel itself: taking its address keeps an out-of-line copy whose
+    // symbol names the kernel's __shared__ variables (function-local statics
+    // _ZZ<its mangled name>E...), so their sizes can be read from the ELF
+    // symbol table.
+    const void* kernel;
 };
 
 template <class F> struct sig;
@@ -742,7 +747,9 @@ template <auto F> static void tramp(void** a) {
 }
 template <auto F> static KernelEntry entry(const char* name, int launch_bounds) {
     using S = sig<decltype(F)>;
-    return KernelEntry{name, &tramp<F>, S::n, S::codes, S::sizes, S::names(), launch_bounds};
+    return KernelEntry{name,      &tramp<F>,     S::n,
+                       S::codes,  S::sizes,      S::names(),
+                       launch_bounds, reinterpret_cast<const void*>(F)};
 }
 template <class F> struct is_kernel_ptr : std::false_type {};
 template <class... A> struct is_kernel_ptr<void (*)(A...)> : std::true_type {};

@@ -254,7 +254,10 @@ inline void switch_to_fiber(Fiber* f) {
 #endif
 }
 
+void block_timeout();
+
 [[noreturn]] void fiber_fail(int kind, const std::string& what) {
+    block_timeout();  // the launch ends here: no watchdog jump while g_msg is written
     Fiber* f = static_cast<Fiber*>(pygpuemu_cur);
     g_err = kind;
     if (!f) {
@@ -341,6 +344,7 @@ std::string state_desc(const Fiber* g) {
 }
 
 void diagnose_deadlock() {
+    block_timeout();  // the launch ends here: no watchdog jump while g_msg is written
     g_err = E_DEADLOCK;
     // 1) A warp collective that cannot complete.
     for (int i = 0; i < g_nthreads; i++) {
@@ -475,23 +479,36 @@ void dsm_init() {
 }
 
 // Static __shared__ variables are thread_local in the module: locate the
-// module's TLS block for this OS thread from the address of its anchor.
+// module's TLS block for this OS thread from the address of its anchor.  The
+// same walk finds the executable segments of the module (from the address of
+// the kernel's trampoline) and of this runtime, for the watchdog (see
+// on_timeout).
+struct CodeRange {
+    uintptr_t lo = 0, hi = 0;
+    bool contains(uintptr_t pc) const { return pc >= lo && pc < hi; }
+};
 struct TlsQuery {
     uintptr_t anchor;
     char* begin;
     size_t size;
+    uintptr_t code_addr[2];  // an address inside the module / the runtime
+    CodeRange code[2];
 };
 int tls_cb(struct dl_phdr_info* info, size_t, void* data) {
     TlsQuery* q = static_cast<TlsQuery*>(data);
-    if (!info->dlpi_tls_data) return 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
-        if (info->dlpi_phdr[i].p_type != PT_TLS) continue;
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X)) {
+            uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+            for (int k = 0; k < 2; k++)
+                if (q->code_addr[k] >= lo && q->code_addr[k] < hi) q->code[k] = {lo, hi};
+        }
+        if (ph.p_type != PT_TLS || !info->dlpi_tls_data) continue;
         uintptr_t b = (uintptr_t)info->dlpi_tls_data;
-        size_t sz = info->dlpi_phdr[i].p_memsz;
+        size_t sz = ph.p_memsz;
         if (q->anchor >= b && q->anchor < b + sz) {
             q->begin = static_cast<char*>(info->dlpi_tls_data);
             q->size = sz;
-            return 1;
         }
     }
     return 0;
@@ -505,12 +522,47 @@ struct sigaction g_old_sa[kNumSignals];
 stack_t g_old_ss;
 char* g_altstack = nullptr;
 constexpr size_t kAltStackSize = 256 * 1024;
+// The jump buffer of the running launch.  Launches are serialized (by the
+// Python side), but may come from any OS thread: the buffer is only used while
+// g_in_launch is set, which happens after sigsetjmp has filled it in the
+// launching thread (g_launch_thread) and is cleared before the launch returns.
 sigjmp_buf g_jmp;
 volatile sig_atomic_t g_in_launch = 0;
 pthread_t g_launch_thread;
 volatile int g_fault_sig = 0, g_fault_code = 0, g_fault_write = -1;
 void* volatile g_fault_addr = nullptr;
 Fiber* volatile g_fault_fiber = nullptr;
+
+// Watchdog: a one-shot POSIX timer that signals the launching thread
+// (SIGEV_THREAD_ID).  The signal is blocked in that thread except while the
+// kernel runs, and every timer carries a generation number, so that a signal
+// that arrives before the jump buffer is set, after the launch ended, or from
+// an earlier launch's timer, is dropped instead of jumping anywhere.
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+int timeout_signal() { return SIGRTMIN + 3; }
+struct sigaction g_old_timeout_sa;
+timer_t g_timer;
+bool g_timer_armed = false;
+bool g_timeout_handler = false;
+double g_timeout_s = 0;
+struct timespec g_deadline;  // CLOCK_MONOTONIC time at which the timer fires
+volatile sig_atomic_t g_timer_gen = 0;
+// Executable code of the running kernel's module and of this runtime.
+CodeRange g_code_module, g_code_runtime;
+constexpr long kRetryNs = 100000;  // 0.1 ms
+
+sigset_t timeout_set() {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, timeout_signal());
+    return s;
+}
+void block_timeout() {
+    sigset_t s = timeout_set();
+    pthread_sigmask(SIG_BLOCK, &s, nullptr);
+}
 
 void on_fault(int sig, siginfo_t* si, void* ucv) {
     if (!g_in_launch || !pthread_equal(pthread_self(), g_launch_thread)) {
@@ -519,6 +571,7 @@ void on_fault(int sig, siginfo_t* si, void* ucv) {
             if (kSignals[i] == sig) sigaction(sig, &g_old_sa[i], nullptr);
         return;
     }
+    g_in_launch = 0;
     g_fault_sig = sig;
     g_fault_code = si->si_code;
     g_fault_addr = si->si_addr;
@@ -535,56 +588,96 @@ void on_fault(int sig, siginfo_t* si, void* ucv) {
     siglongjmp(g_jmp, 1);
 }
 
-// Watchdog: a one-shot POSIX timer that signals the launching thread.
-#ifndef sigev_notify_thread_id
-#define sigev_notify_thread_id _sigev_un._tid
+// Program counter of the interrupted code; 0 if unknown on this platform.
+uintptr_t interrupted_pc(void* ucv) {
+    if (!ucv) return 0;
+    ucontext_t* uc = static_cast<ucontext_t*>(ucv);
+#if defined(__x86_64__) && defined(REG_RIP)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#else
+    (void)uc;
+    return 0;
 #endif
-int timeout_signal() { return SIGRTMIN + 3; }
-struct sigaction g_old_timeout_sa;
-timer_t g_timer;
-bool g_timer_armed = false;
-double g_timeout_s = 0;
+}
 
+void on_timeout(int, siginfo_t* si, void* ucv) {
+    if (!g_in_launch || !pthread_equal(pthread_self(), g_launch_thread)) return;
+    if (si->si_code == SI_TIMER && si->si_value.sival_int != g_timer_gen) return;  // stale
+    // Jump only out of code of the kernel's module or of this runtime: code in
+    // libc (malloc, printf, memset...) may hold a lock that a jump would leave
+    // taken.  Elsewhere, look again 0.1 ms later.
+    uintptr_t pc = interrupted_pc(ucv);
+    if (pc && !g_code_module.contains(pc) && !g_code_runtime.contains(pc)) {
+        struct itimerspec its;
+        memset(&its, 0, sizeof its);
+        its.it_value.tv_nsec = kRetryNs;
+        timer_settime(g_timer, 0, &its, nullptr);
+        return;
+    }
+    g_in_launch = 0;
+    g_fault_sig = timeout_signal();
+    g_fault_code = si->si_code;
+    g_fault_addr = nullptr;
+    g_fault_write = -1;
+    g_fault_fiber = static_cast<Fiber*>(pygpuemu_cur);
+    siglongjmp(g_jmp, 1);
+}
+
+// Called with the timeout signal blocked in this thread.
 void arm_watchdog(double seconds) {
     g_timer_armed = false;
-    if (!(seconds > 0)) return;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    sigaction(timeout_signal(), &sa, &g_old_timeout_sa);
+    if (!(seconds > 0) || !g_timeout_handler) return;
     struct sigevent sev;
     memset(&sev, 0, sizeof sev);
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = timeout_signal();
+    sev.sigev_value.sival_int = g_timer_gen;
     sev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
-    if (timer_create(CLOCK_MONOTONIC, &sev, &g_timer) != 0) {
-        sigaction(timeout_signal(), &g_old_timeout_sa, nullptr);
-        return;
-    }
+    if (timer_create(CLOCK_MONOTONIC, &sev, &g_timer) != 0) return;
     struct itimerspec its;
     memset(&its, 0, sizeof its);
     its.it_value.tv_sec = (time_t)seconds;
     its.it_value.tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9);
     if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
-    timer_settime(g_timer, 0, &its, nullptr);
+    clock_gettime(CLOCK_MONOTONIC, &g_deadline);
+    g_deadline.tv_sec += its.it_value.tv_sec;
+    g_deadline.tv_nsec += its.it_value.tv_nsec;
+    if (g_deadline.tv_nsec >= 1000000000L) {
+        g_deadline.tv_sec++;
+        g_deadline.tv_nsec -= 1000000000L;
+    }
     g_timer_armed = true;
+    timer_settime(g_timer, 0, &its, nullptr);
 }
 
+// True if an armed watchdog's deadline has passed (the launch overran it even
+// if no signal interrupted it, e.g. because it ended while the handler waited
+// for the kernel to leave libc).
+bool deadline_passed() {
+    if (!g_timer_armed) return false;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > g_deadline.tv_sec ||
+           (now.tv_sec == g_deadline.tv_sec && now.tv_nsec >= g_deadline.tv_nsec);
+}
+
+// Called with the timeout signal blocked in this thread: deletes the timer
+// and takes a signal it already sent off the thread's queue.
 void disarm_watchdog() {
-    if (!g_timer_armed) return;
-    timer_delete(g_timer);
-    // A signal that fired but is still pending is discarded by SIG_IGN.
-    struct sigaction ign;
-    memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigaction(timeout_signal(), &ign, nullptr);
-    sigaction(timeout_signal(), &g_old_timeout_sa, nullptr);
-    g_timer_armed = false;
+    if (g_timer_armed) {
+        timer_delete(g_timer);
+        g_timer_armed = false;
+    }
+    sigset_t s = timeout_set();
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&s, nullptr, &zero) > 0) {
+    }
+    g_timer_gen = (g_timer_gen + 1) & 0x3fffffff;
 }
 
-void install_handlers() {
+void install_handlers(double timeout_s) {
     if (!g_altstack) g_altstack = static_cast<char*>(malloc(kAltStackSize));
     stack_t ss;
     ss.ss_sp = g_altstack;
@@ -595,12 +688,19 @@ void install_handlers() {
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
+    sa.sa_mask = timeout_set();  // a fault handler is not interrupted by the watchdog
     for (int i = 0; i < kNumSignals; i++) sigaction(kSignals[i], &sa, &g_old_sa[i]);
+    g_timeout_handler = false;
+    if (timeout_s > 0) {
+        sa.sa_sigaction = on_timeout;
+        g_timeout_handler = sigaction(timeout_signal(), &sa, &g_old_timeout_sa) == 0;
+    }
 }
 
 void restore_handlers() {
     for (int i = 0; i < kNumSignals; i++) sigaction(kSignals[i], &g_old_sa[i], nullptr);
+    if (g_timeout_handler) sigaction(timeout_signal(), &g_old_timeout_sa, nullptr);
+    g_timeout_handler = false;
     sigaltstack(&g_old_ss, nullptr);
 }
 
@@ -733,6 +833,9 @@ std::string fault_message(int& kind) {
     }
     if (g_fault_sig == timeout_signal()) {
         kind = E_TIMEOUT;
+        if (!f)  // the blocks ran to the end, but after the deadline
+            return "kernel '" + std::string(g_kernel) +
+                   fmt("': the launch took longer than the timeout of %g s", g_timeout_s);
         return who + fmt(": the launch did not finish within %g s (an infinite loop, or a "
                          "spin-wait on another block or on a thread that never runs: the "
                          "emulator runs blocks one after another and does not preempt threads; "
@@ -1027,8 +1130,12 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
     pygpuemu_blockDim = {d->block[0], d->block[1], d->block[2]};
 
     // Static shared memory: the module's TLS block in this OS thread.
-    TlsQuery q{(uintptr_t)d->tls_anchor, nullptr, 0};
-    if (d->tls_anchor) dl_iterate_phdr(tls_cb, &q);
+    static uintptr_t self_addr = (uintptr_t)&pygpuemu_launch;
+    TlsQuery q{(uintptr_t)d->tls_anchor, nullptr, 0, {(uintptr_t)d->tramp, self_addr}, {}};
+    dl_iterate_phdr(tls_cb, &q);
+    if (!d->tls_anchor) q.begin = nullptr;
+    g_code_module = q.code[0];
+    g_code_runtime = q.code[1];
     // Dynamic shared memory: make exactly the pages needed accessible.
     std::call_once(g_dsm_once, dsm_init);
     size_t dyn = (size_t)d->dyn_smem;
@@ -1046,13 +1153,19 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
     g_fpctl[1] = fpucw;
 #endif
 
-    install_handlers();
+    // The watchdog's signal stays blocked in this thread until sigsetjmp has
+    // returned 0, and is blocked again (by siglongjmp, which restores the mask
+    // saved here, or explicitly) before the launch ends.
+    sigset_t tmo = timeout_set(), old_mask;
+    pthread_sigmask(SIG_BLOCK, &tmo, &old_mask);
+    install_handlers(d->timeout_s);
     g_launch_thread = pthread_self();
     g_fault_fiber = nullptr;
-    g_in_launch = 1;
     g_timeout_s = d->timeout_s;
-    arm_watchdog(d->timeout_s);
     if (sigsetjmp(g_jmp, 1) == 0) {
+        g_in_launch = 1;
+        arm_watchdog(d->timeout_s);
+        pthread_sigmask(SIG_UNBLOCK, &tmo, nullptr);
         // Blocks run one after another in a seeded pseudo-random order
         // (i -> (a*i + b) mod n with gcd(a, n) = 1), so that results that
         // depend on the order of blocks differ between seeds too.
@@ -1075,15 +1188,28 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
             run_block((unsigned)(lin % gx), (unsigned)(lin / gx % gy), (unsigned)(lin / (gx * gy)),
                       d->seed);
         }
+        g_in_launch = 0;  // a watchdog signal from here on is dropped
+        pthread_sigmask(SIG_BLOCK, &tmo, nullptr);
+        if (!g_err && deadline_passed()) {
+            // A launch that ran longer than the timeout fails, whether or not
+            // the signal got to interrupt it, so the outcome does not depend
+            // on when the signal arrived.
+            g_fault_sig = timeout_signal();
+            g_fault_fiber = nullptr;
+            int kind = E_TIMEOUT;
+            g_msg = fault_message(kind);
+            g_err = kind;
+        }
     } else {
+        g_in_launch = 0;
         int kind = E_FAULT;
         g_msg = fault_message(kind);
         g_err = kind;
     }
     disarm_watchdog();
-    g_in_launch = 0;
     pygpuemu_cur = nullptr;
     restore_handlers();
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     if (!g_err) check_canaries();
     fflush(stdout);
     return finish(g_err);

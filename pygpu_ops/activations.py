@@ -81,5 +81,5 @@ def leaky_relu(x, negative_slope=0.01, *, backend="auto"):
     arithmetic: with ``inf``, x < 0 gives -inf while ``-0.0`` and positives pass unchanged. A
     number beyond float64's range (``10**400``) is a ``ValueError``.
     """
-    slope = validate.check_float("leaky_relu", "negative_slope", negative_slope)
+    slope = validate.check_real("leaky_relu", "negative_slope", negative_slope)
     return _run("leaky_relu", LEAKY_RELU, x, slope, backend)

@@ -255,8 +255,8 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
     """
     op = "gemm"
     name = backends.resolve(op, backend, {"a": a, "b": b, "c": c, "out": out})
-    alpha = validate.check_float(op, "alpha", alpha)
-    beta = validate.check_float(op, "beta", beta)
+    alpha = validate.check_real(op, "alpha", alpha)
+    beta = validate.check_real(op, "beta", beta)
     trans_a = validate.check_bool(op, "trans_a", trans_a)
     trans_b = validate.check_bool(op, "trans_b", trans_b)
     dtype = validate.check_dtype(op, "a", a, (np.float32, np.float64))

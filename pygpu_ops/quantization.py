@@ -142,9 +142,7 @@ def _host_param(op: str, name: str, v) -> np.ndarray:
     if isinstance(v, (numbers.Number, np.generic, np.ndarray)):
         return np.asarray(v)
     if backends.array_kind(v) == "cuda":
-        import cupy
-
-        return cupy.asnumpy(cupy.asarray(v))
+        return get_device("cuda").asarray(v).get()   # CuPy arrays, CAI and DLPack-only tensors
     raise TypeError(f"{op}: {name} must be a number or an array; got {type(v).__module__}.{type(v).__qualname__}")
 
 
@@ -672,7 +670,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
         # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
         # signed domain a uint8 input is x - 128 and its zero point zx - 128. Only O numbers
         # cross to the host: the per-channel weight sums, summed where w lives.
-        wsum = _to_host(dev.xp.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
+        wsum = _to_host(dev.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
         shift = 0 if xdt == np.int8 else 128
         folded = (bh - (zx - shift) * wsum).astype(np.uint32).view(np.int32)   # wraps mod 2**32
         chan = (dev.upload(folded), dev.upload(mult))

@@ -44,9 +44,16 @@ def check_ndim(op: str, name: str, x, ndim: int, layout: str = "") -> None:
 
 
 def check_real(op: str, name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    """``v`` as a float64: a real number (not bool) within float64's range; NaN and +-Inf pass,
+    for parameters where IEEE special values mean something (gemm's alpha / beta, leaky_relu's
+    slope). A value too large for a float64 (``10**400``) is a ``ValueError``, never an
+    ``OverflowError``."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{op}: {name} must be a real number; got {type(v).__name__} {v!r}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"{op}: {name} must be a real number within float64's range; got {_short(v)}") from None
 
 
 def check_choice(op: str, name: str, v, choices: Sequence[str]) -> str:
@@ -76,13 +83,7 @@ def check_int(op: str, name: str, v, *, lo: int = INT32_MIN, hi: int = INT32_MAX
         raise TypeError(f"{op}: {name} must be an int; got {type(v).__name__} {v!r}")
     i = int(v)
     if not lo <= i <= hi:
-        if lo == 0 and hi >= INT32_MAX:
-            want = f"between 0 and {hi}"
-        elif lo == 1 and hi >= INT32_MAX:
-            want = f"between 1 and {hi}"
-        else:
-            want = f"between {lo} and {hi}"
-        raise ValueError(f"{op}: {name} must be {want}; got {_short(i)}")
+        raise ValueError(f"{op}: {name} must be between {lo} and {hi}; got {_short(i)}")
     return i
 
 
@@ -90,8 +91,8 @@ def check_finite(op: str, name: str, v) -> float:
     """A real number (`check_real`) that is also finite and fits a float64."""
     try:
         f = check_real(op, name, v)
-    except OverflowError:
-        raise ValueError(f"{op}: {name} must be a finite number; got {_short(v)}, too large for a float64") from None
+    except ValueError:
+        raise ValueError(f"{op}: {name} must be a finite number; got {_short(v)}, beyond float64's range") from None
     if not np.isfinite(f):
         raise ValueError(f"{op}: {name} must be a finite number; got {f!r}")
     return f
@@ -103,13 +104,3 @@ def check_bool(op: str, name: str, v) -> bool:
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be a bool; got {type(v).__name__} {v!r}")
     return bool(v)
-
-
-def check_float(op: str, name: str, v) -> float:
-    """A real number (`check_real`) that fits a float64, NaN and +-Inf allowed: for parameters
-    where IEEE special values have a meaning (gemm's alpha / beta, leaky_relu's slope). A value
-    too large for a float64 (``10**400``) is a ``ValueError``, never an ``OverflowError``."""
-    try:
-        return check_real(op, name, v)
-    except OverflowError:
-        raise ValueError(f"{op}: {name} must be a real number within float64's range; got {_short(v)}") from None

@@ -33,6 +33,9 @@ def _data(cupy, gpu):
         "a8": rng.integers(-5, 5, (8, 4)).astype(np.int8),
         "b8": rng.integers(-5, 5, (4, 3)).astype(np.int8),
         "q": rng.integers(-100, 100, (2, 3, 6, 6)).astype(np.int8),
+        "scale": np.array([0.05, 0.1, 0.02], np.float32),      # per channel, on the GPU
+        "zp": np.array([3, -2, 0], np.int8),
+        "w8": rng.integers(-5, 5, (4, 3, 3, 3)).astype(np.int8),
     }
     with cupy.cuda.Device(gpu):
         return {k: cupy.asarray(v) for k, v in host.items()}
@@ -55,6 +58,9 @@ CALLS = {
     "quantize": lambda t: po.quantize(t["x"], 0.05),
     "dequantize": lambda t: po.dequantize(t["q"], 0.05),
     "int8_gemm": lambda t: po.int8_gemm(t["a8"], t["b8"]),
+    "quantize_gpu_params": lambda t: po.quantize(t["x"], t["scale"], t["zp"], axis=1),
+    "dequantize_gpu_params": lambda t: po.dequantize(t["q"], t["scale"], t["zp"], axis=1),
+    "qconv2d": lambda t: po.qconv2d(t["q"], 0.05, 0, t["w8"], 0.02, 0, 0.1, 0, padding=1),
 }
 
 

@@ -327,8 +327,8 @@ def _launch_channelwise(dev, kernel, src, out, s, z, ax, C):
     """One elementwise launch of quantize/dequantize over C-contiguous ``src`` into ``out``."""
     n = int(np.prod(src.shape, dtype=np.int64))
     inner = int(np.prod(src.shape[ax + 1:], dtype=np.int64)) if ax is not None else 1
-    args = (np.int64(n), src.reshape(-1), out.reshape(-1), dev.upload(s),
-            dev.upload(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
+    args = (np.int64(n), src.reshape(-1), out.reshape(-1), dev.constant(s),
+            dev.constant(np.broadcast_to(z, (C,)).astype(np.int32)), np.int32(C), np.int64(inner))
     dev.launch(kernel, elementwise_launch(n), args)
 
 
@@ -447,11 +447,8 @@ def _pick(op: str, variant: str, backend_name: str) -> Int8GemmVariant:
     validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
     if variant != "auto":
         return _BY_NAME[variant]
-    if backend_name == "cuda":
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["major"] >= 8:
-            return _BY_NAME["mma"]
+    if backend_name == "cuda" and get_device("cuda").compute_capability()[0] >= 8:
+        return _BY_NAME["mma"]
     return _BY_NAME["dp4a"]
 
 
@@ -485,8 +482,10 @@ def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.d
     a, lda, _ = dev.rowmajor(dev.asarray(p.a))
     b, ldb, _ = dev.rowmajor(dev.asarray(p.b))
     a, b = a.view(np.int8), b.view(np.int8)
-    za = dev.upload(p.za.astype(np.int32))
-    zb = dev.upload(p.zb.astype(np.int32))
+    # Parameters through dev.constant: a repeated call copies nothing to the GPU (and so can be
+    # captured into a CUDA graph).
+    za = dev.constant(p.za.astype(np.int32))
+    zb = dev.constant(p.zb.astype(np.int32))
     has_zp = bool(p.za.any() or p.zb.any())
     if has_zp:
         row_sum = dev.empty((M,), np.int32)
@@ -496,8 +495,8 @@ def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.d
         dev.launch(COL_SUMS, col_sums_launch(N),
                    (np.int32(K), np.int32(N), b, np.int32(ldb), np.uint32(p.b_flip), col_sum))
     else:
-        row_sum = col_sum = dev.upload(np.zeros(1, np.int32))   # not read (has_zp == 0)
-    ym = dev.upload(mult if mult is not None else np.ones(1, np.float32))
+        row_sum = col_sum = dev.constant(np.zeros(1, np.int32))   # not read (has_zp == 0)
+    ym = dev.constant(mult if mult is not None else np.ones(1, np.float32))
     kernel = v.kernels[np.dtype(out_dtype)]
     a_step = 1 if p.za.size > 1 else 0
     # gridDim.y stops at 65535: taller problems go in chunks of rows.
@@ -673,7 +672,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
         wsum = _to_host(dev.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
         shift = 0 if xdt == np.int8 else 128
         folded = (bh - (zx - shift) * wsum).astype(np.uint32).view(np.int32)   # wraps mod 2**32
-        chan = (dev.upload(folded), dev.upload(mult))
+        chan = (dev.constant(folded), dev.constant(mult))
         flip = np.uint32(0 if xdt == np.int8 else 0x80808080)
         if layout == "NCHW":
             _device_qconv_nchw(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out)

@@ -7,6 +7,7 @@ grid, shared memory and argument packing that run on the CPU are the ones the GP
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -80,6 +81,7 @@ class Device:
         self._modules: Dict[tuple, object] = {}
         self._kernels: Dict[tuple, LoadedKernel] = {}
         self._optin: Dict[int, int] = {}
+        self._constants: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
     # -- modules ----------------------------------------------------------------------------
@@ -188,6 +190,32 @@ class Device:
         """A C-contiguous device copy of a NumPy array (0-d stays 0-d)."""
         raise NotImplementedError
 
+    #: `constant` keeps this many small arrays per Device (least recently used dropped first).
+    CONSTANT_ENTRIES = 128
+    CONSTANT_MAX_BYTES = 64 * 1024
+
+    def constant(self, host):
+        """A device copy of a small read-only parameter array (scales, zero points, requantize
+        multipliers), kept per device and content: a repeated call makes no host-to-device copy,
+        which on a GPU is a synchronous cudaMemcpy and is refused while a CUDA graph is being
+        captured. Kernels must only read what this returns. Arrays above ``CONSTANT_MAX_BYTES``
+        are uploaded each time."""
+        host = np.array(host, order="C")
+        if host.nbytes > self.CONSTANT_MAX_BYTES:
+            return self.upload(host)
+        key = (self._device_id(), host.dtype.str, host.shape, host.tobytes())
+        with self._lock:
+            arr = self._constants.get(key)
+            if arr is not None:
+                self._constants.move_to_end(key)
+                return arr
+        arr = self.upload(host)
+        with self._lock:
+            self._constants[key] = arr
+            while len(self._constants) > self.CONSTANT_ENTRIES:
+                self._constants.popitem(last=False)
+        return arr
+
     @staticmethod
     def rowmajor_layout(x):
         """``(usable, row stride, batch stride)`` in elements for a (rows, cols) or
@@ -220,6 +248,16 @@ class CudaDevice(Device):
         import cupy
 
         self.cupy = self.xp = cupy
+        self._cc: Dict[int, Tuple[int, int]] = {}
+
+    def compute_capability(self, device: Optional[int] = None) -> Tuple[int, int]:
+        """(major, minor) of ``device`` (default: the current one), read once per device."""
+        dev = self._device_id() if device is None else device
+        cc = self._cc.get(dev)
+        if cc is None:
+            props = self.cupy.cuda.runtime.getDeviceProperties(dev)
+            cc = self._cc[dev] = (int(props["major"]), int(props["minor"]))
+        return cc
 
     def _device_id(self) -> int:
         # Inside an op, device_scope has made the arrays' GPU current and recorded its id.

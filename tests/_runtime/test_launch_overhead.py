@@ -120,3 +120,33 @@ def test_threads_limit_comes_from_the_memoized_attributes(cupy):
     with pytest.raises(ValueError, match="2048 threads, more than the kernel's limit of 1024"):
         dev.launch(kernel, Launch(grid=(1,), block=(2048,)), (x, x, np.int64(8)))
     assert cupy._state["calls"] == ["cuda.Device()"]
+
+
+# INT8 ops take small parameter arrays (zero points, scales, requantize multipliers): from the
+# second call on they come from Device.constant, so the call copies nothing to the GPU (a host-
+# to-device copy is synchronous and is refused inside a CUDA graph capture) and asks no device
+# property again.
+HOST_TO_DEVICE = ("asarray", "ascontiguousarray", "runtime.getDeviceProperties", "cuda.Device()")
+
+
+@pytest.mark.parametrize("op", ["int8_gemm", "int8_gemm_zp", "qlinear_matmul", "quantize", "dequantize", "qconv2d"])
+def test_second_int8_call_copies_nothing_to_the_device(cupy, op):
+    rng = np.random.default_rng(1)
+    a = cupy.asarray(rng.integers(-9, 9, (6, 8)).astype(np.int8))
+    b = cupy.asarray(rng.integers(-9, 9, (8, 5)).astype(np.int8))
+    x = cupy.asarray(rng.standard_normal((2, 3, 5, 5)).astype(np.float32))
+    q = cupy.asarray(rng.integers(-9, 9, (1, 3, 5, 5)).astype(np.int8))
+    w = cupy.asarray(rng.integers(-9, 9, (4, 3, 3, 3)).astype(np.int8))
+    scales = np.array([0.5, 0.25, 0.125], np.float32)
+    calls = {
+        "int8_gemm": lambda: po.int8_gemm(a, b),
+        "int8_gemm_zp": lambda: po.int8_gemm(a, b, a_zero_point=3, b_zero_point=np.arange(5, dtype=np.int8)),
+        "qlinear_matmul": lambda: po.qlinear_matmul(a, 0.1, 2, b, 0.2, 1, 0.5, -3),
+        "quantize": lambda: po.quantize(x, scales, np.int8(4), axis=1),
+        "dequantize": lambda: po.dequantize(q, scales, np.int8(-2), axis=1),
+        "qconv2d": lambda: po.qconv2d(q, 0.05, 1, w, 0.02, 0, 0.1, -1, padding=1),
+    }
+    first = calls[op]()
+    got, again = _second_call(cupy, calls[op])
+    assert not [c for c in got if c in HOST_TO_DEVICE + PER_KERNEL], got
+    np.testing.assert_array_equal(again.get(), first.get())

@@ -228,13 +228,13 @@ def test_errors(backend, to):
     max_pool2d(x, 2, padding=2, dilation=3, backend=backend)  # effective kernel 4: padding 2 is fine
     with pytest.raises(ValueError, match="output size is too small"):
         max_pool2d(x, 7, backend=backend)
-    with pytest.raises(ValueError, match="kernel_size must be positive"):
+    with pytest.raises(ValueError, match="kernel_size must be between 1 and 2147483647; got 0"):
         max_pool2d(x, 0, backend=backend)
-    with pytest.raises(ValueError, match="stride must be positive"):
+    with pytest.raises(ValueError, match="stride must be between 1 and 2147483647; got 0"):
         avg_pool2d(x, 2, stride=(1, 0), backend=backend)
-    with pytest.raises(ValueError, match="padding must be non-negative"):
+    with pytest.raises(ValueError, match="padding must be between 0 and 2147483647; got -1"):
         max_pool2d(x, 2, padding=-1, backend=backend)
-    with pytest.raises(ValueError, match="dilation must be positive"):
+    with pytest.raises(ValueError, match="dilation must be between 1 and 2147483647; got 0"):
         max_pool2d(x, 2, dilation=0, backend=backend)
     with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints; got 3 values"):
         max_pool2d(x, (2, 2, 2), backend=backend)

@@ -65,6 +65,9 @@ _ACT = {None: 0, "relu": 1}
 _BLOCK = 256
 _MAX_BLOCKS = 1 << 16
 _INT_MAX = 2**31 - 1
+#: Largest GEMM dimension the conv GEMM takes: its int tile indices run up to a dimension plus one
+#: tile (bn + BN, k0 + BK, col + 3), which must stay below 2^31.
+_GEMM_DIM_MAX = _INT_MAX - 256
 
 
 def elementwise_launch(total: int) -> Launch:
@@ -293,6 +296,9 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return _numpy_im2col(np.asarray(x), g, layout).reshape(shape)
+        if Kc > _INT_MAX:
+            raise ValueError(f"{op}: C*kh*kw = {Kc} must be at most 2**31 - 1 (the kernels index a column's "
+                             f"entries with an int)")
         dev = get_device(name)
         out = dev.empty(shape, dtype)
         if out.size:
@@ -486,8 +492,8 @@ def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float
         if name == "numpy":
             return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
         big = max(g.C * g.KH * g.KW, g.OH * g.OW, g.O)
-        if big > _INT_MAX:
-            raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be below 2^31 for the GEMM kernel's "
+        if big > _GEMM_DIM_MAX:
+            raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be at most 2**31 - 257 for the GEMM kernel's "
                              f"32-bit dimensions; got {g.C * g.KH * g.KW}, {g.OH * g.OW}, {g.O}")
         dev = get_device(name)
         out = dev.empty(shape, np.float32)
@@ -528,7 +534,7 @@ def _device_conv_nchw(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * P
-    per = _chunk(total, Kc * 4, _INT_MAX)
+    per = _chunk(total, Kc * 4, _GEMM_DIM_MAX)
     col = dev.empty((Kc * per,), np.float32)
     for q0 in range(0, total, per):
         nc = min(per, total - q0)
@@ -555,7 +561,7 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * g.OH * g.OW
-    per = _chunk(total, g.G * Kg * 4, min(_INT_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
+    per = _chunk(total, g.G * Kg * 4, min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
     col = dev.empty((g.G * Kg * per,), np.float32)
     for q0 in range(0, total, per):
         nr = min(per, total - q0)

@@ -32,6 +32,8 @@ _DTYPES = (np.float32, np.float64)
 _LAYOUTS = ("NCHW", "NHWC")
 MAX_GRID_X = 2**31 - 1
 _INT32_MAX = 2**31 - 1
+#: Largest loop bound of kernels whose int counters step past it by up to 4096 (global_avg_pool2d).
+_LOOP_MAX = _INT32_MAX - 4096
 
 
 def _register_all():
@@ -352,10 +354,10 @@ def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
     else:
         N, H, W, C = (int(v) for v in x.shape)
     HW = H * W
-    if C > _INT32_MAX:
-        raise ValueError(f"{op}: x has C = {C} channels; at most 2**31 - 1")
-    if HW > _INT32_MAX:
-        raise ValueError(f"{op}: planes of H*W = {HW} elements are too large (at most 2**31 - 1)")
+    # The kernels' int loop counters step past HW and C by up to a block (see their headers).
+    if C > _LOOP_MAX or HW > _LOOP_MAX:
+        raise ValueError(f"{op}: x has C = {C} channels and planes of H*W = {HW} elements; each must be at "
+                         f"most 2**31 - 4097")
     out_shape = _out_shape(layout, N, C, 1, 1)
     label = "numpy" if name == "numpy" else f"global_avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):

@@ -164,6 +164,10 @@ CONV_CASES = {
     "C1_batch1": (1, 1, 7, 5, 3, (3, 2), 1, 0, 1, 1, False, True),
     "kernel_is_input": (2, 3, 4, 5, 2, (4, 5), 1, 0, 1, 1, True, False),
     "wide_tail": (1, 3, 13, 17, 7, 3, 1, 1, 1, 1, True, True),
+    "padding_gt_input": (1, 2, 2, 3, 3, 3, 1, 4, 1, 1, True, False),
+    "dilation_gt_input": (2, 2, 3, 4, 3, (2, 3), (1, 2), (3, 2), (4, 3), 1, True, True),
+    "stride_gt_input": (1, 3, 4, 3, 2, 2, 5, 2, 1, 1, False, False),
+    "taps_only_in_padding": (2, 4, 2, 2, 4, 5, (1, 2), 6, 3, 2, True, False),
 }
 
 
@@ -408,6 +412,175 @@ def test_errors(backend, to):
         cv.im2col(to(np.ones((1, 1, 3, 3), np.int32)), 2, backend=backend)
     with pytest.raises(ValueError, match="nbytes must be a positive int"):
         cv.set_column_buffer_limit(0)
+
+
+# -- issue 17: huge parameters, zero-size kernels, memory and time --------------------------------------
+def ref_conv_direct(x, w, stride, pads, dilation, OH, OW):
+    """NCHW, groups 1, float64: each output a sum over the taps inside the input, by definition
+    (no padded copy, so huge padding and dilation cost nothing here)."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    out = np.zeros((N, O, OH, OW))
+    for oh in range(OH):
+        for ow in range(OW):
+            for i in range(KH):
+                for j in range(KW):
+                    h = oh * stride[0] - pads[0] + i * dilation[0]
+                    v = ow * stride[1] - pads[1] + j * dilation[1]
+                    if 0 <= h < H and 0 <= v < W:
+                        out[:, :, oh, ow] += x[:, :, h, v].astype(np.float64) @ w[:, :, i, j].T.astype(np.float64)
+    return out
+
+
+BIGD = 2**30
+# (x NCHW shape, kernel, stride, padding, dilation): window arithmetic near 2^31, padded inputs of
+# up to 2^31 - 1 per axis (an np.pad of them needed exabytes); a few taps inside the input.
+HUGE_CONV = [
+    ((1, 2, 4, 4), (2, 2), BIGD, BIGD - 3, BIGD),                    # only tap (1, 1) reads x[3, 3]
+    ((2, 3, 5, 4), (3, 2), (BIGD, 1), (BIGD - 3, 1), (BIGD - 2, 2)),  # padded H = 2^31 - 1
+    ((1, 1, 3, 6), (1, 3), (1, 2**31 - 1), (0, 2**30 - 4), (1, 2**29)),
+    ((1, 2, 1, 5), (1, 3), (1, BIGD), (0, BIGD - 3), (1, BIGD - 2)),  # also as conv1d
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", HUGE_CONV, ids=range(len(HUGE_CONV)))
+def test_conv_and_im2col_huge_padding_and_dilation(backend, to, layout, case):
+    from test_pooling import address_space_cap
+
+    shape, k, s, p, d = case
+    out_hw = tuple((n + 2 * pp - dd * (kk - 1) - 1) // ss + 1
+                   for n, kk, ss, pp, dd in zip(shape[2:], k, pair(s), pair(p), pair(d)))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((3, shape[1]) + k).astype(np.float32)
+    want = ref_conv_direct(x, w, pair(s), pair(p), pair(d), *out_hw)
+    xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    win = w if layout == "NCHW" else np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+    with address_space_cap():
+        got = to.host(cv.conv2d(to(xin), to(win), stride=s, padding=p, dilation=d, layout=layout, backend=backend))
+        col = to.host(cv.im2col(to(xin), k, stride=s, padding=p, dilation=d, layout=layout, backend=backend))
+    if layout == "NHWC":
+        got = got.transpose(0, 3, 1, 2)
+    bound = 4 * np.finfo(np.float32).eps * (1 + ref_conv_direct(np.abs(x), np.abs(w), pair(s), pair(p), pair(d),
+                                                                 *out_hw))
+    assert got.shape == want.shape
+    assert_close_bound(got, want, bound)
+    np.testing.assert_array_equal(col, ref_im2col(x if layout == "NCHW" else xin, k, s, p, d, layout))
+    if shape[2] == 1 and k[0] == 1 and layout == "NCHW":  # the same as conv1d
+        with address_space_cap():
+            got1 = to.host(cv.conv1d(to(x[:, :, 0]), to(w[:, :, 0]), stride=pair(s)[1], padding=pair(p)[1],
+                                     dilation=pair(d)[1], backend=backend))
+        assert_close_bound(got1, want[:, :, 0], bound[:, :, 0])
+
+
+def test_conv1d_huge_dilation(backend, to):
+    from test_pooling import address_space_cap
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    # Padded length 2^31 - 1; taps at -p + {0, d, 2d} = {-(2^30 - 2), 1, 2^30}: only the middle one
+    # reads the input, x[..., 1].
+    with address_space_cap():
+        got = to.host(cv.conv1d(to(x), to(w), stride=2**30, padding=2**30 - 2, dilation=2**30 - 1,
+                                backend=backend))
+    want = (x[:, :, 1].astype(np.float64) @ w[:, :, 1].T.astype(np.float64))[:, :, None]
+    assert got.shape == (2, 4, 1)
+    bound = 4 * np.finfo(np.float32).eps * (1 + np.abs(x[:, :, 1]) @ np.abs(w[:, :, 1]).T)[:, :, None]
+    assert_close_bound(got, want, bound)
+
+
+@pytest.mark.parametrize("name,value,shown", [
+    ("stride", 2**31, "2147483648"), ("stride", 10**30, "1000000000000000000000000000000"),
+    ("padding", 2**31, "2147483648"), ("dilation", (1, 2**31), "2147483648"),
+    ("dilation", np.uint64(2**64 - 1), "18446744073709551615"), ("stride", np.int64(-(2**40)), "-1099511627776"),
+    ("padding", np.array(2**35, ">i8")[()], "34359738368"), ("groups", 2**31, "2147483648"),
+])
+def test_int_parameters_range_checked_by_value(backend, to, name, value, shown):
+    """Issue 17 item 5: past the C int the kernels take is a ValueError naming the parameter (an
+    OverflowError from NumPy before); unsigned / big-endian NumPy scalars by their value."""
+    f = np.float32
+    x, w = to(np.ones((1, 2, 6, 6), f)), to(np.ones((2, 2, 3, 3), f))
+    lo = 0 if name == "padding" else 1
+    msg = rf"{name} must be between {lo} and 2147483647; got {shown}"
+    with pytest.raises(ValueError, match="conv2d: " + msg):
+        cv.conv2d(x, w, **{name: value}, backend=backend)
+    v1 = value[1] if isinstance(value, tuple) else value
+    with pytest.raises(ValueError, match="conv1d: " + msg):
+        cv.conv1d(to(np.ones((1, 2, 6), f)), to(np.ones((2, 2, 3), f)), **{name: v1}, backend=backend)
+    if name != "groups":
+        with pytest.raises(ValueError, match="im2col: " + msg):
+            cv.im2col(x, 3, **{name: value}, backend=backend)
+    with pytest.raises(ValueError, match=r"im2col: kernel_size must be between 1 and 2147483647; got 2147483648"):
+        cv.im2col(x, (2**31, 1), backend=backend)
+
+
+def test_zero_size_kernels_rejected(backend, to):
+    """Issue 17 item 9: a kernel dimension of 0 is a ValueError naming w (it gave an output before)."""
+    f = np.float32
+    with pytest.raises(ValueError, match=r"conv1d: w has shape \(3, 2, 0\); expected \(O, C/groups, K\) with K >= 1"):
+        cv.conv1d(to(np.ones((1, 2, 8), f)), to(np.ones((3, 2, 0), f)), backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(3, 2, 0, 3\); expected kernel sizes kh, kw >= 1"):
+        cv.conv2d(to(np.ones((1, 2, 8, 8), f)), to(np.ones((3, 2, 0, 3), f)), backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(3, 2, 0, 2\); expected kernel sizes"):
+        cv.conv2d(to(np.ones((1, 8, 8, 2), f)), to(np.ones((3, 2, 0, 2), f)), layout="NHWC", backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(0, 0, 0, 0\)"):
+        cv.conv2d(to(np.ones((1, 0, 8, 8), f)), to(np.ones((0, 0, 0, 0), f)), backend=backend)
+    import pygpu_ops as po
+
+    xq = to(np.zeros((1, 2, 11, 11), np.uint8))
+    wq = to(np.zeros((3, 2, 0, 0), np.int8))
+    with pytest.raises(ValueError, match=r"qconv2d: w has shape \(3, 2, 0, 0\); expected kernel sizes kh, kw >= 1"):
+        po.qconv2d(xq, 1.0, 0, wq, 1.0, 0, 1.0, 0, backend=backend)
+
+
+def test_padded_size_and_gemm_bounds(backend, to):
+    """A padded size past 2^31 - 1 (window coordinates the kernels hold in an int) is refused, and
+    so are GEMM dimensions within a tile of 2^31 (broadcast views: nothing is allocated)."""
+    from test_pooling import address_space_cap
+
+    f = np.float32
+    x, w = to(np.ones((1, 1, 4, 4), f)), to(np.ones((1, 1, 2, 2), f))
+    with address_space_cap():
+        with pytest.raises(ValueError, match=r"conv2d: the padded input \(2147483652, 4\) .* must be at most "
+                                             r"2\*\*31 - 1 in each dimension"):
+            cv.conv2d(x, w, padding=(2**30, 0), backend=backend)
+        with pytest.raises(ValueError, match=r"im2col: the padded input \(4, 4294967298\)"):
+            cv.im2col(x, 2, padding=(0, 2**31 - 1), backend=backend)
+        with pytest.raises(ValueError, match=r"conv2d: the padded input \(5, 2147483651\)"):
+            cv.conv2d(x, w, padding="same", dilation=(1, 2**31 - 1), backend=backend)
+        if backend != "numpy" and backend != "cuda":
+            C = 2**31 - 200  # C*kh*kw within a GEMM tile of 2^31
+            xb = np.broadcast_to(f(1), (1, C, 1, 1))
+            wb = np.broadcast_to(f(1), (1, C, 1, 1))
+            with pytest.raises(ValueError, match=r"conv2d: C\*kh\*kw, OH\*OW and O must each be at most 2\*\*31 - 257"):
+                cv.conv2d(xb, wb, backend=backend)
+
+
+def test_numpy_and_emulator_cost_follows_the_output():
+    """Issue 17 item 4 for convolution: dilation 2^30 padded the input with np.pad (exabytes); now
+    each call is well under a second within 1 GiB of address space."""
+    from pygpu_ops._runtime import backends
+    from test_pooling import run_capped
+
+    names = ["numpy"] + (["emulator"] if backends.problem("emulator") is None else [])
+    calls = """
+x = np.ones((1, 3, 4, 4), np.float32)
+w = np.ones((2, 3, 2, 2), np.float32)
+big = dict(stride=2**30, padding=2**30 - 3, dilation=2**30)
+CALLS = [
+    ("conv2d NCHW", lambda b: po.conv2d(x, w, **big, backend=b)),
+    ("conv2d NHWC", lambda b: po.conv2d(x.transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1), **big, layout="NHWC",
+                                        backend=b)),
+    ("conv1d", lambda b: po.conv1d(x[:, :, 0], w[:, :, 0], **big, backend=b)),
+    ("im2col", lambda b: po.im2col(x, 2, **big, backend=b)),
+    ("conv2d dilation 2^29", lambda b: po.conv2d(x, w, padding=2**29, dilation=2**29, stride=2**28, backend=b)),
+]
+"""
+    times = run_capped(calls, names)
+    slow = {k: v for k, v in times.items() if v > 1.0}
+    assert not slow, f"calls slower than 1 s: {slow}"
 
 
 # -- emulator-only: shared-memory kernels under two schedules --------------------------------------

@@ -266,6 +266,39 @@ def test_errors(backend, to):
         global_avg_pool2d(to(np.ones((1, 1, 4, 4), np.float16)), backend=backend)
 
 
+@pytest.mark.parametrize("name,value,shown", [
+    ("stride", 2**31, "2147483648"), ("stride", 10**30, "1000000000000000000000000000000"),
+    ("padding", 2**31, "2147483648"), ("dilation", (1, 2**31), "2147483648"),
+    ("kernel_size", 2**31, "2147483648"), ("dilation", np.uint64(2**64 - 1), "18446744073709551615"),
+    ("stride", np.int64(-(2**40)), "-1099511627776"), ("padding", np.array(2**35, ">i8")[()], "34359738368"),
+])
+def test_int_parameters_range_checked_by_value(backend, to, name, value, shown):
+    """Issue 17 item 5: an int parameter past the C int the kernels take is a ValueError naming it
+    (an OverflowError from NumPy before), unsigned / big-endian NumPy scalars by their value."""
+    x = to(np.ones((1, 2, 6, 6), np.float32))
+    kw = {"kernel_size": 2, name: value}
+    lo = 0 if name == "padding" else 1
+    with pytest.raises(ValueError, match=rf"max_pool2d: {name} must be between {lo} and 2147483647; got {shown}"):
+        max_pool2d(x, **kw, backend=backend)
+    if name != "dilation":
+        with pytest.raises(ValueError, match=rf"avg_pool2d: {name} must be between {lo} and 2147483647; got {shown}"):
+            avg_pool2d(x, **kw, backend=backend)
+
+
+def test_channel_and_plane_bounds(backend, to):
+    """C and H*W beyond what the kernels' int counters allow are refused before anything is
+    allocated (broadcast views: no memory)."""
+    if backend == "cuda":
+        pytest.skip("broadcast NumPy views stand in for huge inputs; not for CuPy arrays")
+    wide = np.broadcast_to(np.float32(1), (1, 6, 6, 2**31))
+    with pytest.raises(ValueError, match=r"max_pool2d: x has C = 2147483648 channels"):
+        max_pool2d(wide, 2, layout="NHWC", backend=backend)
+    plane = np.broadcast_to(np.float32(1), (1, 1, 1, 2**31 - 100))
+    with pytest.raises(ValueError, match=r"global_avg_pool2d: .* H\*W = 2147483548 elements; each must be at most "
+                                         r"2\*\*31 - 4097"):
+        global_avg_pool2d(plane, backend=backend)
+
+
 # -- window parameters near 2^31: 64-bit window arithmetic in the kernels, taps-only NumPy fallback ----
 BIG = 2**31 - 1
 # (shape NCHW, kernel, stride, padding, dilation, ceil_mode): (k - 1) * d, start + span and the

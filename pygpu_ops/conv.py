@@ -17,6 +17,18 @@ and stores straight into the output layout, so neither costs an extra pass.
 
 conv2d / conv1d take float32 only (a ``TypeError`` names float32); ``im2col`` and the transposes
 also take other dtypes (im2col: float32 / float64; transposes: any 1, 2, 4 or 8-byte dtype).
+
+Limits, the same on every backend: ``stride``, ``padding``, ``dilation`` and ``groups`` are ints
+(Python or NumPy, checked by value) up to 2**31 - 1; kernel sizes are at least 1; C, H, W and the
+padded sizes H + pt + pb, W + pl + pr are at most 2**31 - 1 (they bound every window coordinate
+the im2col kernels hold in an int). The device paths also need C*kh*kw, OH*OW and O at most
+2**31 - 257 (the GEMM's int tile indices run a tile past its dimensions).
+
+The NumPy fallback never pads: it lists, per axis, the kernel taps that read the input for some
+output (``axis_taps``) and builds the columns of those taps only, each from one strided slice of x
+over the outputs it reaches, zeros elsewhere; a tap that lands in the padding for every output
+is left out of the GEMM. Its cost is (outputs x taps inside the input), whatever the padding and
+dilation.
 """
 from __future__ import annotations
 

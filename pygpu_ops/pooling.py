@@ -12,7 +12,20 @@ number of input elements in the window.
 
 Kernels (``cuda_src/pooling/``): one thread per output element; NCHW maps threads to ow, NHWC to
 C. ``global_avg_pool2d`` reduces each plane with a warp (NCHW) or channel-mapped blocks (NHWC).
-Inputs must be 4-D; an input with H or W of zero gives an output with OH or OW of zero.
+Inputs must be 4-D; an input with H or W of zero gives an output with OH or OW of zero (the
+package's zero-size rule; PyTorch raises for an empty C, H or W).
+
+Limits, the same on every backend: ``kernel_size``, ``stride``, ``padding`` and ``dilation`` are
+ints (Python or NumPy, checked by value) up to 2**31 - 1, the C ``int`` the kernels take; the
+window arithmetic built from them ((k - 1) * d, o * s - p) is 64-bit in the kernels, so any such
+values give PyTorch's result (kernel 3, padding and dilation 2**31 - 1 on a 1x1 input: the input
+value at index 0). H * W and OH * OW are at most 2**31 - 1, C too; for ``global_avg_pool2d`` H * W
+and C at most 2**31 - 4097 (its int loop counters step past them by up to a block).
+
+The NumPy fallbacks are separable (rows, then columns) and run only the taps that read the input,
+each over the slice of outputs it reaches: their cost is (outputs x taps inside the input), never
+the padded input or the kernel area, so a window covering a whole 56x56 map, or a 20001-wide window
+with padding 10000, costs what the few taps that touch the input cost.
 """
 from __future__ import annotations
 

@@ -491,6 +491,31 @@ def test_conv1d_huge_dilation(backend, to):
     assert_close_bound(got, want, bound)
 
 
+def test_axis_taps_lists_exactly_the_taps_inside_the_input():
+    """axis_taps (the NumPy fallbacks' plan) against brute force: every (tap, output) pair whose
+    position lies in [0, L), no other; random small geometries and a few far-apart outputs with
+    a long window (its second branch)."""
+    def brute(L, O, k, s, p, d):
+        return {(i, o) for o in range(O) for i in range(k) if 0 <= o * s - p + i * d < L}
+
+    def listed(L, O, k, s, p, d):
+        pairs = set()
+        for i, o0, o1, t0 in cv.axis_taps(L, O, k, s, p, d):
+            assert o0 < o1 and t0 == o0 * s - p + i * d
+            pairs |= {(i, o) for o in range(o0, o1)}
+        return pairs
+
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        L, O, k, s, d = (int(v) for v in rng.integers(1, 9, 5))
+        p = int(rng.integers(0, 12))
+        assert listed(L, O, k, s, p, d) == brute(L, O, k, s, p, d), (L, O, k, s, p, d)
+    for L, O, k, s, p, d in [(1, 2, 20000, 10000, 10000, 1), (3, 3, 9000, 4000, 4100, 1), (2, 4, 3000, 900, 1500, 2)]:
+        assert listed(L, O, k, s, p, d) == brute(L, O, k, s, p, d), (L, O, k, s, p, d)
+    assert cv.axis_taps(1, 1, 20001, 1, 10000, 1) == [(10000, 0, 1, 0)]
+    assert cv.axis_taps(0, 3, 3, 1, 1, 1) == [] and cv.axis_taps(5, 0, 3, 1, 1, 1) == []
+
+
 @pytest.mark.parametrize("name,value,shown", [
     ("stride", 2**31, "2147483648"), ("stride", 10**30, "1000000000000000000000000000000"),
     ("padding", 2**31, "2147483648"), ("dilation", (1, 2**31), "2147483648"),

@@ -308,6 +308,7 @@ HUGE_MAX_CASES = [
     ((1, 2, 4, 4), (2, 2), 1, (2**30 - 1, 1), (BIG, 1), False),  # no tap inside: index 2^30 * W + w
     ((1, 1, 2, 2), (3, 1), (BIG, 1), (BIG, 0), (BIG, 1), True),  # o * s - p and start + 2d past 2^31
     ((2, 1, 3, 5), (1, 3), (1, BIG), (0, 1), (1, 2), True),      # stride 2^31 - 1, ceil_mode
+    ((1, 2, 1, 1), (20000, 1), (10000, 1), (10000, 0), 1, True),  # two windows far apart, one tap each
 ]
 
 

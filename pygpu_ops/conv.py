@@ -355,9 +355,23 @@ def _rows(t0: int, n: int, s: int) -> slice:
     return slice(t0, t0 + (n - 1) * s + 1, s)
 
 
+def _padding_is_cheap(g: Geometry, columns: int) -> bool:
+    """Whether a padded copy of x costs no more than x and the ``columns`` elements built from it
+    together: then one strided copy out of the padded input's windows (the common case: padding
+    of a few pixels) beats a copy per tap; otherwise only the taps inside the input are copied."""
+    padded = g.N * g.C * (g.H + g.PT + g.PB) * (g.W + g.PL + g.PR)
+    return padded <= 2 * g.N * g.C * g.H * g.W + columns
+
+
 def _numpy_im2col(x: np.ndarray, g: Geometry, layout: str) -> np.ndarray:
-    """(N, C, kh, kw, OH, OW) for NCHW, (N, OH, OW, kh, kw, C) for NHWC: zeros, then one strided
-    copy per tap that reads the input, over the outputs where it does (no padded copy of x)."""
+    """(N, C, kh, kw, OH, OW) for NCHW, (N, OH, OW, kh, kw, C) for NHWC. With cheap padding one
+    copy out of the padded input's windows; else zeros, then one strided copy per tap that reads
+    the input, over the outputs where it does: O(x + result) either way."""
+    if _padding_is_cheap(g, g.N * g.C * g.KH * g.KW * g.OH * g.OW):
+        win = _numpy_windows(x, g, layout)
+        if layout == "NCHW":
+            return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+        return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3))
     if layout == "NCHW":
         out = np.zeros((g.N, g.C, g.KH, g.KW, g.OH, g.OW), x.dtype)
     else:
@@ -616,6 +630,12 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
         covered = all(o0 == 0 and o1 == g.OH for _, o0, o1, _ in taps_h) and \
             all(o0 == 0 and o1 == g.OW for _, o0, o1, _ in taps_w)
         alloc = np.empty if covered else np.zeros
+        # Every tap reads the input and the padding is small: one copy per chunk out of the padded
+        # input's windows is faster than a copy per tap.
+        win = None
+        if nh == g.KH and nw == g.KW and _padding_is_cheap(g, g.N * g.C * g.KH * g.KW * g.OH * g.OW):
+            win = _numpy_windows(x, g, layout)
+            alloc = np.empty
         for n0, n1, h0, h1 in _numpy_chunks(g, g.C * nh * nw * 4):
             nb, oh = n1 - n0, h1 - h0
             xs = x[n0:n1]
@@ -623,7 +643,14 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
                 cols = alloc((nb, G, Cg, nh, nw, oh, g.OW), np.float32)    # Caffe's columns
             else:
                 cols = alloc((nb, oh, g.OW, G, nh, nw, Cg), np.float32)
-            for a, (_, oa0, oa1, ta) in enumerate(taps_h):
+            if win is not None:
+                if layout == "NCHW":    # win (N, C, OH, OW, kh, kw)
+                    part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, nh, nw)
+                    cols[...] = part.transpose(0, 1, 2, 5, 6, 3, 4)
+                else:                   # win (N, OH, OW, C, kh, kw)
+                    part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, nh, nw)
+                    cols[...] = part.transpose(0, 1, 2, 3, 5, 6, 4)
+            for a, (_, oa0, oa1, ta) in enumerate(taps_h if win is None else ()):
                 r0, r1 = max(oa0, h0), min(oa1, h1)
                 if r0 >= r1:
                     continue

@@ -230,6 +230,34 @@ def test_conv2d_chunked_column_buffer(backend, to, layout, monkeypatch):
         assert launches.count(im2col) == 12 and launches.count("conv_gemm_warptile") == 12, launches
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_numpy_per_tap_path_on_every_case(layout, monkeypatch):
+    """The NumPy fallback copies one strided slice per tap (no padded copy) when padding is not
+    cheap; force that path on every conv2d and im2col case (the huge-padding tests reach it
+    naturally)."""
+    monkeypatch.setattr(cv, "_padding_is_cheap", lambda g, columns: False)
+    for name, (N, C, H, W, O, k, s, p, d, G, bias, relu) in CONV_CASES.items():
+        x, w, b = make(np.random.default_rng(len(name)), layout, N, C, H, W, O, k, G, bias)
+        got = cv.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=G, layout=layout,
+                        activation="relu" if relu else None, backend="numpy")
+        want, bound = ref_conv2d(x, w, b, s, p, d, G, relu, layout)
+        assert_close_bound(got, want, bound, f"{name} {layout}")
+    # in chunks of one output row (the per-tap copies clipped to each chunk's rows)
+    N, C, H, W, O, k, s, p, d, G, bias, relu = CONV_CASES["wide_tail"]
+    x, w, b = make(np.random.default_rng(5), layout, 2, C, H, W, O, k, G, bias)
+    prev = cv.set_column_buffer_limit(2000)
+    try:
+        got = cv.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=G, layout=layout, backend="numpy")
+    finally:
+        cv.set_column_buffer_limit(prev)
+    want, bound = ref_conv2d(x, w, b, s, p, d, G, False, layout)
+    assert_close_bound(got, want, bound, f"chunked {layout}")
+    for N, C, H, W, k, s, p, d in IM2COL_CASES:
+        x = np.random.default_rng(H).standard_normal((N, C, H, W) if layout == "NCHW" else (N, H, W, C))
+        got = cv.im2col(x, k, stride=s, padding=p, dilation=d, layout=layout, backend="numpy")
+        np.testing.assert_array_equal(got, ref_im2col(x, pair(k), s, p, d, layout))
+
+
 def test_conv2d_numpy_chunks_cover_everything():
     g = cv._geometry("t", 3, 4, 6, 5, 6, 2, 3, 3, 1, 1, 1)
     prev = cv.set_column_buffer_limit(2 * 144 * 5)  # two output rows of one image

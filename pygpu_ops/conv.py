@@ -17,6 +17,18 @@ and stores straight into the output layout, so neither costs an extra pass.
 
 conv2d / conv1d take float32 only (a ``TypeError`` names float32); ``im2col`` and the transposes
 also take other dtypes (im2col: float32 / float64; transposes: any 1, 2, 4 or 8-byte dtype).
+
+Limits, the same on every backend: ``stride``, ``padding``, ``dilation`` and ``groups`` are ints
+(Python or NumPy, checked by value) up to 2**31 - 1; kernel sizes are at least 1; C, H, W and the
+padded sizes H + pt + pb, W + pl + pr are at most 2**31 - 1 (they bound every window coordinate
+the im2col kernels hold in an int). The device paths also need C*kh*kw, OH*OW and O at most
+2**31 - 257 (the GEMM's int tile indices run a tile past its dimensions).
+
+The NumPy fallback never pads: it lists, per axis, the kernel taps that read the input for some
+output (``axis_taps``) and builds the columns of those taps only, each from one strided slice of x
+over the outputs it reaches, zeros elsewhere; a tap that lands in the padding for every output
+is left out of the GEMM. Its cost is (outputs x taps inside the input), whatever the padding and
+dilation.
 """
 from __future__ import annotations
 
@@ -65,6 +77,9 @@ _ACT = {None: 0, "relu": 1}
 _BLOCK = 256
 _MAX_BLOCKS = 1 << 16
 _INT_MAX = 2**31 - 1
+#: Largest GEMM dimension the conv GEMM takes: its int tile indices run up to a dimension plus one
+#: tile (bn + BN, k0 + BK, col + 3), which must stay below 2^31.
+_GEMM_DIM_MAX = _INT_MAX - 256
 
 
 def elementwise_launch(total: int) -> Launch:
@@ -127,19 +142,58 @@ def _chunk(total: int, per_item_bytes: int, cap_items: int) -> int:
 # Argument parsing
 # ---------------------------------------------------------------------------------------------
 def _ints(op: str, name: str, v, n: int, minimum: int) -> Tuple[int, ...]:
+    """An int or an n-tuple of ints (Python or NumPy, any width or byte order, checked by value),
+    each between ``minimum`` and 2**31 - 1: the C ``int`` the kernels take."""
     def is_int(e):
-        return isinstance(e, numbers.Integral) and not isinstance(e, bool)
+        return isinstance(e, numbers.Integral) and not isinstance(e, (bool, np.bool_))
 
     if is_int(v):
-        t = (int(v),) * n
+        t = (v,) * n
     elif isinstance(v, (tuple, list)) and len(v) == n and all(is_int(e) for e in v):
-        t = tuple(int(e) for e in v)
+        t = tuple(v)
     else:
         what = "an int or a 1-tuple" if n == 1 else f"an int or a tuple of {n} ints"
         raise TypeError(f"{op}: {name} must be {what}; got {v!r}")
-    if any(e < minimum for e in t):
-        raise ValueError(f"{op}: {name} must be >= {minimum}; got {v!r}")
-    return t
+    return tuple(validate.check_int(op, name, e, lo=minimum, hi=_INT_MAX) for e in t)
+
+
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for b > 0, exact on Python ints."""
+    return -(-a // b)
+
+
+def axis_taps(L: int, O: int, k: int, s: int, p: int, d: int):
+    """The taps of one pooling / convolution axis that read the input: (i, o0, o1, t0) for each tap
+    i in [0, k) with outputs o0 <= o < o1 whose tap i lands inside [0, L), at t0 + (o - o0) * s.
+
+    Output o's tap i sits at ``o * s - p + i * d``. Only taps that reach the input are listed, so
+    the work of the NumPy fallbacks is (outputs x taps inside the input), never (outputs x k) or
+    the padded input: a 20001-wide window over a 1-wide input lists one tap.
+    """
+    if L <= 0 or O <= 0:
+        return []
+    i_lo = max(0, _cdiv(p - (O - 1) * s, d))  # the last output's first tap at or after 0
+    i_hi = min(k - 1, (L - 1 + p) // d)       # the first output's last tap before L
+    if i_lo > i_hi:
+        return []
+    per_window = (L - 1) // d + 1             # taps of one window inside the input, at most
+    if i_hi - i_lo + 1 <= 4 * O * per_window:
+        i = np.arange(i_lo, i_hi + 1, dtype=np.int64)
+    else:
+        # Few outputs, far apart (a large stride): the union of each output's taps inside the
+        # input is much smaller than [i_lo, i_hi]; list those.
+        o = np.arange(O, dtype=np.int64)
+        a = np.maximum(0, -((o * s - p) // d))
+        b = np.minimum(k - 1, (L - 1 + p - o * s) // d)
+        n = np.maximum(b - a + 1, 0)
+        ends = np.cumsum(n)
+        i = np.unique(np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(a - (ends - n), n))
+    off = i * d - p
+    o0 = np.maximum(0, -(off // s))
+    o1 = np.minimum(O, (L - 1 - off) // s + 1)
+    keep = o0 < o1
+    i, o0, o1, off = i[keep], o0[keep], o1[keep], off[keep]
+    return list(zip(i.tolist(), o0.tolist(), o1.tolist(), (o0 * s + off).tolist()))
 
 
 @dataclass(frozen=True)
@@ -175,7 +229,17 @@ class Geometry:
 
 
 def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: int = 2,
-              x_shape=None) -> Geometry:
+              x_shape=None, w_shape=None) -> Geometry:
+    """The output geometry, after range checks: every size and parameter the kernels receive as a
+    C ``int`` fits one, and so do the padded sizes (H + pt + pb, W + pl + pr), which bound every
+    window coordinate the kernels form (oh * sh - pt + i * dh lies in [-pt, H + pb))."""
+    if min(KH, KW) < 1:
+        want = "(O, C/groups, K) with K >= 1" if nd == 1 else "kernel sizes kh, kw >= 1"
+        raise ValueError(f"{op}: w has shape {tuple(w_shape)}; expected {want}")
+    for dim, size in (("C", C), ("H", H), ("W", W)):
+        if size > _INT_MAX:
+            raise ValueError(f"{op}: x has shape {tuple(x_shape)}, {dim} = {size}; each of C, H, W must be "
+                             f"at most 2**31 - 1")
     sh, sw = _ints(op, "stride", stride, nd, 1) if nd == 2 else (1,) + _ints(op, "stride", stride, 1, 1)
     dh, dw = _ints(op, "dilation", dilation, nd, 1) if nd == 2 else (1,) + _ints(op, "dilation", dilation, 1, 1)
     if isinstance(padding, str):
@@ -204,6 +268,9 @@ def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: 
         raise ValueError(
             f"{op}: the kernel ({KW},) with dilation ({dw},) spans ({ew},), larger than the padded input "
             f"({wp},) (input {tuple(x_shape)}, padding {padding!r}); expected a padded length of at least ({ew},)")
+    if max(hp, wp) > _INT_MAX:
+        raise ValueError(f"{op}: the padded input ({hp}, {wp}) (input {tuple(x_shape)}, padding {padding!r}) "
+                         f"must be at most 2**31 - 1 in each dimension")
     OH = (hp - eh) // sh + 1
     OW = (wp - ew) // sw + 1
     return Geometry(N, C, H, W, O, G, KH, KW, sh, sw, pt, pb, pl, pr, dh, dw, OH, OW)
@@ -240,10 +307,10 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
     label = "numpy" if name == "numpy" else f"im2col_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            win = _numpy_windows(np.asarray(x), g, layout)
-            if layout == "NCHW":
-                return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(shape)
-            return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(shape)
+            return _numpy_im2col(np.asarray(x), g, layout).reshape(shape)
+        if Kc > _INT_MAX:
+            raise ValueError(f"{op}: C*kh*kw = {Kc} must be at most 2**31 - 1 (the kernels index a column's "
+                             f"entries with an int)")
         dev = get_device(name)
         out = dev.empty(shape, dtype)
         if out.size:
@@ -276,6 +343,51 @@ def _launch_im2col_nhwc(dev, xd, g, dtype, q0, nrows, col, pad=0):
     args = (xd, np.int32(g.H), np.int32(g.W), np.int32(g.C), np.int32(g.G)) + _geom_args(g) + (
         np.int64(q0), np.int64(nrows), col, dtype.type(pad))
     dev.launch(IM2COL_NHWC[dtype], elementwise_launch(nrows * g.KH * g.KW * g.C), args)
+
+
+def _taps(g: Geometry):
+    """The taps of each axis that read the input (``axis_taps``): rows, columns."""
+    return (axis_taps(g.H, g.OH, g.KH, g.SH, g.PT, g.DH), axis_taps(g.W, g.OW, g.KW, g.SW, g.PL, g.DW))
+
+
+def _rows(t0: int, n: int, s: int) -> slice:
+    """Input positions t0, t0 + s, ... (n of them)."""
+    return slice(t0, t0 + (n - 1) * s + 1, s)
+
+
+def _padding_is_cheap(g: Geometry, columns: int) -> bool:
+    """Whether a padded copy of x costs no more than x and the ``columns`` elements built from it
+    together: then one strided copy out of the padded input's windows (the common case: padding
+    of a few pixels) beats a copy per tap; otherwise only the taps inside the input are copied."""
+    padded = g.N * g.C * (g.H + g.PT + g.PB) * (g.W + g.PL + g.PR)
+    return padded <= 2 * g.N * g.C * g.H * g.W + columns
+
+
+def _numpy_im2col(x: np.ndarray, g: Geometry, layout: str) -> np.ndarray:
+    """(N, C, kh, kw, OH, OW) for NCHW, (N, OH, OW, kh, kw, C) for NHWC. With cheap padding one
+    copy out of the padded input's windows; else zeros, then one strided copy per tap that reads
+    the input, over the outputs where it does: O(x + result) either way."""
+    if _padding_is_cheap(g, g.N * g.C * g.KH * g.KW * g.OH * g.OW):
+        win = _numpy_windows(x, g, layout)
+        if layout == "NCHW":
+            return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+        return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3))
+    if layout == "NCHW":
+        out = np.zeros((g.N, g.C, g.KH, g.KW, g.OH, g.OW), x.dtype)
+    else:
+        out = np.zeros((g.N, g.OH, g.OW, g.KH, g.KW, g.C), x.dtype)
+    if out.size == 0:
+        return out
+    taps_h, taps_w = _taps(g)
+    for i, oh0, oh1, h0 in taps_h:
+        hs = _rows(h0, oh1 - oh0, g.SH)
+        for j, ow0, ow1, w0 in taps_w:
+            ws = _rows(w0, ow1 - ow0, g.SW)
+            if layout == "NCHW":
+                out[:, :, i, j, oh0:oh1, ow0:ow1] = x[:, :, hs, ws]
+            else:
+                out[:, oh0:oh1, ow0:ow1, i, j, :] = x[:, hs, ws, :]
+    return out
 
 
 def _numpy_windows(x: np.ndarray, g: Geometry, layout: str, pad=0) -> np.ndarray:
@@ -342,7 +454,7 @@ def conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation) -> 
         O, KH, KW, _ = w.shape
     _check_out_channels(op, O, G, tuple(w.shape), wexp)
     _check_bias(op, bias, O)
-    return _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape)
+    return _geometry(op, N, C, H, W, O, G, KH, KW, stride, padding, dilation, x_shape=x.shape, w_shape=w.shape)
 
 
 def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activation=None,
@@ -370,17 +482,14 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
     _check_out_channels(op, O, G, tuple(w.shape), f"(O, {Cg}, K)")
     _check_bias(op, bias, O)
     act = _activation(op, activation)
-    g = _geometry(op, N, C, 1, L, O, G, 1, K, stride, padding, dilation, nd=1, x_shape=x.shape)
+    g = _geometry(op, N, C, 1, L, O, G, 1, K, stride, padding, dilation, nd=1, x_shape=x.shape,
+                  w_shape=w.shape)
     res = _conv(op, name, x[:, :, None, :], w[:, :, None, :], bias, g, "NCHW", act)
     return res.reshape(N, O, g.OW)
 
 
 def _groups(op, groups) -> int:
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"{op}: groups must be an int; got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be >= 1; got {groups}")
-    return int(groups)
+    return validate.check_int(op, "groups", groups, lo=1, hi=_INT_MAX)
 
 
 def _check_out_channels(op, O, G, wshape, wexp):
@@ -409,8 +518,8 @@ def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float
         if name == "numpy":
             return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
         big = max(g.C * g.KH * g.KW, g.OH * g.OW, g.O)
-        if big > _INT_MAX:
-            raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be below 2^31 for the GEMM kernel's "
+        if big > _GEMM_DIM_MAX:
+            raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be at most 2**31 - 257 for the GEMM kernel's "
                              f"32-bit dimensions; got {g.C * g.KH * g.KW}, {g.OH * g.OW}, {g.O}")
         dev = get_device(name)
         out = dev.empty(shape, np.float32)
@@ -451,7 +560,7 @@ def _device_conv_nchw(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * P
-    per = _chunk(total, Kc * 4, _INT_MAX)
+    per = _chunk(total, Kc * 4, _GEMM_DIM_MAX)
     col = dev.empty((Kc * per,), np.float32)
     for q0 in range(0, total, per):
         nc = min(per, total - q0)
@@ -478,7 +587,7 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * g.OH * g.OW
-    per = _chunk(total, g.G * Kg * 4, min(_INT_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
+    per = _chunk(total, g.G * Kg * 4, min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
     col = dev.empty((g.G * Kg * per,), np.float32)
     for q0 in range(0, total, per):
         nr = min(per, total - q0)
@@ -497,32 +606,73 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
 
 
 def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, shape):
-    """NumPy fallback: strided windows, a chunked copy into columns, batched BLAS matmul per group."""
+    """NumPy fallback: im2col of the taps that read the input only (a kernel tap that lands in the
+    padding for every output adds nothing), in chunks under the column-buffer limit, then one
+    batched BLAS matmul per chunk. Never a padded copy of x: the cost is (outputs x taps inside
+    the input), whatever the padding and dilation."""
     out = np.empty(shape, np.float32)
     if out.size == 0:
         return out
     G, Cg, Og = g.G, g.Cg, g.Og
-    KK = g.KH * g.KW
-    if x.size == 0 or w.size == 0:
+    taps_h, taps_w = _taps(g)
+    nh, nw = len(taps_h), len(taps_w)
+    if x.size == 0 or w.size == 0 or nh == 0 or nw == 0:
         out[...] = 0
     else:
-        win = _numpy_windows(x, g, layout)
+        ih, iw = [t[0] for t in taps_h], [t[0] for t in taps_w]
         if layout == "NCHW":
-            wm = w.reshape(G, Og, Cg * KK).transpose(0, 2, 1)            # (G, Cg*kk, Og)
+            wt = w[:, :, ih][:, :, :, iw]                                  # (O, Cg, nh, nw)
+            wm = wt.reshape(G, Og, Cg * nh * nw)                           # (G, Og, K)
         else:
-            wm = w.reshape(G, Og, KK * Cg).transpose(0, 2, 1)            # (G, kk*Cg, Og)
-        for n0, n1, h0, h1 in _numpy_chunks(g, g.C * KK * 4):
+            wt = w[:, ih][:, :, iw]                                        # (O, nh, nw, Cg)
+            wm = wt.reshape(G, Og, nh * nw * Cg).transpose(0, 2, 1)        # (G, K, Og)
+        # Every tap reads the input for every output (no padding reached): nothing to zero.
+        covered = all(o0 == 0 and o1 == g.OH for _, o0, o1, _ in taps_h) and \
+            all(o0 == 0 and o1 == g.OW for _, o0, o1, _ in taps_w)
+        alloc = np.empty if covered else np.zeros
+        # Every tap reads the input and the padding is small: one copy per chunk out of the padded
+        # input's windows is faster than a copy per tap.
+        win = None
+        if nh == g.KH and nw == g.KW and _padding_is_cheap(g, g.N * g.C * g.KH * g.KW * g.OH * g.OW):
+            win = _numpy_windows(x, g, layout)
+            alloc = np.empty
+        for n0, n1, h0, h1 in _numpy_chunks(g, g.C * nh * nw * 4):
             nb, oh = n1 - n0, h1 - h0
+            xs = x[n0:n1]
             if layout == "NCHW":
-                part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, g.KH, g.KW)
-                cols = part.transpose(0, 1, 3, 4, 2, 5, 6).reshape(nb, G, oh * g.OW, Cg * KK)
-                r = np.matmul(cols, wm)                                  # (nb, G, pixels, Og)
-                out[n0:n1, :, h0:h1] = r.transpose(0, 1, 3, 2).reshape(nb, g.O, oh, g.OW)
+                cols = alloc((nb, G, Cg, nh, nw, oh, g.OW), np.float32)    # Caffe's columns
             else:
-                part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, g.KH, g.KW)
-                cols = part.transpose(0, 3, 1, 2, 5, 6, 4).reshape(nb, G, oh * g.OW, KK * Cg)
-                r = np.matmul(cols, wm)
-                out[n0:n1, h0:h1] = r.transpose(0, 2, 1, 3).reshape(nb, oh, g.OW, g.O)
+                cols = alloc((nb, oh, g.OW, G, nh, nw, Cg), np.float32)
+            if win is not None:
+                if layout == "NCHW":    # win (N, C, OH, OW, kh, kw)
+                    part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, nh, nw)
+                    cols[...] = part.transpose(0, 1, 2, 5, 6, 3, 4)
+                else:                   # win (N, OH, OW, C, kh, kw)
+                    part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, nh, nw)
+                    cols[...] = part.transpose(0, 1, 2, 3, 5, 6, 4)
+            for a, (_, oa0, oa1, ta) in enumerate(taps_h if win is None else ()):
+                r0, r1 = max(oa0, h0), min(oa1, h1)
+                if r0 >= r1:
+                    continue
+                hs = _rows(ta + (r0 - oa0) * g.SH, r1 - r0, g.SH)
+                for b, (_, ob0, ob1, tb) in enumerate(taps_w):
+                    ws = _rows(tb, ob1 - ob0, g.SW)
+                    if layout == "NCHW":
+                        cols[:, :, :, a, b, r0 - h0:r1 - h0, ob0:ob1] = \
+                            xs[:, :, hs, ws].reshape(nb, G, Cg, r1 - r0, ob1 - ob0)
+                    else:
+                        cols[:, r0 - h0:r1 - h0, ob0:ob1, :, a, b, :] = \
+                            xs[:, hs, ws, :].reshape(nb, r1 - r0, ob1 - ob0, G, Cg)
+            if layout == "NCHW":
+                r = np.matmul(wm, cols.reshape(nb, G, Cg * nh * nw, oh * g.OW))   # (nb, G, Og, pixels)
+                out[n0:n1, :, h0:h1] = r.reshape(nb, g.O, oh, g.OW)
+            elif G == 1:
+                r = np.matmul(cols.reshape(nb * oh * g.OW, nh * nw * Cg), wm[0])  # (pixels, O)
+                out[n0:n1, h0:h1] = r.reshape(nb, oh, g.OW, g.O)
+            else:
+                c3 = cols.reshape(nb * oh * g.OW, G, nh * nw * Cg).transpose(1, 0, 2)
+                r = np.matmul(c3, wm)                                              # (G, pixels, Og)
+                out[n0:n1, h0:h1] = r.transpose(1, 0, 2).reshape(nb, oh, g.OW, g.O)
     if bias is not None:
         out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
     if act == 1:

@@ -44,6 +44,9 @@ _WARP_CONFIGS = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (1, 32), (2, 32), (4, 
 #: Block kernel sizes: 256 threads for rows up to 4096 elements, 1024 above.
 _BLOCK_SIZES = (256, 1024)
 _BLOCK_SMALL_MAX_L = 4096
+#: Longest softmax axis: the kernels' int loop counters run up to L - 1 + 4 * BLOCK (block kernel,
+#: BLOCK <= 1024), L - 1 + 32 (warp) or L - 1 + TY (strided), which must stay below 2^31.
+_MAX_L = 2**31 - 1 - 4096
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,8 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
     L = shape3[ax]
     outer = int(np.prod(shape3[:ax], dtype=np.int64))
     inner = int(np.prod(shape3[ax + 1:], dtype=np.int64))
-    if L >= 2**31:
-        raise ValueError(f"{op}: the softmax axis has {L} elements; at most 2**31 - 1 are supported")
+    if L > _MAX_L:
+        raise ValueError(f"{op}: the softmax axis has {L} elements; at most 2**31 - 4097 are supported")
     v = _pick(op, variant, L, inner)
     label = "numpy" if name == "numpy" else f"softmax_{v.name}"
     with op_range(op, label), device_scope(op, name, {"x": x}):

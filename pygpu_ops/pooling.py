@@ -12,7 +12,20 @@ number of input elements in the window.
 
 Kernels (``cuda_src/pooling/``): one thread per output element; NCHW maps threads to ow, NHWC to
 C. ``global_avg_pool2d`` reduces each plane with a warp (NCHW) or channel-mapped blocks (NHWC).
-Inputs must be 4-D; an input with H or W of zero gives an output with OH or OW of zero.
+Inputs must be 4-D; an input with H or W of zero gives an output with OH or OW of zero (the
+package's zero-size rule; PyTorch raises for an empty C, H or W).
+
+Limits, the same on every backend: ``kernel_size``, ``stride``, ``padding`` and ``dilation`` are
+ints (Python or NumPy, checked by value) up to 2**31 - 1, the C ``int`` the kernels take; the
+window arithmetic built from them ((k - 1) * d, o * s - p) is 64-bit in the kernels, so any such
+values give PyTorch's result (kernel 3, padding and dilation 2**31 - 1 on a 1x1 input: the input
+value at index 0). H * W and OH * OW are at most 2**31 - 1, C too; for ``global_avg_pool2d`` H * W
+and C at most 2**31 - 4097 (its int loop counters step past them by up to a block).
+
+The NumPy fallbacks are separable (rows, then columns) and run only the taps that read the input,
+each over the slice of outputs it reaches: their cost is (outputs x taps inside the input), never
+the padded input or the kernel area, so a window covering a whole 56x56 map, or a 20001-wide window
+with padding 10000, costs what the few taps that touch the input cost.
 """
 from __future__ import annotations
 
@@ -25,12 +38,15 @@ from ._runtime import backends, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
+from .conv import axis_taps
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _DTYPES = (np.float32, np.float64)
 _LAYOUTS = ("NCHW", "NHWC")
 MAX_GRID_X = 2**31 - 1
 _INT32_MAX = 2**31 - 1
+#: Largest loop bound of kernels whose int counters step past it by up to 4096 (global_avg_pool2d).
+_LOOP_MAX = _INT32_MAX - 4096
 
 
 def _register_all():
@@ -56,27 +72,25 @@ MAX_POOL_KERNELS, AVG_POOL_KERNELS, GLOBAL_AVG_KERNELS = _register_all()
 # ---------------------------------------------------------------------------------------------
 # Argument checks and output sizes
 # ---------------------------------------------------------------------------------------------
-def _int(op: str, name: str, v) -> int:
+def _int(op: str, name: str, v, minimum: int) -> int:
+    """One entry of an int-or-pair parameter: an integer (Python or NumPy, any width or byte order,
+    checked by value) between ``minimum`` and 2**31 - 1, the C ``int`` the kernels take."""
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints; got bool {v!r}")
     try:
-        return operator.index(v)
+        i = operator.index(v)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints; got {type(v).__name__} {v!r}") from None
+    return validate.check_int(op, name, i, lo=minimum, hi=_INT32_MAX)
 
 
 def _pair(op: str, name: str, v, minimum: int) -> Tuple[int, int]:
     if isinstance(v, (tuple, list)):
         if len(v) not in (1, 2):
             raise ValueError(f"{op}: {name} must be an int or a pair of ints; got {len(v)} values {tuple(v)!r}")
-        p = tuple(_int(op, name, e) for e in v)
-        p = p * 2 if len(p) == 1 else p
-    else:
-        p = (_int(op, name, v),) * 2
-    if min(p) < minimum:
-        what = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{op}: {name} must be {what}; got {v!r}")
-    return p
+        p = tuple(_int(op, name, e, minimum) for e in v)
+        return p * 2 if len(p) == 1 else p
+    return (_int(op, name, v, minimum),) * 2
 
 
 def _flag(op: str, name: str, v) -> bool:
@@ -126,6 +140,8 @@ def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout
     if H * W > _INT32_MAX or OH * OW > _INT32_MAX:
         raise ValueError(f"{op}: planes of H*W = {H * W} or OH*OW = {OH * OW} elements are too large "
                          f"(at most 2**31 - 1)")
+    if C > _INT32_MAX:
+        raise ValueError(f"{op}: x has C = {C} channels; at most 2**31 - 1")
     return dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode
 
 
@@ -194,57 +210,90 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         return dev.result(y)
 
 
-def _nchw_view(x, layout):
-    return x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
+def _along(ndim: int, axis: int, sl) -> tuple:
+    """An index tuple that applies the slice ``sl`` to ``axis`` only."""
+    return (slice(None),) * axis + (sl,) + (slice(None),) * (ndim - axis - 1)
 
 
-def _from_nchw(y, layout):
-    return y if layout == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+def _spatial_axes(layout):
+    return (2, 3) if layout == "NCHW" else (1, 2)
 
 
-def _padded(xv, fill, k, s, p, d, OH, OW):
-    """``xv`` (N, C, H, W) padded with ``fill`` so that every tap of every window is in range."""
-    N, C, H, W = xv.shape
-    Hp = max(H + 2 * p[0], (OH - 1) * s[0] + (k[0] - 1) * d[0] + 1)
-    Wp = max(W + 2 * p[1], (OW - 1) * s[1] + (k[1] - 1) * d[1] + 1)
-    xp = np.full((N, C, Hp, Wp), fill, xv.dtype)
-    xp[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = xv
-    return xp
+def _first_taps(O, s, p, d):
+    """Per output along one axis: its first tap position at or after 0 (PyTorch's start, which
+    steps over the left padding by whole dilations); past the input when no tap is inside it."""
+    start = np.arange(O, dtype=np.int64) * s - p
+    return np.where(start < 0, start + (-start + d - 1) // d * d, start)
 
 
-def _tap(xp, i, j, k, s, d, OH, OW):
-    h0, w0 = i * d[0], j * d[1]
-    return xp[:, :, h0:h0 + (OH - 1) * s[0] + 1:s[0], w0:w0 + (OW - 1) * s[1] + 1:s[1]]
+def _max_axis(a, axis, k, s, p, d, O, with_pos=False, carry=None, carry_init=None):
+    """Max over the windows of one axis of ``a``: the values (``axis`` of length ``O``) and, with
+    ``with_pos``, the position along ``axis`` each came from (``_first_taps`` where no tap wins)
+    and the entry of ``carry`` (shaped as ``a``) at that position (``carry_init`` where none wins).
+
+    Only the taps that read the input run (``axis_taps``), each on a slice of outputs. A value
+    replaces the running max when it is larger or NaN (the kernels' rule), so the first maximum,
+    or the last NaN, along the axis wins.
+    """
+    shape = list(a.shape)
+    L, shape[axis] = shape[axis], O
+    best = np.full(shape, -np.inf, a.dtype)
+    pos = picked = None
+    along = [1] * a.ndim
+    along[axis] = O
+    if with_pos:
+        pos = np.broadcast_to(_first_taps(O, s, p, d).reshape(along), shape).copy()
+        if carry is not None:
+            picked = np.broadcast_to(carry_init, shape).copy()
+    for _, o0, o1, t0 in axis_taps(L, O, k, s, p, d):
+        src = _along(a.ndim, axis, slice(t0, t0 + (o1 - o0 - 1) * s + 1, s))
+        dst = _along(a.ndim, axis, slice(o0, o1))
+        v, b = a[src], best[dst]
+        if not with_pos:
+            np.maximum(b, v, out=b)  # propagates NaN
+            continue
+        take = (v > b) | np.isnan(v)
+        np.maximum(b, v, out=b)  # the same values as the rule above
+        # Blend the positions arithmetically: masked copies with a data-dependent mask run
+        # several times slower (branch mispredictions).
+        along[axis] = o1 - o0
+        _blend(pos[dst], (t0 + s * np.arange(o1 - o0, dtype=np.int64)).reshape(along), take)
+        if carry is not None:
+            _blend(picked[dst], carry[src], take)
+    return best, pos, picked
+
+
+def _blend(dst, new, take):
+    """``dst[take] = new[take]`` (``new`` broadcast), for int64 ``dst``, without branches."""
+    dst += (new - dst) * take
 
 
 def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
-    xv = _nchw_view(x, layout)
-    N, C, H, W = xv.shape
-    best = np.full((N, C, OH, OW), -np.inf, xv.dtype)
+    """Separable, in the input's layout: the max over each window's columns, row by row, then over
+    its rows. With indices the column pass goes first and the row pass carries each row winner's
+    column, so ties go to the first maximum in row-major order and NaN to the last NaN, as in the
+    kernels; a window with no tap inside the input gets its first tap positions at or after 0."""
+    ah, aw = _spatial_axes(layout)
     if not with_indices:
-        # np.maximum propagates NaN, as PyTorch's max pooling does.
-        if best.size:
-            xp = _padded(xv, -np.inf, k, s, p, d, OH, OW)
-            for i in range(k[0]):
-                for j in range(k[1]):
-                    np.maximum(best, _tap(xp, i, j, k, s, d, OH, OW), out=best)
-        return _from_nchw(best, layout), None
-    oh, ow = np.arange(OH), np.arange(OW)
-    hs, ws = oh * s[0] - p[0], ow * s[1] - p[1]
-    # PyTorch's starting index: the first tap at or after 0 (stepping by whole dilations).
-    hs0 = np.where(hs < 0, hs + (-hs + d[0] - 1) // d[0] * d[0], hs)
-    ws0 = np.where(ws < 0, ws + (-ws + d[1] - 1) // d[1] * d[1], ws)
-    idx = np.broadcast_to((hs0[:, None] * W + ws0[None, :]).astype(np.int64), best.shape).copy()
-    if best.size:
-        xp = _padded(xv, -np.inf, k, s, p, d, OH, OW)
-        for i in range(k[0]):
-            for j in range(k[1]):
-                v = _tap(xp, i, j, k, s, d, OH, OW)
-                pos = (hs[:, None] + i * d[0]) * W + (ws[None, :] + j * d[1])
-                take = (v > best) | np.isnan(v)
-                best = np.where(take, v, best)
-                idx = np.where(take, pos, idx)
-    return _from_nchw(best, layout), _from_nchw(idx, layout)
+        rows, _, _ = _max_axis(x, ah, k[0], s[0], p[0], d[0], OH)
+        best, _, _ = _max_axis(rows, aw, k[1], s[1], p[1], d[1], OW)
+        return best, None
+    cols, col, _ = _max_axis(x, aw, k[1], s[1], p[1], d[1], OW, with_pos=True)
+    along = [1, 1, 1, 1]
+    along[aw] = OW
+    best, row, col = _max_axis(cols, ah, k[0], s[0], p[0], d[0], OH, with_pos=True, carry=col,
+                               carry_init=_first_taps(OW, s[1], p[1], d[1]).reshape(along))
+    return best, row * x.shape[aw] + col
+
+
+def _sum_axis(a, axis, k, s, p, O):
+    """Sums of the windows (dilation 1) of one axis of ``a`` over the input taps only, in ``a``'s dtype."""
+    shape = list(a.shape)
+    L, shape[axis] = shape[axis], O
+    acc = np.zeros(shape, a.dtype)
+    for _, o0, o1, t0 in axis_taps(L, O, k, s, p, 1):
+        acc[_along(a.ndim, axis, slice(o0, o1))] += a[_along(a.ndim, axis, slice(t0, t0 + (o1 - o0 - 1) * s + 1, s))]
+    return acc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,19 +337,19 @@ def _avg_divisor(size, OS, k, s, p, count_include_pad):
 
 
 def _numpy_avg_pool(x, layout, k, s, p, OH, OW, count_include_pad):
-    xv = _nchw_view(x, layout)
-    N, C, H, W = xv.shape
-    acc = np.zeros((N, C, OH, OW), xv.dtype)
+    """Separable, in the input's layout: window sums over rows, then over columns (input taps only),
+    over the divisor of each window."""
+    ah, aw = _spatial_axes(layout)
+    H, W = x.shape[ah], x.shape[aw]
+    acc = _sum_axis(_sum_axis(x, ah, k[0], s[0], p[0], OH), aw, k[1], s[1], p[1], OW)
     if acc.size:
-        xp = _padded(xv, 0, k, s, p, (1, 1), OH, OW)
-        for i in range(k[0]):
-            for j in range(k[1]):
-                acc += _tap(xp, i, j, k, s, (1, 1), OH, OW)
-        div = (_avg_divisor(H, OH, k[0], s[0], p[0], count_include_pad)[:, None]
-               * _avg_divisor(W, OW, k[1], s[1], p[1], count_include_pad)[None, :])
+        along_h, along_w = [1, 1, 1, 1], [1, 1, 1, 1]
+        along_h[ah], along_w[aw] = OH, OW
+        div = (_avg_divisor(H, OH, k[0], s[0], p[0], count_include_pad).reshape(along_h)
+               * _avg_divisor(W, OW, k[1], s[1], p[1], count_include_pad).reshape(along_w))
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(div > 0, acc / div.astype(xv.dtype), xv.dtype.type(0))
-    return _from_nchw(acc, layout)
+            acc = np.where(div > 0, acc / div.astype(x.dtype), x.dtype.type(0))
+    return acc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +367,10 @@ def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
     else:
         N, H, W, C = (int(v) for v in x.shape)
     HW = H * W
-    if HW > _INT32_MAX:
-        raise ValueError(f"{op}: planes of H*W = {HW} elements are too large (at most 2**31 - 1)")
+    # The kernels' int loop counters step past HW and C by up to a block (see their headers).
+    if C > _LOOP_MAX or HW > _LOOP_MAX:
+        raise ValueError(f"{op}: x has C = {C} channels and planes of H*W = {HW} elements; each must be at "
+                         f"most 2**31 - 4097")
     out_shape = _out_shape(layout, N, C, 1, 1)
     label = "numpy" if name == "numpy" else f"global_avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):

@@ -164,6 +164,10 @@ CONV_CASES = {
     "C1_batch1": (1, 1, 7, 5, 3, (3, 2), 1, 0, 1, 1, False, True),
     "kernel_is_input": (2, 3, 4, 5, 2, (4, 5), 1, 0, 1, 1, True, False),
     "wide_tail": (1, 3, 13, 17, 7, 3, 1, 1, 1, 1, True, True),
+    "padding_gt_input": (1, 2, 2, 3, 3, 3, 1, 4, 1, 1, True, False),
+    "dilation_gt_input": (2, 2, 3, 4, 3, (2, 3), (1, 2), (3, 2), (4, 3), 1, True, True),
+    "stride_gt_input": (1, 3, 4, 3, 2, 2, 5, 2, 1, 1, False, False),
+    "taps_only_in_padding": (2, 4, 2, 2, 4, 5, (1, 2), 6, 3, 2, True, False),
 }
 
 
@@ -224,6 +228,34 @@ def test_conv2d_chunked_column_buffer(backend, to, layout, monkeypatch):
     if backend != "numpy":
         im2col = "im2col_" + layout.lower()
         assert launches.count(im2col) == 12 and launches.count("conv_gemm_warptile") == 12, launches
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_numpy_per_tap_path_on_every_case(layout, monkeypatch):
+    """The NumPy fallback copies one strided slice per tap (no padded copy) when padding is not
+    cheap; force that path on every conv2d and im2col case (the huge-padding tests reach it
+    naturally)."""
+    monkeypatch.setattr(cv, "_padding_is_cheap", lambda g, columns: False)
+    for name, (N, C, H, W, O, k, s, p, d, G, bias, relu) in CONV_CASES.items():
+        x, w, b = make(np.random.default_rng(len(name)), layout, N, C, H, W, O, k, G, bias)
+        got = cv.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=G, layout=layout,
+                        activation="relu" if relu else None, backend="numpy")
+        want, bound = ref_conv2d(x, w, b, s, p, d, G, relu, layout)
+        assert_close_bound(got, want, bound, f"{name} {layout}")
+    # in chunks of one output row (the per-tap copies clipped to each chunk's rows)
+    N, C, H, W, O, k, s, p, d, G, bias, relu = CONV_CASES["wide_tail"]
+    x, w, b = make(np.random.default_rng(5), layout, 2, C, H, W, O, k, G, bias)
+    prev = cv.set_column_buffer_limit(2000)
+    try:
+        got = cv.conv2d(x, w, b, stride=s, padding=p, dilation=d, groups=G, layout=layout, backend="numpy")
+    finally:
+        cv.set_column_buffer_limit(prev)
+    want, bound = ref_conv2d(x, w, b, s, p, d, G, False, layout)
+    assert_close_bound(got, want, bound, f"chunked {layout}")
+    for N, C, H, W, k, s, p, d in IM2COL_CASES:
+        x = np.random.default_rng(H).standard_normal((N, C, H, W) if layout == "NCHW" else (N, H, W, C))
+        got = cv.im2col(x, k, stride=s, padding=p, dilation=d, layout=layout, backend="numpy")
+        np.testing.assert_array_equal(got, ref_im2col(x, pair(k), s, p, d, layout))
 
 
 def test_conv2d_numpy_chunks_cover_everything():
@@ -372,15 +404,15 @@ def test_errors(backend, to):
         cv.conv2d(to(np.ones((1, 4, 4, 6), f)), to(np.ones((2, 4, 7, 3), f)), padding=1, backend=backend)
     with pytest.raises(ValueError, match=r"kernel \(3, 3\) with dilation \(3, 3\) spans \(7, 7\)"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), dilation=3, backend=backend)
-    with pytest.raises(ValueError, match=r"padding must be >= 0; got -1"):
+    with pytest.raises(ValueError, match=r"padding must be between 0 and 2147483647; got -1"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), padding=-1, backend=backend)
-    with pytest.raises(ValueError, match=r"padding must be >= 0; got \(1, -2\)"):
+    with pytest.raises(ValueError, match=r"padding must be between 0 and 2147483647; got -2"):
         cv.im2col(x, 3, padding=(1, -2), backend=backend)
     with pytest.raises(ValueError, match="padding='same' needs stride 1"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), padding="same", stride=2, backend=backend)
     with pytest.raises(ValueError, match="padding must be an int, a tuple, 'valid' or 'same'"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), padding="full", backend=backend)
-    with pytest.raises(ValueError, match=r"stride must be >= 1"):
+    with pytest.raises(ValueError, match=r"stride must be between 1 and 2147483647; got 0"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), stride=0, backend=backend)
     with pytest.raises(ValueError, match=r"bias has shape \(3,\); expected \(2,\)"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), to(np.ones(3, f)), backend=backend)
@@ -408,6 +440,200 @@ def test_errors(backend, to):
         cv.im2col(to(np.ones((1, 1, 3, 3), np.int32)), 2, backend=backend)
     with pytest.raises(ValueError, match="nbytes must be a positive int"):
         cv.set_column_buffer_limit(0)
+
+
+# -- issue 17: huge parameters, zero-size kernels, memory and time --------------------------------------
+def ref_conv_direct(x, w, stride, pads, dilation, OH, OW):
+    """NCHW, groups 1, float64: each output a sum over the taps inside the input, by definition
+    (no padded copy, so huge padding and dilation cost nothing here)."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    out = np.zeros((N, O, OH, OW))
+    for oh in range(OH):
+        for ow in range(OW):
+            for i in range(KH):
+                for j in range(KW):
+                    h = oh * stride[0] - pads[0] + i * dilation[0]
+                    v = ow * stride[1] - pads[1] + j * dilation[1]
+                    if 0 <= h < H and 0 <= v < W:
+                        out[:, :, oh, ow] += x[:, :, h, v].astype(np.float64) @ w[:, :, i, j].T.astype(np.float64)
+    return out
+
+
+BIGD = 2**30
+# (x NCHW shape, kernel, stride, padding, dilation): window arithmetic near 2^31, padded inputs of
+# up to 2^31 - 1 per axis (an np.pad of them needed exabytes); a few taps inside the input.
+HUGE_CONV = [
+    ((1, 2, 4, 4), (2, 2), BIGD, BIGD - 3, BIGD),                    # only tap (1, 1) reads x[3, 3]
+    ((2, 3, 5, 4), (3, 2), (BIGD, 1), (BIGD - 3, 1), (BIGD - 2, 2)),  # padded H = 2^31 - 1
+    ((1, 1, 3, 6), (1, 3), (1, 2**31 - 1), (0, 2**30 - 4), (1, 2**29)),
+    ((1, 2, 1, 5), (1, 3), (1, BIGD), (0, BIGD - 3), (1, BIGD - 2)),  # also as conv1d
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", HUGE_CONV, ids=range(len(HUGE_CONV)))
+def test_conv_and_im2col_huge_padding_and_dilation(backend, to, layout, case):
+    from test_pooling import address_space_cap
+
+    shape, k, s, p, d = case
+    out_hw = tuple((n + 2 * pp - dd * (kk - 1) - 1) // ss + 1
+                   for n, kk, ss, pp, dd in zip(shape[2:], k, pair(s), pair(p), pair(d)))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((3, shape[1]) + k).astype(np.float32)
+    want = ref_conv_direct(x, w, pair(s), pair(p), pair(d), *out_hw)
+    xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    win = w if layout == "NCHW" else np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+    with address_space_cap():
+        got = to.host(cv.conv2d(to(xin), to(win), stride=s, padding=p, dilation=d, layout=layout, backend=backend))
+        col = to.host(cv.im2col(to(xin), k, stride=s, padding=p, dilation=d, layout=layout, backend=backend))
+    if layout == "NHWC":
+        got = got.transpose(0, 3, 1, 2)
+    bound = 4 * np.finfo(np.float32).eps * (1 + ref_conv_direct(np.abs(x), np.abs(w), pair(s), pair(p), pair(d),
+                                                                 *out_hw))
+    assert got.shape == want.shape
+    assert_close_bound(got, want, bound)
+    np.testing.assert_array_equal(col, ref_im2col(x if layout == "NCHW" else xin, k, s, p, d, layout))
+    if shape[2] == 1 and k[0] == 1 and layout == "NCHW":  # the same as conv1d
+        with address_space_cap():
+            got1 = to.host(cv.conv1d(to(x[:, :, 0]), to(w[:, :, 0]), stride=pair(s)[1], padding=pair(p)[1],
+                                     dilation=pair(d)[1], backend=backend))
+        assert_close_bound(got1, want[:, :, 0], bound[:, :, 0])
+
+
+def test_conv1d_huge_dilation(backend, to):
+    from test_pooling import address_space_cap
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    # Padded length 2^31 - 1; taps at -p + {0, d, 2d} = {-(2^30 - 2), 1, 2^30}: only the middle one
+    # reads the input, x[..., 1].
+    with address_space_cap():
+        got = to.host(cv.conv1d(to(x), to(w), stride=2**30, padding=2**30 - 2, dilation=2**30 - 1,
+                                backend=backend))
+    want = (x[:, :, 1].astype(np.float64) @ w[:, :, 1].T.astype(np.float64))[:, :, None]
+    assert got.shape == (2, 4, 1)
+    bound = 4 * np.finfo(np.float32).eps * (1 + np.abs(x[:, :, 1]) @ np.abs(w[:, :, 1]).T)[:, :, None]
+    assert_close_bound(got, want, bound)
+
+
+def test_axis_taps_lists_exactly_the_taps_inside_the_input():
+    """axis_taps (the NumPy fallbacks' plan) against brute force: every (tap, output) pair whose
+    position lies in [0, L), no other; random small geometries and a few far-apart outputs with
+    a long window (its second branch)."""
+    def brute(L, O, k, s, p, d):
+        return {(i, o) for o in range(O) for i in range(k) if 0 <= o * s - p + i * d < L}
+
+    def listed(L, O, k, s, p, d):
+        pairs = set()
+        for i, o0, o1, t0 in cv.axis_taps(L, O, k, s, p, d):
+            assert o0 < o1 and t0 == o0 * s - p + i * d
+            pairs |= {(i, o) for o in range(o0, o1)}
+        return pairs
+
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        L, O, k, s, d = (int(v) for v in rng.integers(1, 9, 5))
+        p = int(rng.integers(0, 12))
+        assert listed(L, O, k, s, p, d) == brute(L, O, k, s, p, d), (L, O, k, s, p, d)
+    for L, O, k, s, p, d in [(1, 2, 20000, 10000, 10000, 1), (3, 3, 9000, 4000, 4100, 1), (2, 4, 3000, 900, 1500, 2)]:
+        assert listed(L, O, k, s, p, d) == brute(L, O, k, s, p, d), (L, O, k, s, p, d)
+    assert cv.axis_taps(1, 1, 20001, 1, 10000, 1) == [(10000, 0, 1, 0)]
+    assert cv.axis_taps(0, 3, 3, 1, 1, 1) == [] and cv.axis_taps(5, 0, 3, 1, 1, 1) == []
+
+
+@pytest.mark.parametrize("name,value,shown", [
+    ("stride", 2**31, "2147483648"), ("stride", 10**30, "1000000000000000000000000000000"),
+    ("padding", 2**31, "2147483648"), ("dilation", (1, 2**31), "2147483648"),
+    ("dilation", np.uint64(2**64 - 1), "18446744073709551615"), ("stride", np.int64(-(2**40)), "-1099511627776"),
+    ("padding", np.array(2**35, ">i8")[()], "34359738368"), ("groups", 2**31, "2147483648"),
+])
+def test_int_parameters_range_checked_by_value(backend, to, name, value, shown):
+    """Issue 17 item 5: past the C int the kernels take is a ValueError naming the parameter (an
+    OverflowError from NumPy before); unsigned / big-endian NumPy scalars by their value."""
+    f = np.float32
+    x, w = to(np.ones((1, 2, 6, 6), f)), to(np.ones((2, 2, 3, 3), f))
+    lo = 0 if name == "padding" else 1
+    msg = rf"{name} must be between {lo} and 2147483647; got {shown}"
+    with pytest.raises(ValueError, match="conv2d: " + msg):
+        cv.conv2d(x, w, **{name: value}, backend=backend)
+    v1 = value[1] if isinstance(value, tuple) else value
+    with pytest.raises(ValueError, match="conv1d: " + msg):
+        cv.conv1d(to(np.ones((1, 2, 6), f)), to(np.ones((2, 2, 3), f)), **{name: v1}, backend=backend)
+    if name != "groups":
+        with pytest.raises(ValueError, match="im2col: " + msg):
+            cv.im2col(x, 3, **{name: value}, backend=backend)
+    with pytest.raises(ValueError, match=r"im2col: kernel_size must be between 1 and 2147483647; got 2147483648"):
+        cv.im2col(x, (2**31, 1), backend=backend)
+
+
+def test_zero_size_kernels_rejected(backend, to):
+    """Issue 17 item 9: a kernel dimension of 0 is a ValueError naming w (it gave an output before)."""
+    f = np.float32
+    with pytest.raises(ValueError, match=r"conv1d: w has shape \(3, 2, 0\); expected \(O, C/groups, K\) with K >= 1"):
+        cv.conv1d(to(np.ones((1, 2, 8), f)), to(np.ones((3, 2, 0), f)), backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(3, 2, 0, 3\); expected kernel sizes kh, kw >= 1"):
+        cv.conv2d(to(np.ones((1, 2, 8, 8), f)), to(np.ones((3, 2, 0, 3), f)), backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(3, 2, 0, 2\); expected kernel sizes"):
+        cv.conv2d(to(np.ones((1, 8, 8, 2), f)), to(np.ones((3, 2, 0, 2), f)), layout="NHWC", backend=backend)
+    with pytest.raises(ValueError, match=r"conv2d: w has shape \(0, 0, 0, 0\)"):
+        cv.conv2d(to(np.ones((1, 0, 8, 8), f)), to(np.ones((0, 0, 0, 0), f)), backend=backend)
+    import pygpu_ops as po
+
+    xq = to(np.zeros((1, 2, 11, 11), np.uint8))
+    wq = to(np.zeros((3, 2, 0, 0), np.int8))
+    with pytest.raises(ValueError, match=r"qconv2d: w has shape \(3, 2, 0, 0\); expected kernel sizes kh, kw >= 1"):
+        po.qconv2d(xq, 1.0, 0, wq, 1.0, 0, 1.0, 0, backend=backend)
+
+
+def test_padded_size_and_gemm_bounds(backend, to):
+    """A padded size past 2^31 - 1 (window coordinates the kernels hold in an int) is refused, and
+    so are GEMM dimensions within a tile of 2^31 (broadcast views: nothing is allocated)."""
+    from test_pooling import address_space_cap
+
+    f = np.float32
+    x, w = to(np.ones((1, 1, 4, 4), f)), to(np.ones((1, 1, 2, 2), f))
+    with address_space_cap():
+        with pytest.raises(ValueError, match=r"conv2d: the padded input \(2147483652, 4\) .* must be at most "
+                                             r"2\*\*31 - 1 in each dimension"):
+            cv.conv2d(x, w, padding=(2**30, 0), backend=backend)
+        with pytest.raises(ValueError, match=r"im2col: the padded input \(4, 4294967298\)"):
+            cv.im2col(x, 2, padding=(0, 2**31 - 1), backend=backend)
+        with pytest.raises(ValueError, match=r"conv2d: the padded input \(5, 2147483651\)"):
+            cv.conv2d(x, w, padding="same", dilation=(1, 2**31 - 1), backend=backend)
+        if backend != "numpy" and backend != "cuda":
+            C = 2**31 - 200  # C*kh*kw within a GEMM tile of 2^31
+            xb = np.broadcast_to(f(1), (1, C, 1, 1))
+            wb = np.broadcast_to(f(1), (1, C, 1, 1))
+            with pytest.raises(ValueError, match=r"conv2d: C\*kh\*kw, OH\*OW and O must each be at most 2\*\*31 - 257"):
+                cv.conv2d(xb, wb, backend=backend)
+
+
+def test_numpy_and_emulator_cost_follows_the_output():
+    """Issue 17 item 4 for convolution: dilation 2^30 padded the input with np.pad (exabytes); now
+    each call is well under a second within 1 GiB of address space."""
+    from pygpu_ops._runtime import backends
+    from test_pooling import run_capped
+
+    names = ["numpy"] + (["emulator"] if backends.problem("emulator") is None else [])
+    calls = """
+x = np.ones((1, 3, 4, 4), np.float32)
+w = np.ones((2, 3, 2, 2), np.float32)
+big = dict(stride=2**30, padding=2**30 - 3, dilation=2**30)
+CALLS = [
+    ("conv2d NCHW", lambda b: po.conv2d(x, w, **big, backend=b)),
+    ("conv2d NHWC", lambda b: po.conv2d(x.transpose(0, 2, 3, 1), w.transpose(0, 2, 3, 1), **big, layout="NHWC",
+                                        backend=b)),
+    ("conv1d", lambda b: po.conv1d(x[:, :, 0], w[:, :, 0], **big, backend=b)),
+    ("im2col", lambda b: po.im2col(x, 2, **big, backend=b)),
+    ("conv2d dilation 2^29", lambda b: po.conv2d(x, w, padding=2**29, dilation=2**29, stride=2**28, backend=b)),
+]
+"""
+    times = run_capped(calls, names)
+    slow = {k: v for k, v in times.items() if v > 1.0}
+    assert not slow, f"calls slower than 1 s: {slow}"
 
 
 # -- emulator-only: shared-memory kernels under two schedules --------------------------------------

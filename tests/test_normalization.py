@@ -177,6 +177,23 @@ def test_errors(backend, to):
         softmax([1.0, 2.0], backend=backend)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_axis_length_bound(backend, to, axis):
+    """Issue 17: the kernels' int loop counters step up to 4 * BLOCK past the axis length, so an
+    axis longer than 2**31 - 4097 is refused (before anything is allocated: a broadcast view)."""
+    if backend == "cuda":
+        pytest.skip("broadcast NumPy views stand in for huge inputs; not for CuPy arrays")
+    from test_pooling import address_space_cap
+
+    shape = (2**31 - 100, 1) if axis == 0 else (1, 2**31 - 100)
+    x = np.broadcast_to(np.float32(0), shape)
+    with address_space_cap():
+        for fn, op in ((softmax, "softmax"), (log_softmax, "log_softmax")):
+            with pytest.raises(ValueError, match=rf"{op}: the softmax axis has 2147483548 elements; at most "
+                                                 rf"2\*\*31 - 4097 are supported"):
+                fn(x, axis=axis, backend=backend)
+
+
 def test_variants_registry():
     assert softmax_variants() == ("naive", "online", "warp", "block")
     for v in nz.SOFTMAX_LADDER + (nz.STRIDED,):

@@ -101,6 +101,10 @@ CASES = [
     ((1, 2, 4, 7), (1, 3), None, (0, 1), 1, True),   # stride defaults to the kernel
     ((2, 37, 6, 7), 2, 1, 1, 1, False),         # C > 32 for the channel-mapped NHWC kernels
     ((1, 1, 1, 4), 2, 1, 2, 3, False),          # a dilated window with no tap inside the input
+    ((1, 2, 2, 3), 7, 1, 3, 1, False),          # padding larger than the input
+    ((2, 1, 3, 2), (5, 4), (2, 3), 2, 1, True),  # kernel and padding past the input, ceil_mode
+    ((1, 3, 2, 2), (2, 3), (3, 1), (1, 2), (4, 2), True),  # dilation larger than the input
+    ((1, 1, 3, 3), 5, 4, 2, 1, True),           # stride larger than the input, ceil_mode
 ]
 CASE_IDS = [f"{'x'.join(map(str, c[0]))}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-{'ceil' if c[5] else 'floor'}"
             .replace(" ", "") for c in CASES]
@@ -228,13 +232,13 @@ def test_errors(backend, to):
     max_pool2d(x, 2, padding=2, dilation=3, backend=backend)  # effective kernel 4: padding 2 is fine
     with pytest.raises(ValueError, match="output size is too small"):
         max_pool2d(x, 7, backend=backend)
-    with pytest.raises(ValueError, match="kernel_size must be positive"):
+    with pytest.raises(ValueError, match="kernel_size must be between 1 and 2147483647; got 0"):
         max_pool2d(x, 0, backend=backend)
-    with pytest.raises(ValueError, match="stride must be positive"):
+    with pytest.raises(ValueError, match="stride must be between 1 and 2147483647; got 0"):
         avg_pool2d(x, 2, stride=(1, 0), backend=backend)
-    with pytest.raises(ValueError, match="padding must be non-negative"):
+    with pytest.raises(ValueError, match="padding must be between 0 and 2147483647; got -1"):
         max_pool2d(x, 2, padding=-1, backend=backend)
-    with pytest.raises(ValueError, match="dilation must be positive"):
+    with pytest.raises(ValueError, match="dilation must be between 1 and 2147483647; got 0"):
         max_pool2d(x, 2, dilation=0, backend=backend)
     with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints; got 3 values"):
         max_pool2d(x, (2, 2, 2), backend=backend)
@@ -260,6 +264,198 @@ def test_errors(backend, to):
         max_pool2d(to(np.ones((1, 1, 4, 4), np.int64)), 2, backend=backend)
     with pytest.raises(TypeError, match="x has dtype float16"):
         global_avg_pool2d(to(np.ones((1, 1, 4, 4), np.float16)), backend=backend)
+
+
+@pytest.mark.parametrize("name,value,shown", [
+    ("stride", 2**31, "2147483648"), ("stride", 10**30, "1000000000000000000000000000000"),
+    ("padding", 2**31, "2147483648"), ("dilation", (1, 2**31), "2147483648"),
+    ("kernel_size", 2**31, "2147483648"), ("dilation", np.uint64(2**64 - 1), "18446744073709551615"),
+    ("stride", np.int64(-(2**40)), "-1099511627776"), ("padding", np.array(2**35, ">i8")[()], "34359738368"),
+])
+def test_int_parameters_range_checked_by_value(backend, to, name, value, shown):
+    """Issue 17 item 5: an int parameter past the C int the kernels take is a ValueError naming it
+    (an OverflowError from NumPy before), unsigned / big-endian NumPy scalars by their value."""
+    x = to(np.ones((1, 2, 6, 6), np.float32))
+    kw = {"kernel_size": 2, name: value}
+    lo = 0 if name == "padding" else 1
+    with pytest.raises(ValueError, match=rf"max_pool2d: {name} must be between {lo} and 2147483647; got {shown}"):
+        max_pool2d(x, **kw, backend=backend)
+    if name != "dilation":
+        with pytest.raises(ValueError, match=rf"avg_pool2d: {name} must be between {lo} and 2147483647; got {shown}"):
+            avg_pool2d(x, **kw, backend=backend)
+
+
+def test_channel_and_plane_bounds(backend, to):
+    """C and H*W beyond what the kernels' int counters allow are refused before anything is
+    allocated (broadcast views: no memory)."""
+    if backend == "cuda":
+        pytest.skip("broadcast NumPy views stand in for huge inputs; not for CuPy arrays")
+    wide = np.broadcast_to(np.float32(1), (1, 6, 6, 2**31))
+    with pytest.raises(ValueError, match=r"max_pool2d: x has C = 2147483648 channels"):
+        max_pool2d(wide, 2, layout="NHWC", backend=backend)
+    plane = np.broadcast_to(np.float32(1), (1, 1, 1, 2**31 - 100))
+    with pytest.raises(ValueError, match=r"global_avg_pool2d: .* H\*W = 2147483548 elements; each must be at most "
+                                         r"2\*\*31 - 4097"):
+        global_avg_pool2d(plane, backend=backend)
+
+
+# -- window parameters near 2^31: 64-bit window arithmetic in the kernels, taps-only NumPy fallback ----
+BIG = 2**31 - 1
+# (shape NCHW, kernel, stride, padding, dilation, ceil_mode): (k - 1) * d, start + span and the
+# first-tap index pass 2^31 although every window reads at most a few input elements.
+HUGE_MAX_CASES = [
+    ((1, 1, 1, 1), (3, 1), 1, (BIG, 0), (BIG, 1), False),        # issue 17: 5.0 at index 0
+    ((1, 2, 4, 4), (2, 2), 1, (2**30 - 1, 1), (BIG, 1), False),  # no tap inside: index 2^30 * W + w
+    ((1, 1, 2, 2), (3, 1), (BIG, 1), (BIG, 0), (BIG, 1), True),  # o * s - p and start + 2d past 2^31
+    ((2, 1, 3, 5), (1, 3), (1, BIG), (0, 1), (1, 2), True),      # stride 2^31 - 1, ceil_mode
+    ((1, 2, 1, 1), (20000, 1), (10000, 1), (10000, 0), 1, True),  # two windows far apart, one tap each
+]
+
+
+def address_space_cap(extra=2 << 30):
+    """Lower this process's soft RLIMIT_AS to its current size plus ``extra`` for a with-block, so
+    that an absurd allocation (a padded copy of 2^31 rows) fails at once instead of paging."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def cap():
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        limit = size + extra if hard == resource.RLIM_INFINITY else min(size + extra, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+    return cap()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", HUGE_MAX_CASES, ids=range(len(HUGE_MAX_CASES)))
+def test_max_pool2d_huge_window_parameters(backend, to, case, layout):
+    shape, k, s, p, d, ceil_mode = case
+    x = data(shape, np.float32, 3)
+    want, want_idx = ref_max(x, pair(k), pair(s), pair(p), pair(d), ceil_mode)
+    with address_space_cap():
+        got, idx = max_pool2d(to(to_layout(x, layout)), k, s, p, d, ceil_mode, True, layout, backend=backend)
+    np.testing.assert_array_equal(from_layout(to.host(got), layout), want)
+    np.testing.assert_array_equal(from_layout(to.host(idx), layout), want_idx)
+
+
+def test_max_pool2d_issue_17_reproducer(backend, to):
+    with address_space_cap():
+        y, i = max_pool2d(to(np.array([[[[5.0]]]], np.float32)), (3, 1), stride=1, padding=(BIG, 0),
+                          dilation=(BIG, 1), return_indices=True, backend=backend)
+    assert to.host(y).tolist() == [[[[5.0]]]] and to.host(i).tolist() == [[[[0]]]]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d_huge_window(backend, to, layout, count_include_pad):
+    # kernel 2^31 - 1 with padding 2^30 - 1 on a 1x1 input: one window, clipped to the padded input
+    # it spans 2^31 - 1 per axis, so the count_include_pad divisor is (2^31 - 1)^2 (an int product
+    # overflowed); the taps inside the input are one.
+    x = np.array([[[[5.0]]], [[[-3.0]]]], np.float64)
+    k, p = (BIG, BIG), (2**30 - 1, 2**30 - 1)
+    want, bound = ref_avg(x, k, k, p, False, count_include_pad)
+    assert want.shape == (2, 1, 1, 1) and (want[0, 0, 0, 0] == 5.0 / BIG**2 if count_include_pad else 5.0)
+    with address_space_cap():
+        got = avg_pool2d(to(to_layout(x, layout)), k, None, p, False, count_include_pad, layout, backend=backend)
+    assert_close_bound(from_layout(to.host(got), layout), want, bound)
+
+
+def test_random_geometries_against_loops(backend, to):
+    """Seeded random small geometries, every option, both layouts: values and indices exactly as
+    the loop references, averages within their bound."""
+    rng = np.random.default_rng(17)
+    checked = 0
+    while checked < 24:
+        H, W = (int(v) for v in rng.integers(1, 7, 2))
+        k = tuple(int(v) for v in rng.integers(1, 6, 2))
+        s = tuple(int(v) for v in rng.integers(1, 5, 2))
+        d = tuple(int(v) for v in rng.integers(1, 4, 2))
+        p = tuple(int(rng.integers(0, ((kk - 1) * dd + 1) // 2 + 1)) for kk, dd in zip(k, d))
+        ceil_mode = bool(rng.integers(2))
+        OH = out_size(H, k[0], s[0], p[0], d[0], ceil_mode)
+        OW = out_size(W, k[1], s[1], p[1], d[1], ceil_mode)
+        if OH < 1 or OW < 1:
+            continue
+        layout = LAYOUTS[checked % 2]
+        x = data((2, 3, H, W), np.float32, checked)
+        x[0, 0].flat[int(rng.integers(H * W))] = np.nan
+        xin = to(to_layout(x, layout))
+        want, want_idx = ref_max(x, k, s, p, d, ceil_mode)
+        got, idx = max_pool2d(xin, k, s, p, d, ceil_mode, True, layout, backend=backend)
+        np.testing.assert_array_equal(from_layout(to.host(got), layout), want)
+        np.testing.assert_array_equal(from_layout(to.host(idx), layout), want_idx)
+        pa = tuple(min(pp, kk // 2) for pp, kk in zip(p, k))
+        if out_size(H, k[0], s[0], pa[0], 1, ceil_mode) >= 1 and out_size(W, k[1], s[1], pa[1], 1, ceil_mode) >= 1:
+            cip = bool(checked % 3)
+            want, bound = ref_avg(x, k, s, pa, ceil_mode, cip)
+            got = avg_pool2d(xin, k, s, pa, ceil_mode, cip, layout, backend=backend)
+            assert_close_bound(from_layout(to.host(got), layout), want, bound)
+        checked += 1
+
+
+_CAPPED = r"""
+import json, resource, sys, time
+import numpy as np
+import pygpu_ops as po
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.RLIM_INFINITY))
+one = np.ones((1, 1, 1, 1), np.float32)
+times = {}
+for backend in sys.argv[1:]:
+    for name, call in CALLS:  # first untimed: builds (or loads) the emulator's kernel modules
+        call(backend)
+    for name, call in CALLS:
+        t = time.perf_counter()
+        call(backend)
+        times[f"{name}[{backend}]"] = time.perf_counter() - t
+print(json.dumps(times))
+"""
+
+
+def run_capped(calls: str, backends, timeout=120):
+    """Runs ``CALLS`` (source defining a list of (name, fn(backend))) in a fresh interpreter whose
+    address space may grow by 1 GiB only, each call once untimed and once timed; returns
+    {name[backend]: seconds of the timed call}. A MemoryError or an exception of any kind fails
+    the test, and so does a run past ``timeout`` seconds."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    code = _CAPPED.replace("times = {}", calls + "\ntimes = {}")
+    r = subprocess.run([sys.executable, "-c", code, *backends], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_numpy_and_emulator_cost_follows_the_output():
+    """Issue 17 item 4: a 1x1 input with a 20001-wide window (a Python loop over 4e8 taps before),
+    padding 2^30 (an 8 GiB padded copy before): each call well under a second in 1 GiB."""
+    from pygpu_ops._runtime import backends
+
+    names = ["numpy"] + (["emulator"] if backends.problem("emulator") is None else [])
+    calls = """
+CALLS = [
+    ("avg k1201 p600", lambda b: po.avg_pool2d(one, 1201, 1, 600, backend=b)),
+    ("avg k20001 p10000", lambda b: po.avg_pool2d(one, 20001, 1, 10000, count_include_pad=False, backend=b)),
+    ("avg 56x56 k56", lambda b: po.avg_pool2d(np.ones((2, 8, 56, 56), np.float32), 56, backend=b)),
+    ("max p2^30", lambda b: po.max_pool2d(one, (3, 1), 1, (2**30, 0), (2**30, 1), return_indices=True, backend=b)),
+    ("max k20001", lambda b: po.max_pool2d(one, 20001, 1, 10000, layout="NHWC", backend=b)),
+]
+"""
+    times = run_capped(calls, names)
+    slow = {k: v for k, v in times.items() if v > 1.0}
+    assert not slow, f"calls slower than 1 s: {slow}"
 
 
 # -- emulator-only: shared-memory races / shuffles show up as seed-dependent results ------------------

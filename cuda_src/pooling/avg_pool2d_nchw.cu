@@ -9,7 +9,8 @@
 //
 // Memory traffic: reads N*C*H*W (once from DRAM when windows overlap), writes
 // N*C*OH*OW. Launch: grid ceil_div(N*C*OH*OW, 256), block 256. Any sizes with
-// H * W < 2^31 and OH * OW < 2^31.
+// H * W < 2^31 and OH * OW < 2^31; window parameters up to 2^31 - 1 (the
+// window arithmetic in pool_common.cuh is 64-bit).
 #include "pool_common.cuh"
 
 // x is (N*C, H, W), y is (N*C, OH, OW).
@@ -36,7 +37,8 @@ __global__ void __launch_bounds__(256) avg_pool2d_nchw(
     for (int h = hs.start; h < hs.end; ++h)
         for (int w = ws.start; w < ws.end; ++w)
             sum += xp[h * W + w];
-    const int count = count_include_pad ? hs.padded * ws.padded
-                                        : (hs.end - hs.start) * (ws.end - ws.start);
+    // 64-bit: two window extents below 2^31 each can multiply past 2^31.
+    const long long count = count_include_pad ? (long long)hs.padded * ws.padded
+                                              : (long long)(hs.end - hs.start) * (ws.end - ws.start);
     y[t] = sum / T(count);
 }

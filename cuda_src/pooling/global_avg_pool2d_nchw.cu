@@ -10,7 +10,8 @@
 // the double instantiation.
 //
 // Memory traffic: reads N*C*H*W, writes N*C. Launch: block 256 (8 planes per
-// block), grid ceil_div(N*C, 8). Any HW < 2^31.
+// block), grid ceil_div(N*C, 8). Any HW up to
+// 2^31 - 4097: the int counter reaches HW - 1 + 128 (the wrapper checks).
 template <typename T>
 __global__ void __launch_bounds__(256, 2) global_avg_pool2d_nchw(
     const T* __restrict__ x, T* __restrict__ y, long long planes, int HW)

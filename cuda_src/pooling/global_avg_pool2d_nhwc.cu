@@ -8,7 +8,8 @@
 // sums of a channel are added by a tree in shared memory. Sums accumulate in T.
 //
 // Memory traffic: reads N*H*W*C, writes N*C. Launch: block (TX, TY), grid
-// ceil_div(C, TX) * N. Any HW, C.
+// ceil_div(C, TX) * N. Any HW and C up to 2^31 - 4097: the int counters reach
+// HW - 1 + TY and C - 1 + TX (the wrapper checks).
 template <typename T>
 __global__ void __launch_bounds__(256) global_avg_pool2d_nhwc(
     const T* __restrict__ x, T* __restrict__ y, long long N, int HW, int C, int ctiles)

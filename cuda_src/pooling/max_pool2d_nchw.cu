@@ -13,7 +13,8 @@
 // Memory traffic: reads N*C*H*W (once from DRAM when windows overlap, more
 // only from cache), writes N*C*OH*OW values (+ as many int64 indices).
 // Launch: grid ceil_div(N*C*OH*OW, 256), block 256. Any sizes with
-// H * W < 2^31 and OH * OW < 2^31.
+// H * W < 2^31 and OH * OW < 2^31; window parameters up to 2^31 - 1 (the
+// window arithmetic in pool_common.cuh is 64-bit).
 #include "pool_common.cuh"
 
 // x is (N*C, H, W), y and ind are (N*C, OH, OW); ind is written only when WITH_INDICES.
@@ -34,13 +35,15 @@ __global__ void __launch_bounds__(256) max_pool2d_nchw(
     const T* xp = x + plane * H * W;
 
     T best = pool_neg_inf<T>();
-    int best_i = hspan.start * W + wspan.start;
-    for (int h = hspan.start; h < hspan.end; h += dh) {
-        for (int w = wspan.start; w < wspan.end; w += dw) {
-            const T v = xp[h * W + w];
+    long long best_i = hspan.start * W + wspan.start;
+    // Unsigned counters: h < H < 2^31 and dh < 2^31, so h + dh cannot wrap (an int could overflow).
+    for (unsigned h = hspan.first; h < (unsigned)hspan.end; h += dh) {
+        for (unsigned w = wspan.first; w < (unsigned)wspan.end; w += dw) {
+            const int i = (int)(h * W + w);  // < H * W < 2^31
+            const T v = xp[i];
             if (v > best || v != v) {
                 best = v;
-                best_i = h * W + w;
+                best_i = i;
             }
         }
     }

@@ -7,7 +7,8 @@
 //
 // Memory traffic: reads N*H*W*C (once from DRAM when windows overlap), writes
 // N*OH*OW*C values (+ as many int64 indices). Launch: grid
-// ceil_div(N*OH*OW*C, 256), block 256. Any sizes with H * W < 2^31.
+// ceil_div(N*OH*OW*C, 256), block 256. Any sizes with H * W < 2^31,
+// C < 2^31; window parameters up to 2^31 - 1 (64-bit window arithmetic).
 #include "pool_common.cuh"
 
 // x is (N, H, W, C), y and ind are (N, OH, OW, C); ind is written only when WITH_INDICES.
@@ -30,13 +31,15 @@ __global__ void __launch_bounds__(256) max_pool2d_nhwc(
     const T* xn = x + n * H * W * C + c;
 
     T best = pool_neg_inf<T>();
-    int best_i = hspan.start * W + wspan.start;
-    for (int h = hspan.start; h < hspan.end; h += dh) {
-        for (int w = wspan.start; w < wspan.end; w += dw) {
-            const T v = xn[(long long)(h * W + w) * C];
+    long long best_i = hspan.start * W + wspan.start;
+    // Unsigned counters: h < H < 2^31 and dh < 2^31, so h + dh cannot wrap (an int could overflow).
+    for (unsigned h = hspan.first; h < (unsigned)hspan.end; h += dh) {
+        for (unsigned w = wspan.first; w < (unsigned)wspan.end; w += dw) {
+            const int i = (int)(h * W + w);  // < H * W < 2^31
+            const T v = xn[(long long)i * C];
             if (v > best || v != v) {
                 best = v;
-                best_i = h * W + w;
+                best_i = i;
             }
         }
     }

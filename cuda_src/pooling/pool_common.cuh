@@ -9,38 +9,45 @@ template <> __device__ __forceinline__ double pool_neg_inf<double>()
     return __longlong_as_double((long long)0xfff0000000000000ULL);
 }
 
-// Max-pool window along one axis for output position o: taps start,
-// start + d, ... < end, all inside [0, size). start is the first tap at or
-// after 0 (PyTorch steps over the left padding by whole dilations), end is
-// one past the last tap of the window clipped to the input.
+// Max-pool window along one axis for output position o: taps first,
+// first + d, ... < end, all inside [0, size). `start` is the first tap at or
+// after 0 (PyTorch steps over the left padding by whole dilations) and may lie
+// past the input when no tap is inside it (then first == end and the loop is
+// empty); end is one past the last tap of the window clipped to the input.
+//
+// The window arithmetic is 64-bit: o * s, (k - 1) * d and start + span reach
+// 2^32 with parameters below 2^31 (padding and dilation 2^31 - 1 with k = 3).
+// What the kernels loop over is 32-bit again: 0 <= first <= end <= size.
 struct MaxSpan {
-    int start, end;
+    long long start;
+    int first, end;
 };
 
 __device__ __forceinline__ MaxSpan max_span(int o, int size, int k, int s, int p, int d)
 {
-    int start = o * s - p;
-    const int end = min(start + (k - 1) * d + 1, size);
+    long long start = (long long)o * s - p;
+    const long long last = start + (long long)(k - 1) * d;
+    const int end = (int)max(0LL, min(last + 1, (long long)size));
     if (start < 0)
         start += ((-start + d - 1) / d) * d;
-    return MaxSpan{start, end};
+    return MaxSpan{start, (int)min(start, (long long)end), end};
 }
 
 // Average-pool window along one axis for output position o: [start, end)
 // clipped to the input, and `padded`, the window's extent clipped to the
 // padded input (H + p on the right) -- the count_include_pad divisor. With
 // ceil_mode a last window may reach past the padded input; that part counts
-// neither way (PyTorch's semantics).
+// neither way (PyTorch's semantics). 64-bit window arithmetic as in max_span;
+// padded <= k.
 struct AvgSpan {
     int start, end, padded;
 };
 
 __device__ __forceinline__ AvgSpan avg_span(int o, int size, int k, int s, int p)
 {
-    int start = o * s - p;
-    int end = min(start + k, size + p);
-    const int padded = end - start;
-    start = max(start, 0);
-    end = min(end, size);
-    return AvgSpan{start, end, padded};
+    const long long start = (long long)o * s - p;
+    const long long end = min(start + k, (long long)size + p);
+    const int padded = (int)(end - start);
+    const int first = (int)max(0LL, min(start, (long long)size));
+    return AvgSpan{first, (int)max((long long)first, min(end, (long long)size)), padded};
 }

@@ -17,7 +17,8 @@
 // Memory traffic: reads rows * L, writes rows * L (ELEMS == 0: reads
 // 2 * rows * L, the second mostly from L2). Launch: block 128 threads, i.e.
 // 128 / WIDTH rows per block; grid ceil_div(rows, 128 / WIDTH). Any rows;
-// L <= WIDTH * ELEMS, or any L when ELEMS == 0.
+// L <= WIDTH * ELEMS, or any L up to 2^31 - 4097 when ELEMS == 0 (the int
+// counter reaches L - 1 + WIDTH; the wrapper checks).
 #include "softmax_common.cuh"
 
 // x, y are (rows, L) contiguous; LOG selects log_softmax.

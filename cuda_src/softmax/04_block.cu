@@ -16,7 +16,8 @@
 //
 // Memory traffic: reads rows * L (cache_row) or 2 * rows * L (the second
 // mostly from L2), writes rows * L. Launch: grid rows, block BLOCK (a multiple
-// of 32), dynamic shared memory L * sizeof(T) when cache_row else 0. Any L.
+// of 32), dynamic shared memory L * sizeof(T) when cache_row else 0. Any L up to
+// 2^31 - 4097: the int counters reach L - 1 + 4 * BLOCK (the wrapper checks).
 #include "softmax_common.cuh"
 
 // x, y are (rows, L) contiguous; LOG selects log_softmax.

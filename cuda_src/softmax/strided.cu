@@ -16,7 +16,8 @@
 //
 // Memory traffic: reads 2 * outer * L * inner (the second read mostly from
 // L2), writes outer * L * inner. Launch: block (TX, TY), grid
-// (tiles * outer_chunk) with tiles = ceil_div(inner, TX); any L, inner.
+// (tiles * outer_chunk) with tiles = ceil_div(inner, TX); any inner, any L up
+// to 2^31 - 4097 (the int counter reaches L - 1 + TY; the wrapper checks).
 #include "softmax_common.cuh"
 
 // x, y are (outer, L, inner) contiguous; LOG selects log_softmax.

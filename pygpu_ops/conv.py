@@ -605,12 +605,14 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
             dev.launch(CONV_GEMM.kernel, gemm_launch_config(CONV_GEMM, nr, Og, ng), args)
 
 
-def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, shape):
+def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, shape, dtype=np.float32):
     """NumPy fallback: im2col of the taps that read the input only (a kernel tap that lands in the
     padding for every output adds nothing), in chunks under the column-buffer limit, then one
     batched BLAS matmul per chunk. Never a padded copy of x: the cost is (outputs x taps inside
-    the input), whatever the padding and dilation."""
-    out = np.empty(shape, np.float32)
+    the input), whatever the padding and dilation. ``dtype`` is the computation's (qconv2d's
+    fallback sums exact integers in float64 through this same path)."""
+    dtype = np.dtype(dtype)
+    out = np.empty(shape, dtype)
     if out.size == 0:
         return out
     G, Cg, Og = g.G, g.Cg, g.Og
@@ -636,13 +638,13 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
         if nh == g.KH and nw == g.KW and _padding_is_cheap(g, g.N * g.C * g.KH * g.KW * g.OH * g.OW):
             win = _numpy_windows(x, g, layout)
             alloc = np.empty
-        for n0, n1, h0, h1 in _numpy_chunks(g, g.C * nh * nw * 4):
+        for n0, n1, h0, h1 in _numpy_chunks(g, g.C * nh * nw * dtype.itemsize):
             nb, oh = n1 - n0, h1 - h0
             xs = x[n0:n1]
             if layout == "NCHW":
-                cols = alloc((nb, G, Cg, nh, nw, oh, g.OW), np.float32)    # Caffe's columns
+                cols = alloc((nb, G, Cg, nh, nw, oh, g.OW), dtype)    # Caffe's columns
             else:
-                cols = alloc((nb, oh, g.OW, G, nh, nw, Cg), np.float32)
+                cols = alloc((nb, oh, g.OW, G, nh, nw, Cg), dtype)
             if win is not None:
                 if layout == "NCHW":    # win (N, C, OH, OW, kh, kw)
                     part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, nh, nw)

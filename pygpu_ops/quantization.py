@@ -653,8 +653,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
                 f"max|x - x_zero_point| + max|bias| = {Kg} * 128 * {xmax} + {bmax} (and K * 16384) must stay "
                 f"below 2**31")
         if name == "numpy":
-            wh = np.asarray(w).reshape(O, Kg).astype(np.int64)
-            return _numpy_qconv(np.asarray(x), wh, bh, g, layout, zx, mult, zy, relu, ydt, shape)
+            return _numpy_qconv(x, w, bh, g, layout, zx, mult, zy, relu, ydt, shape)
         if layout == "NCHW" and g.Og > MAX_GRID_YZ * QCONV_TILE[0]:
             raise ValueError(f"{op}: O/groups must be at most {MAX_GRID_YZ * QCONV_TILE[0]} for NCHW (gridDim.y); "
                              f"got {g.Og}")
@@ -691,39 +690,19 @@ def _qconv_finish_np(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, zy: in
     return y
 
 
-def _numpy_qconv(x, wh, bh, g, layout, zx, mult, zy, relu, ydt, shape):
-    """NumPy fallback: windows padded with the zero point, exact float64 BLAS sums per group."""
-    from .conv import _numpy_chunks, _numpy_windows
+def _numpy_qconv(x, w, bh, g, layout, zx, mult, zy, relu, ydt, shape):
+    """NumPy fallback: the convolution of (x - x_zero_point) with zero padding (the input's zero
+    point, in that domain) through conv2d's own fallback (only the taps that read the input, so
+    the cost does not grow with padding or dilation), as float64 sums, which are exact: every
+    product and partial sum is an integer below 2**53. Then the requantizing epilogue."""
+    from .conv import _numpy_conv
 
-    out = np.empty(shape, ydt)
-    if out.size == 0:
-        return out
-    G, Cg, Og, KK = g.G, g.Cg, g.Og, g.KH * g.KW
-    if x.size == 0 or wh.size == 0:
-        acc_zero = np.zeros((1, g.O), np.int64)
-        row = _qconv_finish_np(acc_zero, bh, mult, zy, relu, ydt)[0]
-        out[...] = row.reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
-        return out
-    win = _numpy_windows(x, g, layout, pad=zx)
-    # Weights in the column order of each layout, as float64 (G, Kg, Og); inputs minus the zero
-    # point: every product and partial sum is an integer below 2**53, so BLAS is exact.
-    wm = wh.reshape(G, Og, -1).transpose(0, 2, 1).astype(np.float64)
-    for n0, n1, h0, h1 in _numpy_chunks(g, g.C * KK * 8):
-        nb, oh = n1 - n0, h1 - h0
-        if layout == "NCHW":
-            part = win[n0:n1, :, h0:h1].reshape(nb, G, Cg, oh, g.OW, g.KH, g.KW)
-            cols = part.transpose(0, 1, 3, 4, 2, 5, 6).reshape(nb, G, oh * g.OW, Cg * KK)
-        else:
-            part = win[n0:n1, h0:h1].reshape(nb, oh, g.OW, G, Cg, g.KH, g.KW)
-            cols = part.transpose(0, 3, 1, 2, 5, 6, 4).reshape(nb, G, oh * g.OW, KK * Cg)
-        acc = np.matmul(cols.astype(np.float64) - zx, wm)                    # (nb, G, pixels, Og)
-        acc = acc.transpose(0, 2, 1, 3).reshape(nb, oh * g.OW, g.O).astype(np.int64)
-        y = _qconv_finish_np(acc, bh, mult, zy, relu, ydt)                   # (nb, pixels, O)
-        if layout == "NCHW":
-            out[n0:n1, :, h0:h1] = y.transpose(0, 2, 1).reshape(nb, g.O, oh, g.OW)
-        else:
-            out[n0:n1, h0:h1] = y.reshape(nb, oh, g.OW, g.O)
-    return out
+    xs = np.asarray(x).astype(np.float64) - zx
+    acc = _numpy_conv(xs, np.asarray(w).astype(np.float64), None, g, layout, 0, 0.0, shape, dtype=np.float64)
+    if layout == "NCHW":
+        acc = np.moveaxis(acc, 1, -1)                                          # channel last
+    y = _qconv_finish_np(acc.astype(np.int64), bh, mult, zy, relu, ydt)
+    return np.ascontiguousarray(np.moveaxis(y, -1, 1)) if layout == "NCHW" else y
 
 
 def _device_qconv_nchw(dev, kernel, x, w, g, xdt, zx, flip, chan, zy, relu, out):

@@ -822,3 +822,25 @@ def test_qconv2d_and_int8_gemm_device_work_on_the_arrays_device(two_gpus):
         assert call().device.id == 1
         assert cupy.seen["props"] == [(1, 1)], cupy.seen["props"]
     np.testing.assert_array_equal(Q.int8_gemm(a, b).get(), ref_gemm(ah, bh))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_qconv2d_huge_padding_and_dilation_cost_the_output_not_the_padding(backend, to, layout):
+    """Padding and dilation near 2**30: only the centre tap reads the input. The NumPy fallback
+    goes through conv2d's per-tap path (no padded copy of x, which would be 2**31 rows), so it
+    runs within a 1 GiB address-space margin; every backend matches the direct loop."""
+    from test_pooling import address_space_cap
+
+    rng = np.random.default_rng(21)
+    xh, wh = rand_q(rng, (1, 2, 5, 4), U8), rand_q(rng, (3, 2, 3, 3), I8)
+    big = 2**30 - 8   # the padded input stays below 2**31 (checked): 5 + 2 * big
+    want32, want64, _ = ref_qconv(xh, 0.03, 9, wh, 0.02, 0.07, -4, None, (1, 1), (big,) * 4, (big, big), 1, 0, np.dtype(np.int8))
+    x, w = (xh, wh) if layout == "NCHW" else (_nhwc(xh), _nhwc(wh))
+    with address_space_cap(1 << 30):
+        y = Q.qconv2d(to(x), 0.03, 9, to(w), 0.02, 0, 0.07, -4, padding=big, dilation=big, layout=layout, out_dtype="int8",
+                      backend=backend)
+    y = to.host(y)
+    if layout == "NHWC":
+        y = y.transpose(0, 3, 1, 2)
+    assert y.shape == want32.shape == (1, 3, 5, 4)
+    np.testing.assert_array_equal(y, want32)

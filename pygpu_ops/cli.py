@@ -53,6 +53,7 @@ def _cmd_info(args) -> int:
 def _cmd_check(args) -> int:
     from ._runtime import compile_gate
 
+    archs = args.arch or compile_gate.ARCHS
     try:
         import re
 
@@ -60,23 +61,28 @@ def _cmd_check(args) -> int:
 
         pattern = re.compile(args.filter or "")
         chosen = [k for k in all_kernels() if pattern.search(k.name_expression) or pattern.search(k.source)]
-        reports, errors = compile_gate.run_gate(chosen, archs=args.arch or compile_gate.ARCHS)
-    except compile_gate.GateUnavailable as exc:
+        result = compile_gate.run_gate(chosen, archs=archs, nvrtc=args.nvrtc)
+    except (compile_gate.GateUnavailable, ValueError) as exc:
         print(f"pygpu-ops check: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(compile_gate.as_json(reports, errors), indent=1))
+        print(json.dumps(compile_gate.as_json(result), indent=1))
     else:
-        print(f"NVRTC {compile_gate.nvrtc_version()}, archs {', '.join(args.arch or compile_gate.ARCHS)}")
-        print(compile_gate.format_table(reports))
-        for e in errors:
-            print(f"\nCOMPILE ERROR {e.source} ({e.arch}):\n{e.log}")
-    bad = [r for r in reports if not r.ok]
-    if errors or bad:
-        print(f"check FAILED: {len(errors)} compile errors, {len(bad)} kernels with forbidden spills",
-              file=sys.stderr)
+        for version, path in result.nvrtc.items():
+            print(f"NVRTC {version} ({path})")
+        print(f"archs {', '.join(archs)}")
+        for s in result.skipped:
+            print(f"note: {s.message}")
+        print(compile_gate.format_table(result.reports))
+        for e in result.errors:
+            print(f"\nCOMPILE ERROR {e.source} (NVRTC {e.nvrtc}, {e.arch}):\n{e.log}")
+    versions = ", ".join(result.nvrtc)
+    if result.errors or result.bad:
+        print(f"check FAILED (NVRTC {versions}): {len(result.errors)} compile errors, "
+              f"{len(result.bad)} kernels with forbidden spills", file=sys.stderr)
         return 1
-    print(f"check passed: {len(reports)} kernel builds, no errors, no forbidden spills")
+    print(f"check passed (NVRTC {versions}): {len(result.reports)} kernel builds, no errors, no forbidden spills",
+          file=sys.stderr if args.json else sys.stdout)   # --json: stdout is one JSON document
     return 0
 
 
@@ -102,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", action="append", help="sm_XX (repeatable; default sm_75 sm_80 sm_86 sm_89 sm_90)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument("--filter", metavar="REGEX", help="only kernels whose name or source file matches")
+    s.add_argument("--nvrtc", action="append", type=int, choices=(12, 13),
+                   help="NVRTC major version to gate under (repeatable; default every one installed: "
+                        "the nvrtc12 / nvrtc13 extras)")
     s.set_defaults(func=_cmd_check)
     s = sub.add_parser("selftest", help="every op on every available backend against the reference")
     s.add_argument("--backend", action="append", choices=backends.BACKENDS)

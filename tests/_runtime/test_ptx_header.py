@@ -52,19 +52,14 @@ def test_plain_twins_under_the_emulator(source):
 def test_nvrtc_takes_the_ptx(source):
     from pygpu_ops._runtime import compile_gate
 
-    try:
-        nvrtc = compile_gate._nvrtc()
-    except compile_gate.GateUnavailable as exc:
-        pytest.skip(str(exc))
-    for arch, expect in (("sm_80", True), ("sm_90", True), ("sm_75", False)):
-        reports, error = compile_gate.compile_module([source], arch)
-        assert error is None and reports[0].registers > 0
-        code = sources.expand(source.source).encode()
-        _, prog = nvrtc.nvrtcCreateProgram(code, b"stage.cu", 0, [], [])
-        opts = [o.encode() for o in source.options()] + [f"--gpu-architecture=compute_{arch[3:]}".encode()]
-        assert nvrtc.nvrtcCompileProgram(prog, len(opts), opts)[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS
-        _, size = nvrtc.nvrtcGetPTXSize(prog)
-        ptx = b" " * size
-        nvrtc.nvrtcGetPTX(prog, ptx)
-        nvrtc.nvrtcDestroyProgram(prog)
-        assert (b"cp.async" in ptx) == expect, arch
+    found = compile_gate.available_nvrtc()
+    if not found:
+        pytest.skip("no NVRTC: pip install 'pygpu_ops[nvrtc]'")
+    for nv in found:
+        for arch, expect in (("sm_80", True), ("sm_90", True), ("sm_75", False)):
+            reports, error = compile_gate.compile_module([source], arch, nv)
+            assert error is None and reports[0].registers > 0
+            opts = source.options() + (f"--gpu-architecture=compute_{arch[3:]}",)
+            res = nv.compile(sources.expand(source.source), "stage.cu", opts, output="ptx")
+            assert res.ok, res.log
+            assert (b"cp.async" in res.output) == expect, (nv.version, arch)

@@ -1309,6 +1309,9 @@ def warm_up(name: str) -> None:
 
 def fuzz(name: str, examples: int, seed: int, seconds: float) -> int:
     entry = OPS[name]
+    if entry.backends and not set(entry.backends) <= set(BACKENDS):
+        out(f"END {name} 0 examples: needs {entry.backends}, present {BACKENDS}")
+        return 0
     deadline = time.monotonic() + seconds
     counter = [0]
     seen: Dict[str, int] = {}

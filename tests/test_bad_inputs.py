@@ -5,7 +5,7 @@ Bad input must give a ValueError / TypeError that starts with the op's name, or 
 and emulator backends must agree; independent references must agree; memory and time per call are
 bounded (see the worker's docstring). The calls are drawn by hypothesis from a fixed seed, so a run
 is reproducible: ``PYGPU_OPS_FUZZ_SEED`` (default 0) picks another seed, ``PYGPU_OPS_FUZZ_EXAMPLES``
-(default 60 per op) and ``PYGPU_OPS_FUZZ_BUDGET`` (seconds, default 40) run it longer, e.g.
+(default 250 per op) and ``PYGPU_OPS_FUZZ_BUDGET`` (seconds, default 40) run it longer, e.g.
 
     PYGPU_OPS_FUZZ_EXAMPLES=2000 PYGPU_OPS_FUZZ_BUDGET=1800 python -m pytest tests/test_bad_inputs.py
 
@@ -30,7 +30,7 @@ pytest.importorskip("hypothesis", reason="the fuzz test draws its calls with hyp
 WORKER = Path(__file__).with_name("fuzz_worker.py")
 ROOT = WORKER.parent.parent
 SEED = int(os.environ.get("PYGPU_OPS_FUZZ_SEED", "0"))
-EXAMPLES = int(os.environ.get("PYGPU_OPS_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("PYGPU_OPS_FUZZ_EXAMPLES", "250"))
 BUDGET = float(os.environ.get("PYGPU_OPS_FUZZ_BUDGET", "40"))
 # A call that prints nothing for this long is a hang (it covers building a kernel module too).
 HANG_S = float(os.environ.get("PYGPU_OPS_FUZZ_HANG", "60"))

@@ -78,9 +78,22 @@ class Code:
         return self.code
 
 
+def int_code(v: int) -> str:
+    """A big int as ``10**k`` / ``2**k`` (with its sign) when it is one; else its digits."""
+    a = abs(v)
+    if a >= 2**16:
+        for base in (10, 2):
+            k = round(math.log(a, base))
+            if base**k == a:
+                return ("-" if v < 0 else "") + f"{base}**{k}"
+    return repr(v)
+
+
 def code_of(v) -> str:
     if isinstance(v, Code):
         return v.code
+    if type(v) is int:
+        return int_code(v)
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
@@ -450,7 +463,7 @@ def ref_conv(c: Call, nd: int) -> Optional[Ref]:
 
 def ref_elementwise(c: Call, fn) -> Optional[Ref]:
     x = val(c.args[0])
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size > 10**6:
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or x.size > 10**6:  # np.matrix: no opinion
         return None
     with np.errstate(all="ignore"):
         want = fn(x.astype(np.float64))
@@ -468,11 +481,11 @@ def ref_leaky(c):
     try:
         s = float(s)
     except OverflowError:
-        return Ref(reject=f"negative_slope={c.args[1]!r} does not fit a float")
+        return Ref(reject=f"negative_slope={code_of(c.args[1])} (does not fit a float64)")
     if not math.isfinite(s):
         return None
     x = val(c.args[0])
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and s != np.float32(s):
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and s != float(np.float32(s)):
         return None  # the slope is rounded to float32 by the kernel: leave the last bit to the backends' agreement
     return ref_elementwise(c, lambda v: np.where(v >= 0, v, v * s))
 
@@ -563,7 +576,7 @@ def ref_quantize(c: Call) -> Optional[Ref]:
     info = np.iinfo(dt)
     if not info.min <= int(z) <= info.max:
         return Ref(reject=f"zero_point {z!r} outside {dt}")
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size > 10**6:
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or x.size > 10**6:
         return None
     if type(s) not in (int, float) or not (1e-30 < s < 1e30):
         return None
@@ -577,7 +590,7 @@ def ref_quantize(c: Call) -> Optional[Ref]:
 def ref_dequantize(c: Call) -> Optional[Ref]:
     q, s = val(c.args[0]), val(c.args[1])
     z = scalar_of(val(c.args[2])) if len(c.args) > 2 else 0
-    if c.kwargs.get("axis") is not None or not isinstance(q, np.ndarray) or q.dtype.kind not in "iu":
+    if c.kwargs.get("axis") is not None or type(q) is not np.ndarray or q.dtype.kind not in "iu":
         return None
     if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, np.integer)):
         return None
@@ -592,7 +605,7 @@ def ref_dequantize(c: Call) -> Optional[Ref]:
 def ref_softmax(c: Call) -> Optional[Ref]:
     x = val(c.args[0])
     axis = c.kwargs.get("axis", -1)
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or type(axis) is not int or x.size > 10**5:
+    if type(x) is not np.ndarray or x.dtype.kind != "f" or type(axis) is not int or x.size > 10**5:
         return None
     if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         return None

@@ -515,12 +515,13 @@ def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float
     label = "numpy" if name == "numpy" else CONV_GEMM.kernel.symbol
     shape = (g.N, g.O, g.OH, g.OW) if layout == "NCHW" else (g.N, g.OH, g.OW, g.O)
     with op_range(op, label), device_scope(op, name, {"x": x, "w": w, "bias": bias}):
-        if name == "numpy":
-            return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
+        # The GEMM kernel's dimensions, checked on every backend so all give the same answer.
         big = max(g.C * g.KH * g.KW, g.OH * g.OW, g.O)
         if big > _GEMM_DIM_MAX:
             raise ValueError(f"{op}: C*kh*kw, OH*OW and O must each be at most 2**31 - 257 for the GEMM kernel's "
                              f"32-bit dimensions; got {g.C * g.KH * g.KW}, {g.OH * g.OW}, {g.O}")
+        if name == "numpy":
+            return _numpy_conv(np.asarray(x), np.asarray(w), bias, g, layout, act, slope, shape)
         dev = get_device(name)
         out = dev.empty(shape, np.float32)
         if out.size:
@@ -675,6 +676,7 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
                 c3 = cols.reshape(nb * oh * g.OW, G, nh * nw * Cg).transpose(1, 0, 2)
                 r = np.matmul(c3, wm)                                              # (G, pixels, Og)
                 out[n0:n1, h0:h1] = r.transpose(1, 0, 2).reshape(nb, oh, g.OW, g.O)
+    _skipped_taps_nan(out, w, g, layout, taps_h, taps_w)
     if bias is not None:
         out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
     if act == 1:
@@ -682,6 +684,22 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     elif act == 2:
         out[out < 0] *= np.float32(slope)
     return out
+
+
+def _skipped_taps_nan(out, w, g: Geometry, layout: str, taps_h, taps_w) -> None:
+    """A tap that lands in the padding for every output is left out of the fallback's matmul, but
+    the kernels (and PyTorch) multiply the zero padding by its weight: 0 * inf and 0 * NaN are
+    NaN. So an output channel with a non-finite weight at such a tap is NaN everywhere."""
+    if out.size == 0 or w.size == 0:
+        return
+    inside = np.zeros((g.KH, g.KW), bool)
+    inside[np.ix_([t[0] for t in taps_h], [t[0] for t in taps_w])] = True
+    if inside.all():
+        return
+    wk = w if layout == "NCHW" else w.transpose(0, 3, 1, 2)                  # (O, Cg, kh, kw)
+    bad = ~np.isfinite(wk[:, :, ~inside]).reshape(g.O, -1).all(axis=1)
+    if bad.any():
+        out[(slice(None), bad) if layout == "NCHW" else (Ellipsis, bad)] = np.nan
 
 
 def _numpy_chunks(g: Geometry, pixel_bytes: int):
@@ -726,7 +744,7 @@ def _transpose(op, x, layout_name, backend, to_nhwc: bool):
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             perm = (0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)
-            return np.ascontiguousarray(np.asarray(x).transpose(perm))
+            return np.array(np.asarray(x).transpose(perm), order="C")   # a new array, even for (1, 1, 1, 1)
         dev = get_device(name)
         out = dev.empty(shape, dtype)
         if out.size:

@@ -174,7 +174,7 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
     label = "numpy" if name == "numpy" else f"softmax_{v.name}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            return _numpy_softmax(x, ax if shape else 0, log).reshape(shape)
+            return np.asarray(_numpy_softmax(x, ax if shape else 0, log).reshape(shape), order="C")   # C order (0-d stays 0-d), as the kernels
         dev = get_device(name)
         xd = dev.asarray(x)
         if outer * L * inner == 0:

@@ -249,11 +249,14 @@ def _max_axis(a, axis, k, s, p, d, O, with_pos=False, carry=None, carry_init=Non
         src = _along(a.ndim, axis, slice(t0, t0 + (o1 - o0 - 1) * s + 1, s))
         dst = _along(a.ndim, axis, slice(o0, o1))
         v, b = a[src], best[dst]
+        # np.maximum propagates NaN and, of two equal values, returns its second argument: with
+        # the running max second, the first of equal values stays (0.0 before -0.0 gives 0.0),
+        # as in the kernels, whose rule is the ``take`` below.
         if not with_pos:
-            np.maximum(b, v, out=b)  # propagates NaN
+            np.maximum(v, b, out=b)
             continue
         take = (v > b) | np.isnan(v)
-        np.maximum(b, v, out=b)  # the same values as the rule above
+        np.maximum(v, b, out=b)  # the same values as the rule
         # Blend the positions arithmetically: masked copies with a data-dependent mask run
         # several times slower (branch mispredictions).
         along[axis] = o1 - o0
@@ -274,9 +277,9 @@ def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
     column, so ties go to the first maximum in row-major order and NaN to the last NaN, as in the
     kernels; a window with no tap inside the input gets its first tap positions at or after 0."""
     ah, aw = _spatial_axes(layout)
-    if not with_indices:
-        rows, _, _ = _max_axis(x, ah, k[0], s[0], p[0], d[0], OH)
-        best, _, _ = _max_axis(rows, aw, k[1], s[1], p[1], d[1], OW)
+    if not with_indices:  # columns first too: of equal values (0.0, -0.0) the row-major first stays
+        cols, _, _ = _max_axis(x, aw, k[1], s[1], p[1], d[1], OW)
+        best, _, _ = _max_axis(cols, ah, k[0], s[0], p[0], d[0], OH)
         return best, None
     cols, col, _ = _max_axis(x, aw, k[1], s[1], p[1], d[1], OW, with_pos=True)
     along = [1, 1, 1, 1]
@@ -379,7 +382,7 @@ def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
             with np.errstate(invalid="ignore", divide="ignore"):
                 if HW == 0:
                     return np.full(out_shape, np.nan, dtype)
-                return np.mean(np.asarray(x), axis=axes, keepdims=True, dtype=dtype)
+                return np.ascontiguousarray(np.mean(np.asarray(x), axis=axes, keepdims=True, dtype=dtype))
         dev = get_device(name)
         xd = dev.contiguous(dev.asarray(x))
         y = dev.empty(out_shape, dtype)

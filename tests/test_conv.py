@@ -652,3 +652,41 @@ def test_shared_memory_kernels_race_free_under_two_schedules():
     run_under_seeds(lambda: cv.nchw_to_nhwc(x, backend="emulator"), seeds=(1, 2))
     run_under_seeds(lambda: cv.conv2d(x, w, b, groups=3, padding=1, activation="relu", backend="emulator"),
                     seeds=(1, 2))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_weights_on_taps_that_only_see_padding_still_multiply_it(backend, to, layout):
+    """0 * inf is NaN: a tap that lands in the zero padding for every output contributes
+    0 * w, so an infinite or NaN weight there makes its output channel NaN (as in PyTorch and
+    the kernels), even though the NumPy fallback leaves such taps out of its matmul."""
+    x = np.ones((1, 2, 1, 1), np.float32)
+    w = np.ones((3, 2, 1, 3), np.float32)
+    w[0, 1, 0, 0] = np.inf    # tap (0, 0): only ever reads the left padding
+    w[2, 0, 0, 2] = np.nan    # tap (0, 2): only ever reads the right padding
+    want = np.array([np.nan, 2.0, np.nan], np.float32)      # the centre tap: 2 channels of 1 * 1
+    xs, ws = (x, w) if layout == "NCHW" else (x.transpose(0, 2, 3, 1).copy(), w.transpose(0, 2, 3, 1).copy())
+    y = to.host(cv.conv2d(to(xs), to(ws), padding=(0, 2), dilation=(1, 2), layout=layout, backend=backend))
+    y = y.reshape(-1) if layout == "NHWC" else y[0, :, 0, :].reshape(-1)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_layout_transposes_return_new_arrays(backend, to):
+    """A new C-contiguous array, also when the permutation moves only size-1 axes."""
+    for f, shape in ((cv.nchw_to_nhwc, (1, 1, 1, 1)), (cv.nchw_to_nhwc, (1, 4, 1, 1)), (cv.nhwc_to_nchw, (1, 1, 1, 4)),
+                     (cv.nhwc_to_nchw, (2, 1, 1, 1))):
+        x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+        xs = to(x)
+        y = f(xs, backend=backend)
+        assert not np.shares_memory(to.host(y), x) and not (backend == "numpy" and np.shares_memory(y, xs))
+        assert to.host(y).flags.c_contiguous
+
+
+def test_gemm_dimension_bound_is_the_same_on_every_backend(backend, to):
+    """O above the conv GEMM's int bound is refused on every backend, an empty batch included
+    (the NumPy fallback could compute it, but backends must agree)."""
+    x = to(np.zeros((0, 1, 5), np.float32))
+    w = np.broadcast_to(np.float32(1), (2**31, 1, 1))
+    if backend == "cuda":
+        pytest.skip("a 2**31-row weight view cannot be moved to the GPU")
+    with pytest.raises(ValueError, match="O must each be at most 2\\*\\*31 - 257"):
+        cv.conv1d(x, w, backend=backend)

@@ -150,6 +150,16 @@ def test_non_contiguous_and_0d(backend, to):
     assert s.shape == () and np.isnan(s)
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_results_are_c_contiguous_for_fortran_inputs(backend, to, axis):
+    """Every backend returns a new C-contiguous array (the kernels write one), an F-order or
+    transposed input included."""
+    x = np.asfortranarray(signal(np.random.default_rng(5), (4, 3, 6), np.float32))
+    for f in (softmax, log_softmax):
+        y = to.host(f(to(x), axis=axis, backend=backend))
+        assert y.flags.c_contiguous and y.shape == x.shape
+
+
 @pytest.mark.parametrize("shape,axis", [((0, 5), -1), ((3, 0), -1), ((3, 0), 0), ((2, 0, 3), 1), ((0,), 0)])
 def test_zero_size(backend, to, shape, axis):
     for f in (softmax, log_softmax):

@@ -180,6 +180,25 @@ def test_max_pool2d_nan_and_inf(backend, to, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("indices", [False, True], ids=["values", "indices"])
+def test_max_pool2d_ties_keep_the_first_maximum_signed_zeros(backend, to, layout, indices):
+    """Of equal values the first in row-major window order wins (PyTorch's and the kernels'
+    ``v > best`` rule), which shows in the sign of a zero maximum: 0.0 then -0.0 gives 0.0."""
+    rng = np.random.default_rng(3)
+    x = np.where(rng.random((3, 2, 9, 8)) < 0.5, -0.0, 0.0).astype(np.float32)
+    x[0, 0, :3, :3] = -1.0                                 # some windows with a single maximum too
+    for k, s, p, d in (((2, 3), (2, 2), (1, 1), (2, 2)), ((3, 3), (1, 1), (1, 1), (1, 1)), ((2, 2), (2, 1), (0, 1), (1, 3))):
+        want, want_idx = ref_max(x, k, s, p, d, True)
+        r = max_pool2d(to(to_layout(x, layout)), k, s, p, d, ceil_mode=True, return_indices=indices, layout=layout,
+                       backend=backend)
+        got = from_layout(to.host(r[0] if indices else r), layout)
+        np.testing.assert_array_equal(got, want)
+        assert (np.signbit(got) == np.signbit(want)).all(), (k, s, p, d, int((np.signbit(got) != np.signbit(want)).sum()))
+        if indices:
+            np.testing.assert_array_equal(from_layout(to.host(r[1]), layout), want_idx)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 40, 1, 1), (3, 5, 17, 19), (2, 33, 3, 2), (1, 2, 30, 31)])
 def test_global_avg_pool2d(backend, to, shape, dtype, layout):
@@ -475,3 +494,10 @@ def test_kernels_race_free_under_two_schedules(layout):
     run_under_seeds(lambda: max_pool2d(x, 3, 2, 1, return_indices=True, layout=layout, backend="emulator"),
                     seeds=(1, 2))
     run_under_seeds(lambda: avg_pool2d(x, 3, 2, 1, True, False, layout, backend="emulator"), seeds=(1, 2))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_global_avg_pool2d_result_is_c_contiguous(backend, to, layout):
+    x = np.asfortranarray(data((2, 3, 4, 5), np.float32, 9))
+    y = to.host(global_avg_pool2d(to(x), layout=layout, backend=backend))
+    assert y.flags.c_contiguous

@@ -416,7 +416,8 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
     NHWC: ``x`` (N, H, W, C), ``w`` (O, kh, kw, C/groups), result (N, OH, OW, O).
     ``stride``, ``dilation``: int or pair; ``padding``: int, pair, ``"valid"`` or ``"same"`` (stride
     1 only; an odd total pads one more at the bottom / right). ``activation``: None or ``"relu"``.
-    float32 only.
+    float32 only. The zero padding is multiplied like any input (0 * inf is NaN), except that an
+    empty ``x`` (a dimension of 0) gives ``activation(bias)`` on every output.
     """
     op = "conv2d"
     name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
@@ -676,7 +677,8 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
                 c3 = cols.reshape(nb * oh * g.OW, G, nh * nw * Cg).transpose(1, 0, 2)
                 r = np.matmul(c3, wm)                                              # (G, pixels, Og)
                 out[n0:n1, h0:h1] = r.transpose(1, 0, 2).reshape(nb, oh, g.OW, g.O)
-    _skipped_taps_nan(out, w, g, layout, taps_h, taps_w)
+    if x.size:   # an empty x (H or W of 0 too) gives the bias alone, as on the device
+        _skipped_taps_nan(out, w, g, layout, taps_h, taps_w)
     if bias is not None:
         out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
     if act == 1:

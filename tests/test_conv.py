@@ -690,3 +690,14 @@ def test_gemm_dimension_bound_is_the_same_on_every_backend(backend, to):
         pytest.skip("a 2**31-row weight view cannot be moved to the GPU")
     with pytest.raises(ValueError, match="O must each be at most 2\\*\\*31 - 257"):
         cv.conv1d(x, w, backend=backend)
+
+
+def test_empty_input_with_padding_gives_the_bias_even_with_infinite_weights(backend, to):
+    """H = 0 with padding: outputs exist, every tap reads padding; an empty x gives the bias
+    alone on every backend (the device path's rule), not NaN from 0 * inf."""
+    x = np.zeros((3, 0, 6, 3), np.float32)                      # NHWC, H = 0
+    w = np.full((2, 1, 3, 3), np.inf, np.float32)
+    b = np.array([0.25, -0.5], np.float32)
+    y = to.host(cv.conv2d(to(x), to(w), to(b), stride=2, padding=1, layout="NHWC", backend=backend))
+    assert y.shape == (3, 1, 3, 2)
+    np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))

@@ -280,11 +280,11 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, var
         raise ValueError("gemm: c is required when beta != 0")
     if c is not None:
         try:
-            np.broadcast_shapes(tuple(c.shape), (M, N))
+            fits = np.broadcast_shapes(tuple(c.shape), (M, N)) == (M, N)   # (1, 2) does not fit (1, 1)
         except ValueError:
-            raise ValueError(f"gemm: c has shape {tuple(c.shape)}; expected one that broadcasts to ({M}, {N})") from None
-        if len(c.shape) > 2:
-            raise ValueError(f"gemm: c has shape {tuple(c.shape)}; expected ({M}, {N})")
+            fits = False
+        if not fits or len(c.shape) > 2:
+            raise ValueError(f"gemm: c has shape {tuple(c.shape)}; expected one that broadcasts to ({M}, {N})")
     if out is not None:
         _check_out(op, out, (M, N), dtype)
     label = "numpy" if name == "numpy" else v.label
@@ -357,7 +357,7 @@ def matmul(a, b, *, variant="auto", backend="auto"):
     label = "numpy" if name == "numpy" else v.label
     with op_range(op, label), device_scope(op, name, {"a": a, "b": b}):
         if name == "numpy":
-            return np.matmul(np.asarray(a), np.asarray(b))
+            return np.ascontiguousarray(np.matmul(np.asarray(a), np.asarray(b)))   # C order, as the kernels write
         dev = get_device(name)
         xp = dev.xp
         a3 = xp.broadcast_to(_kernel_operand(dev, a), batch_shape + (M, K))

@@ -442,6 +442,22 @@ def ref_pool(c: Call, avg: bool) -> Optional[Ref]:
     return r
 
 
+def ref_im2col_shape(c: Call, x, k) -> Optional[Ref]:
+    """The result's shape (API.md) when every parameter is a plain valid int or pair, so that a
+    MemoryError for a result that really is that large is told apart from an absurd allocation."""
+    kw = c.kwargs
+    s, p, d = (plain_pair(kw.get(n, dflt), lo) for n, dflt, lo in (("stride", 1, 1), ("padding", 0, 0), ("dilation", 1, 1)))
+    layout = kw.get("layout", "NCHW")
+    if None in (s, p, d) or x.ndim != 4 or layout not in ("NCHW", "NHWC") or max(s + p + d) > I32:
+        return None
+    N, C, H, W = x.shape if layout == "NCHW" else (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
+    OH = (H + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    OW = (W + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    if OH < 1 or OW < 1:
+        return None
+    return Ref(shape=(N, C * k[0] * k[1], OH * OW) if layout == "NCHW" else (N, OH * OW, k[0] * k[1] * C))
+
+
 def ref_conv(c: Call, nd: int) -> Optional[Ref]:
     """Shape of conv2d / conv1d / qconv2d / im2col; a zero-size kernel must be refused."""
     x, w = val(c.args[0]), val(c.args[3] if c.op == "qconv2d" else c.args[1])
@@ -451,7 +467,7 @@ def ref_conv(c: Call, nd: int) -> Optional[Ref]:
             return None
         if 0 in k:
             return Ref(reject="a zero-size kernel")
-        return None
+        return ref_im2col_shape(c, x, k)
     if not (isinstance(x, np.ndarray) and isinstance(w, np.ndarray)) or w.ndim != nd + 2:
         return None
     layout = c.kwargs.get("layout", "NCHW")
@@ -507,7 +523,7 @@ def ref_gemm_like(c: Call) -> Optional[Ref]:
     except ValueError:
         return None
     shape = bshape + (a.shape[-2], b.shape[-1])
-    work = int(np.prod(shape, dtype=object)) * a.shape[-1]
+    work = int(np.prod(shape, dtype=object)) * max(a.shape[-1], 1)   # K = 0 still writes the result
     if work > 10**6 or not (np.isfinite(a).all() and np.isfinite(b).all()):
         return Ref(shape=shape)
     with np.errstate(all="ignore"):
@@ -637,7 +653,8 @@ def ref_global_avg(c: Call) -> Optional[Ref]:
         return None
     ax = (2, 3) if layout == "NCHW" else (1, 2)
     shape = tuple(1 if i in ax else n for i, n in enumerate(x.shape))
-    if x.size > 10**6 or not np.isfinite(x).all() or np.abs(x).max(initial=0) > 1e30:
+    big = max(x.size, int(np.prod(shape, dtype=object))) > 10**6   # an empty plane still has N * C results
+    if big or not np.isfinite(x).all() or np.abs(x).max(initial=0) > 1e30:
         return Ref(shape=shape)
     with np.errstate(all="ignore"):
         want = x.astype(np.float64).mean(axis=ax, keepdims=True)

@@ -241,3 +241,23 @@ def test_matrix_inputs_give_ndarrays(backend_name):
                 po.matmul(m, m.T, backend=backend_name)):
         assert type(got) is np.ndarray and got.shape == (2, 2)
     np.testing.assert_allclose(po.matmul(m, m.T, backend=backend_name), want, rtol=1e-6)
+
+
+def test_c_that_broadcasts_past_the_result_is_refused(backend, to):
+    """c must broadcast *to* (M, N): a (1, 2) c against a (1, 1) result is a ValueError naming c
+    on every backend (NumPy's own broadcast error leaked out before)."""
+    a = to(np.ones((1, 3), np.float32))
+    b = to(np.ones((3, 1), np.float32))
+    for shape in ((1, 2), (2, 1), (2,), (2, 2)):
+        with pytest.raises(ValueError, match=r"gemm: c has shape .*expected one that broadcasts to \(1, 1\)"):
+            po.gemm(a, b, to(np.ones(shape, np.float32)), beta=1.0, backend=backend)
+    got = po.gemm(a, b, to(np.full((1,), 2.0, np.float32)), beta=1.0, backend=backend)   # (1,) does fit
+    np.testing.assert_array_equal(to.host(got), [[5.0]])
+
+
+def test_matmul_of_fortran_operands_is_c_contiguous(backend, to):
+    a = np.asfortranarray(np.arange(36, dtype=np.float32).reshape(3, 2, 6, 1) * np.ones(3, np.float32))
+    b = np.arange(12, dtype=np.float32).reshape(3, 4)
+    y = to.host(po.matmul(to(a), to(b), backend=backend))
+    assert y.flags.c_contiguous
+    np.testing.assert_array_equal(y, np.matmul(a.astype(np.float64), b.astype(np.float64)))

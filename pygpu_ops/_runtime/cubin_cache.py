@@ -30,6 +30,7 @@ plain ``RawModule(code=..., name_expressions=...)``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -142,14 +143,33 @@ def _toolchain(cupy) -> _Toolchain:
 
 
 class CachedModule:
-    """A module loaded from a cubin: ``get_function`` takes the name expression, as RawModule's."""
+    """A module loaded from a cubin: ``get_function`` takes the name expression, as RawModule's.
 
-    def __init__(self, raw, names: Dict[str, str], path: Path) -> None:
-        self.raw, self.names, self.path = raw, names, path
+    CuPy loads the file on the first ``get_function``. If the driver refuses it there (a
+    ``CUDADriverError``: an image this driver cannot load, say), the module is compiled from
+    source with ``from_source()`` instead, with one warning, so a run goes on; the bad entry is
+    removed so the next process compiles it again."""
+
+    def __init__(self, raw, names: Dict[str, str], path: Path, from_source=None) -> None:
+        self.raw, self.names, self.path, self.from_source = raw, names, path, from_source
+        self.plain = None
 
     def get_function(self, name_expression: str):
-        # As RawModule: a name that is not one of the name expressions is taken as a symbol.
-        return self.raw.get_function(self.names.get(name_expression, name_expression))
+        if self.plain is not None:
+            return self.plain.get_function(name_expression)
+        try:
+            # As RawModule: a name that is not one of the name expressions is taken as a symbol.
+            return self.raw.get_function(self.names.get(name_expression, name_expression))
+        except Exception as exc:
+            if type(exc).__name__ != "CUDADriverError" or self.from_source is None:
+                raise
+            _warn_once(f"pygpu_ops: the driver refused the cached kernels {self.path} ({exc}); "
+                       f"compiling them from source instead")
+            for stale in (self.path, self.path.with_suffix(".json")):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            self.plain = self.from_source()
+            return self.plain.get_function(name_expression)
 
 
 def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...], label: str = ""):
@@ -171,6 +191,9 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
     except (CacheUnavailable, AttributeError, TypeError) as exc:  # TypeError: a changed signature
         _warn_once(f"pygpu_ops: the kernel cache is off ({exc}); every process compiles its kernels")
         return cupy.RawModule(code=code, options=options, name_expressions=names)
+    def from_source():
+        return cupy.RawModule(code=code, options=options, name_expressions=names)
+
     version = str(getattr(cupy, "__version__", "?"))
     key = _key(FORMAT, version, list(nvrtc), str(arch), arch_opt, method, list(opts), list(names), code)
     meta_path = d / f"{key}.json"
@@ -178,7 +201,7 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
     mapping = _read_entry(meta_path, bin_path, names)
     if mapping is not None:
         stats["loaded"] += 1
-        return CachedModule(cupy.RawModule(path=str(bin_path)), mapping, bin_path)
+        return CachedModule(cupy.RawModule(path=str(bin_path)), mapping, bin_path, from_source)
     binary, mapping = tc.compile_using_nvrtc(code, opts, arch, f"{key}.cu", tuple(names))
     stats["compiled"] += 1
     mapping = {str(k): str(v) for k, v in (mapping or {}).items()}
@@ -194,7 +217,7 @@ def load_module(cupy, code: str, options: Tuple[str, ...], names: Tuple[str, ...
         _warn_once(f"pygpu_ops: cannot write the kernel cache in {d} ({exc}); set {ENV} to a "
                    f"writable directory, or to 0 to turn the cache off")
         return cupy.RawModule(code=code, options=options, name_expressions=names)
-    return CachedModule(cupy.RawModule(path=str(bin_path)), mapping, bin_path)
+    return CachedModule(cupy.RawModule(path=str(bin_path)), mapping, bin_path, from_source)
 
 
 def _key(*parts) -> str:

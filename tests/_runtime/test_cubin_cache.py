@@ -254,3 +254,43 @@ def test_info_shows_where_the_cache_is(cupy, capsys):
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("kernel cache"))
     assert str(cubin_cache.cache_dir()) in line and "1 modules" in line and "rm -r" in line
+
+
+def test_a_cubin_the_driver_refuses_is_compiled_from_source_and_dropped(cupy, monkeypatch):
+    """CuPy loads a RawModule(path=...) at its first get_function: a CUDADriverError there (an
+    image this driver cannot load) must not stop the run. The module is compiled from source,
+    with one warning, and the entry removed, so the next process writes a fresh one."""
+    _gemm(cupy)                                    # writes the entry
+    d = cubin_cache.cache_dir()
+    _fresh_process(cupy)
+
+    class CUDADriverError(RuntimeError):
+        pass
+
+    real = cupy.RawModule
+
+    def refusing(*args, path=None, **kwargs):
+        mod = real(*args, path=path, **kwargs)
+        if path is not None:
+            def get_function(name):
+                raise CUDADriverError("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the provided PTX was compiled with an "
+                                      "unsupported toolchain.")
+            mod.get_function = get_function
+        return mod
+
+    monkeypatch.setattr(cupy, "RawModule", refusing)
+    monkeypatch.setattr(cubin_cache, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="driver refused the cached kernels.*compiling them from source"):
+        _gemm(cupy)
+    assert any("sgemm_naive<32, 32>" in names for names in cupy._state["code_modules"])
+    assert not [p for p in _entries(d) if p.endswith((".cubin", ".ptx"))]   # dropped: rebuilt next time
+    _fresh_process(cupy)
+    monkeypatch.setattr(cupy, "RawModule", real)
+    _gemm(cupy)
+    assert len(cupy._state["nvrtc_compiles"]) == 1 and cupy._state["path_loads"]
+
+
+def test_other_errors_of_a_cached_module_are_not_hidden(cupy):
+    mod = _load(cupy)
+    with pytest.raises(KeyError, match="no kernel"):
+        mod.get_function("no_such_kernel")

@@ -39,6 +39,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
+from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -76,10 +77,9 @@ TRANSPOSE = {size: register(Kernel(source="layout/transpose_tiled.cu", symbol="t
 _ACT = {None: 0, "relu": 1}
 _BLOCK = 256
 _MAX_BLOCKS = 1 << 16
-_INT_MAX = 2**31 - 1
 #: Largest GEMM dimension the conv GEMM takes: its int tile indices run up to a dimension plus one
 #: tile (bn + BN, k0 + BK, col + 3), which must stay below 2^31.
-_GEMM_DIM_MAX = _INT_MAX - 256
+_GEMM_DIM_MAX = INT32_MAX - 256
 
 
 def elementwise_launch(total: int) -> Launch:
@@ -154,7 +154,7 @@ def _ints(op: str, name: str, v, n: int, minimum: int) -> Tuple[int, ...]:
     else:
         what = "an int or a 1-tuple" if n == 1 else f"an int or a tuple of {n} ints"
         raise TypeError(f"{op}: {name} must be {what}; got {v!r}")
-    return tuple(validate.check_int(op, name, e, lo=minimum, hi=_INT_MAX) for e in t)
+    return tuple(validate.check_int(op, name, e, lo=minimum, hi=INT32_MAX) for e in t)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -237,7 +237,7 @@ def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: 
         want = "(O, C/groups, K) with K >= 1" if nd == 1 else "kernel sizes kh, kw >= 1"
         raise ValueError(f"{op}: w has shape {tuple(w_shape)}; expected {want}")
     for dim, size in (("C", C), ("H", H), ("W", W)):
-        if size > _INT_MAX:
+        if size > INT32_MAX:
             raise ValueError(f"{op}: x has shape {tuple(x_shape)}, {dim} = {size}; each of C, H, W must be "
                              f"at most 2**31 - 1")
     sh, sw = _ints(op, "stride", stride, nd, 1) if nd == 2 else (1,) + _ints(op, "stride", stride, 1, 1)
@@ -268,7 +268,7 @@ def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: 
         raise ValueError(
             f"{op}: the kernel ({KW},) with dilation ({dw},) spans ({ew},), larger than the padded input "
             f"({wp},) (input {tuple(x_shape)}, padding {padding!r}); expected a padded length of at least ({ew},)")
-    if max(hp, wp) > _INT_MAX:
+    if max(hp, wp) > INT32_MAX:
         raise ValueError(f"{op}: the padded input ({hp}, {wp}) (input {tuple(x_shape)}, padding {padding!r}) "
                          f"must be at most 2**31 - 1 in each dimension")
     OH = (hp - eh) // sh + 1
@@ -308,7 +308,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return _numpy_im2col(np.asarray(x), g, layout).reshape(shape)
-        if Kc > _INT_MAX:
+        if Kc > INT32_MAX:
             raise ValueError(f"{op}: C*kh*kw = {Kc} must be at most 2**31 - 1 (the kernels index a column's "
                              f"entries with an int)")
         dev = get_device(name)
@@ -490,7 +490,7 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
 
 
 def _groups(op, groups) -> int:
-    return validate.check_int(op, "groups", groups, lo=1, hi=_INT_MAX)
+    return validate.check_int(op, "groups", groups, lo=1, hi=INT32_MAX)
 
 
 def _check_out_channels(op, O, G, wshape, wexp):

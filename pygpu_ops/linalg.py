@@ -113,8 +113,7 @@ def _device_gemm(dev, v: GemmVariant, a, b, dst, alpha: float, beta: float) -> N
     b, ldb, sb = dev.rowmajor(b)
     _, ldc, sc = dev.rowmajor(dst)
     st = np.float32 if dst.dtype == np.float32 else np.float64
-    with np.errstate(over="ignore"):   # alpha / beta round to the dtype: 1e39 is inf in float32
-        alpha, beta = st(alpha), st(beta)
+    alpha, beta = st(alpha), st(beta)   # exact: gemm rounded them to the dtype already
     # gridDim.y and gridDim.z stop at 65535: larger problems go in chunks of rows / batches.
     rows = MAX_GRID_YZ * v.tile[0]
     for b0 in range(0, batch, MAX_GRID_YZ):
@@ -177,13 +176,12 @@ def _readable(dev, x) -> bool:
 def _kernel_operand(dev, x):
     """``x`` (..., R, C) as a device array the kernels read as it is: a view when it already
     is one (`_readable`), else a packed copy. Batch dimensions ``x`` broadcasts (stride 0) stay
-    broadcast: only the data behind them is uploaded or packed, so memory stays proportional to
-    the data the caller holds, never to the broadcast view."""
-    x = np.asarray(x) if dev.name == "emulator" else dev.asarray(x)
+    broadcast (``dev.asarray`` keeps them so): only the data behind them is packed, so memory
+    stays proportional to the data the caller holds, never to the broadcast view."""
+    x = dev.asarray(x)
     shape = tuple(x.shape)
     bcast = tuple(shape[i] > 1 and x.strides[i] == 0 for i in range(len(shape) - 2))
     base = x[tuple(slice(0, 1) if s else slice(None) for s in bcast)] if any(bcast) else x
-    base = dev.asarray(base)          # the emulator uploads here: the compact data only
     if base.size and not _readable(dev, base):
         base = dev.contiguous(base)
     return dev.xp.broadcast_to(base, shape) if any(bcast) else base

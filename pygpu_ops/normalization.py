@@ -27,6 +27,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
+from ._runtime.validate import INT32_LOOP_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -44,9 +45,6 @@ _WARP_CONFIGS = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (1, 32), (2, 32), (4, 
 #: Block kernel sizes: 256 threads for rows up to 4096 elements, 1024 above.
 _BLOCK_SIZES = (256, 1024)
 _BLOCK_SMALL_MAX_L = 4096
-#: Longest softmax axis: the kernels' int loop counters run up to L - 1 + 4 * BLOCK (block kernel,
-#: BLOCK <= 1024), L - 1 + 32 (warp) or L - 1 + TY (strided), which must stay below 2^31.
-_MAX_L = 2**31 - 1 - 4096
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,9 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
     L = shape3[ax]
     outer = int(np.prod(shape3[:ax], dtype=np.int64))
     inner = int(np.prod(shape3[ax + 1:], dtype=np.int64))
-    if L > _MAX_L:
+    # The kernels' int loop counters run up to L - 1 + 4 * BLOCK (block kernel, BLOCK <= 1024),
+    # L - 1 + 32 (warp) or L - 1 + TY (strided): below 2**31 for L <= INT32_LOOP_MAX.
+    if L > INT32_LOOP_MAX:
         raise ValueError(f"{op}: the softmax axis has {L} elements; at most 2**31 - 4097 are supported")
     v = _pick(op, variant, L, inner)
     label = "numpy" if name == "numpy" else f"softmax_{v.name}"

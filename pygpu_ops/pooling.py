@@ -35,6 +35,7 @@ from typing import Tuple
 import numpy as np
 
 from ._runtime import backends, validate
+from ._runtime.validate import INT32_LOOP_MAX, INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -44,9 +45,6 @@ _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _DTYPES = (np.float32, np.float64)
 _LAYOUTS = ("NCHW", "NHWC")
 MAX_GRID_X = 2**31 - 1
-_INT32_MAX = 2**31 - 1
-#: Largest loop bound of kernels whose int counters step past it by up to 4096 (global_avg_pool2d).
-_LOOP_MAX = _INT32_MAX - 4096
 
 
 def _register_all():
@@ -81,7 +79,7 @@ def _int(op: str, name: str, v, minimum: int) -> int:
         i = operator.index(v)
     except TypeError:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints; got {type(v).__name__} {v!r}") from None
-    return validate.check_int(op, name, i, lo=minimum, hi=_INT32_MAX)
+    return validate.check_int(op, name, i, lo=minimum, hi=INT32_MAX)
 
 
 def _pair(op: str, name: str, v, minimum: int) -> Tuple[int, int]:
@@ -91,12 +89,6 @@ def _pair(op: str, name: str, v, minimum: int) -> Tuple[int, int]:
         p = tuple(_int(op, name, e, minimum) for e in v)
         return p * 2 if len(p) == 1 else p
     return (_int(op, name, v, minimum),) * 2
-
-
-def _flag(op: str, name: str, v) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool; got {type(v).__name__} {v!r}")
-    return bool(v)
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -116,7 +108,7 @@ def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout
     s = k if stride is None else _pair(op, "stride", stride, 1)
     p = _pair(op, "padding", padding, 0)
     d = _pair(op, "dilation", dilation, 1)
-    ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+    ceil_mode = validate.check_bool(op, "ceil_mode", ceil_mode)
     for ax in range(2):
         eff = (k[ax] - 1) * d[ax] + 1
         if p[ax] > eff // 2:
@@ -137,10 +129,10 @@ def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout
                              f"stride={s[ax]}, padding={p[ax]}, dilation={d[ax]} gives {o}")
         out.append(o)
     OH, OW = out
-    if H * W > _INT32_MAX or OH * OW > _INT32_MAX:
+    if H * W > INT32_MAX or OH * OW > INT32_MAX:
         raise ValueError(f"{op}: planes of H*W = {H * W} or OH*OW = {OH * OW} elements are too large "
                          f"(at most 2**31 - 1)")
-    if C > _INT32_MAX:
+    if C > INT32_MAX:
         raise ValueError(f"{op}: x has C = {C} channels; at most 2**31 - 1")
     return dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode
 
@@ -185,7 +177,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     name = backends.resolve(op, backend, {"x": x})
     dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode = _check_pool(
         op, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
-    return_indices = _flag(op, "return_indices", return_indices)
+    return_indices = validate.check_bool(op, "return_indices", return_indices)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
@@ -309,7 +301,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     name = backends.resolve(op, backend, {"x": x})
     dtype, (N, C, H, W), (OH, OW), k, s, p, _, ceil_mode = _check_pool(
         op, x, kernel_size, stride, padding, 1, ceil_mode, layout)
-    count_include_pad = _flag(op, "count_include_pad", count_include_pad)
+    count_include_pad = validate.check_bool(op, "count_include_pad", count_include_pad)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
@@ -371,7 +363,7 @@ def global_avg_pool2d(x, layout="NCHW", *, backend="auto"):
         N, H, W, C = (int(v) for v in x.shape)
     HW = H * W
     # The kernels' int loop counters step past HW and C by up to a block (see their headers).
-    if C > _LOOP_MAX or HW > _LOOP_MAX:
+    if C > INT32_LOOP_MAX or HW > INT32_LOOP_MAX:
         raise ValueError(f"{op}: x has C = {C} channels and planes of H*W = {HW} elements; each must be at "
                          f"most 2**31 - 4097")
     out_shape = _out_shape(layout, N, C, 1, 1)

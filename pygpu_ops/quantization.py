@@ -46,6 +46,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ._runtime import backends, validate
+from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -53,7 +54,6 @@ from .linalg import check_gemm_dims
 
 FLT_MIN = np.float32(2.0 ** -126)
 MAX_GRID_YZ = 65535
-INT32_MAX = 2 ** 31 - 1
 QDTYPES: Dict[str, np.dtype] = {"int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8)}
 _CTYPE = {np.dtype(np.int8): "signed char", np.dtype(np.uint8): "unsigned char", np.dtype(np.int32): "int"}
 
@@ -142,7 +142,7 @@ def _host_param(op: str, name: str, v) -> np.ndarray:
     if isinstance(v, (numbers.Number, np.generic, np.ndarray)):
         return np.asarray(v)
     if backends.array_kind(v) == "cuda":
-        return get_device("cuda").asarray(v).get()   # CuPy arrays, CAI and DLPack-only tensors
+        return _to_host(v)
     raise TypeError(f"{op}: {name} must be a number or an array; got {type(v).__module__}.{type(v).__qualname__}")
 
 
@@ -180,7 +180,7 @@ def _zero_points(op: str, name: str, v, count: Optional[int], qdtype: np.dtype) 
     if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
         if not info.min <= int(v) <= info.max:
             raise ValueError(f"{op}: {name} must lie in [{info.min}, {info.max}] ({qdtype}); "
-                             f"got {validate._short(int(v))}")
+                             f"got {validate.short_repr(int(v))}")
     arr = _host_param(op, name, v)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be an integer or an integer array; got dtype {arr.dtype}")
@@ -208,7 +208,7 @@ def _axis(op: str, axis, ndim: int) -> Optional[int]:
         raise TypeError(f"{op}: axis must be an int or None; got {type(axis).__name__} {axis!r}")
     axis = int(axis)   # by value: numpy.uint64(2**64 - 1) is out of range, not -1
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {validate._short(axis)} is out of range for an array of {ndim} dimensions")
+        raise ValueError(f"{op}: axis {validate.short_repr(axis)} is out of range for an array of {ndim} dimensions")
     return axis % ndim
 
 
@@ -443,8 +443,8 @@ def _gemm_problem(op: str, a, b, a_zero_point, b_zero_point, a_zp_per_row: bool)
     return _GemmProblem(a, b, M, N, K, za, zb, flip if a_shift else 0, flip if b_shift else 0)
 
 
-def _pick(op: str, variant: str, backend_name: str) -> Int8GemmVariant:
-    validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
+def _pick(variant: str, backend_name: str) -> Int8GemmVariant:
+    """The variant to run; ``variant`` was validated by the caller (before the device scope)."""
     if variant != "auto":
         return _BY_NAME[variant]
     if backend_name == "cuda" and get_device("cuda").compute_capability()[0] >= 8:
@@ -528,7 +528,7 @@ def int8_gemm(a, b, *, a_zero_point=0, b_zero_point=0, variant="auto", backend="
     p = _gemm_problem(op, a, b, a_zero_point, b_zero_point, a_zp_per_row=True)
     validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
     with device_scope(op, name, {"a": a, "b": b}):
-        v = _pick(op, variant, name)      # "auto" asks the arrays' device, so inside its scope
+        v = _pick(variant, name)      # "auto" asks the arrays' device, so inside its scope
         with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
             if name == "numpy":
                 return np.asarray(_numpy_acc(p))
@@ -557,7 +557,7 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
         mult = ((sa * sb) / sy).astype(np.float32)
     validate.check_choice(op, "variant", variant, ("auto",) + int8_gemm_variants())
     with device_scope(op, name, {"a": a, "b": b}):
-        v = _pick(op, variant, name)      # "auto" asks the arrays' device, so inside its scope
+        v = _pick(variant, name)      # "auto" asks the arrays' device, so inside its scope
         with op_range(op, "numpy" if name == "numpy" else f"int8_gemm_{v.name}"):
             if name == "numpy":
                 acc = _numpy_acc(p).astype(np.float32)

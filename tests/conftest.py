@@ -67,6 +67,21 @@ def device_backend(request):
     return _select(request)
 
 
+@pytest.fixture(params=[_param(n) for n in ("numpy", "emulator")])
+def host_backend(request):
+    """The backends that take host arrays (for inputs only NumPy has, such as ``np.matrix``)."""
+    return _select(request)
+
+
+def np_matrix(data, dtype=np.float32):
+    """A ``numpy.matrix`` (deprecated by NumPy, still met in user code), without the warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(data, dtype=dtype)
+
+
 class Arrays:
     """Moves NumPy test data to the backend's array kind and results back."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import np_matrix
 from pygpu_ops import activations as act
 
 # Empty, single element, below one 16-byte vector, vector + tail, primes, several blocks.
@@ -161,16 +162,8 @@ def test_slope_beyond_float64_is_a_value_error(backend, to):
         act.leaky_relu(x, True, backend=backend)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "emulator"])
-def test_matrix_input_gives_ndarray(backend_name):
-    import warnings
-
-    from pygpu_ops._runtime import backends
-
-    if backends.problem(backend_name):
-        pytest.skip(f"backend {backend_name!r} unavailable: {backends.problem(backend_name)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        m = np.matrix([[1.0, -2.0], [-0.0, 4.0]], dtype=np.float32)
+def test_matrix_input_gives_ndarray(host_backend):
+    backend_name = host_backend
+    m = np_matrix([[1.0, -2.0], [-0.0, 4.0]])
     for got in (act.relu(m, backend=backend_name), act.leaky_relu(m, backend=backend_name)):
         assert type(got) is np.ndarray and got.shape == (2, 2)

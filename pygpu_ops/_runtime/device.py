@@ -41,11 +41,6 @@ class Launch:
     block: Tuple[int, ...]
     shared_mem: int = 0
 
-    @property
-    def threads(self) -> int:
-        x, y, z = _dims(self.block)
-        return x * y * z
-
 
 def extra_options() -> Tuple[str, ...]:
     """Options from the environment: ``PYGPU_OPS_LINEINFO=1`` adds ``-lineinfo`` (Nsight source view)."""
@@ -314,7 +309,16 @@ class EmulatorDevice(Device):
         return self.emu.empty(shape, dtype)
 
     def asarray(self, x):
-        return x if self.emu.is_device_array(x) else self.emu.to_device(np.asarray(x))
+        if self.emu.is_device_array(x):
+            return x
+        x = np.asarray(x)
+        # Only the data behind x goes to the device: dimensions x broadcasts (stride 0) stay
+        # broadcast, as in a CuPy view of a broadcast array, so a huge broadcast view costs its data.
+        bcast = tuple(n > 1 and s == 0 for n, s in zip(x.shape, x.strides))
+        if not any(bcast):
+            return self.emu.to_device(x)
+        base = x[tuple(slice(0, 1) if b else slice(None) for b in bcast)]
+        return np.broadcast_to(self.emu.to_device(base), x.shape)
 
     def contiguous(self, x):
         if self.emu.is_device_array(x) and x.flags.c_contiguous:

@@ -53,7 +53,7 @@ def check_real(op: str, name: str, v) -> float:
     try:
         return float(v)
     except OverflowError:
-        raise ValueError(f"{op}: {name} must be a real number within float64's range; got {_short(v)}") from None
+        raise ValueError(f"{op}: {name} must be a real number within float64's range; got {short_repr(v)}") from None
 
 
 def check_choice(op: str, name: str, v, choices: Sequence[str]) -> str:
@@ -67,10 +67,12 @@ def check_choice(op: str, name: str, v, choices: Sequence[str]) -> str:
 # patterns: numpy.uint64(2**64 - 1) is 18446744073709551615, never -1.
 # ---------------------------------------------------------------------------------------------
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The largest bound of a kernel loop whose int counter steps past it by up to 4096 (a block
+#: stride): softmax's axis, global_avg_pool2d's H * W and C.
+INT32_LOOP_MAX = INT32_MAX - 4096
 
 
-def _short(v) -> str:
+def short_repr(v) -> str:
     """``repr(v)``, cut in the middle when very long (10**400 has 401 digits)."""
     r = repr(v)
     return r if len(r) <= 40 else f"{r[:18]}...{r[-12:]} ({len(r)} characters)"
@@ -83,7 +85,7 @@ def check_int(op: str, name: str, v, *, lo: int = INT32_MIN, hi: int = INT32_MAX
         raise TypeError(f"{op}: {name} must be an int; got {type(v).__name__} {v!r}")
     i = int(v)
     if not lo <= i <= hi:
-        raise ValueError(f"{op}: {name} must be between {lo} and {hi}; got {_short(i)}")
+        raise ValueError(f"{op}: {name} must be between {lo} and {hi}; got {short_repr(i)}")
     return i
 
 
@@ -92,7 +94,7 @@ def check_finite(op: str, name: str, v) -> float:
     try:
         f = check_real(op, name, v)
     except ValueError:
-        raise ValueError(f"{op}: {name} must be a finite number; got {_short(v)}, beyond float64's range") from None
+        raise ValueError(f"{op}: {name} must be a finite number; got {short_repr(v)}, beyond float64's range") from None
     if not np.isfinite(f):
         raise ValueError(f"{op}: {name} must be a finite number; got {f!r}")
     return f

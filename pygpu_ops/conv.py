@@ -303,14 +303,14 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
         N, H, W, C = x.shape
     g = _geometry(op, N, C, H, W, 0, 1, KH, KW, stride, padding, dilation, x_shape=x.shape)
     P, Kc = g.OH * g.OW, C * KH * KW
+    if Kc > INT32_MAX:   # on every backend, so all give the same answer
+        raise ValueError(f"{op}: C*kh*kw = {Kc} must be at most 2**31 - 1 (the kernels index a column's "
+                         f"entries with an int)")
     shape = (N, Kc, P) if layout == "NCHW" else (N, P, Kc)
     label = "numpy" if name == "numpy" else f"im2col_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return _numpy_im2col(np.asarray(x), g, layout).reshape(shape)
-        if Kc > INT32_MAX:
-            raise ValueError(f"{op}: C*kh*kw = {Kc} must be at most 2**31 - 1 (the kernels index a column's "
-                             f"entries with an int)")
         dev = get_device(name)
         out = dev.empty(shape, dtype)
         if out.size:

@@ -701,3 +701,16 @@ def test_empty_input_with_padding_gives_the_bias_even_with_infinite_weights(back
     y = to.host(cv.conv2d(to(x), to(w), to(b), stride=2, padding=1, layout="NHWC", backend=backend))
     assert y.shape == (3, 1, 3, 2)
     np.testing.assert_array_equal(y, np.broadcast_to(b, y.shape))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_im2col_column_bound_is_the_same_on_every_backend(backend, to, layout):
+    """C*kh*kw past a C int is refused on every backend before any allocation (the NumPy
+    fallback tried to build the 9.7 GB result)."""
+    if backend == "cuda":
+        pytest.skip("a broadcast view of 2**28 channels stands in for a huge input on the host only")
+    C = 2**28
+    shape = (1, C, 3, 3) if layout == "NCHW" else (1, 3, 3, C)
+    x = np.broadcast_to(np.float32(1), shape)
+    with pytest.raises(ValueError, match=r"im2col: C\*kh\*kw = 2415919104 must be at most 2\*\*31 - 1"):
+        cv.im2col(x, 3, layout=layout, backend=backend)

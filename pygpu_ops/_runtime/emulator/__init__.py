@@ -85,6 +85,18 @@ first.  The result is stored next to the library (``mod-<hash>.json``) and
 matches ptxas's per-kernel smem for every registered kernel
 (``tests/_runtime/test_shared_memory.py``).
 
+Memory counters (``count_memory``)
+----------------------------------
+``with count_memory(sample_blocks=None) as rec:`` runs every launch inside
+the block on the kernel's counting twin (the module compiled with g++'s
+ThreadSanitizer instrumentation, whose hooks the runtime supplies) and
+appends a ``LaunchCounters`` per launch to ``rec.launches``: global load and
+store requests and 32-byte sectors, shared load and store requests,
+wavefronts and bank conflicts, as Nsight Compute defines them, per launch
+and per access site / source line.  How accesses become warp-level requests
+(divergence included) and what differs from the GPU is in ``_counters.py``.
+Outside the block nothing is instrumented and launches run at full speed.
+
 Dialect notes: ``__shared__`` variables become ``static thread_local`` (the
 runtime poisons the module's TLS block before each block);
 ``extern __shared__ T name[];`` is rewritten on its own line into a pointer
@@ -95,8 +107,9 @@ type ``size_t``/``unsigned long long`` also accept a non-negative
 
 What it cannot model
 --------------------
-* Timing and performance: memory coalescing, bank conflicts, occupancy,
-  register pressure; ``clock()``/``clock64()`` are plain counters.
+* Timing and performance: occupancy, register pressure and time are not
+  modelled here (``clock()``/``clock64()`` are plain counters); memory
+  coalescing and bank conflicts are *counted* on request, see below.
 * Concurrency between blocks: blocks run sequentially, so grid-wide
   synchronization (cooperative groups ``grid.sync()``), inter-block spin
   waits and dynamic parallelism are not supported; cooperative groups are
@@ -129,6 +142,7 @@ What it cannot model
 
 from . import testing
 from ._build import cache_dir
+from ._counters import LaunchCounters, count_memory
 from ._errors import (CompileError, DeadlockError, EmulatorError, KernelError,
                       KernelNotFoundError, LaunchError, OutOfBoundsError)
 from ._memory import empty, is_device_array, live_buffer_count, to_device, zeros
@@ -137,7 +151,7 @@ from ._module import (Function, RawKernel, RawModule, get_seed, get_timeout, see
 
 __all__ = [
     "RawModule", "RawKernel", "Function", "empty", "zeros", "to_device", "is_device_array",
-    "live_buffer_count", "cache_dir", "set_seed", "get_seed", "seed", "set_timeout", "get_timeout", "testing",
+    "live_buffer_count", "cache_dir", "count_memory", "LaunchCounters", "set_seed", "get_seed", "seed", "set_timeout", "get_timeout", "testing",
     "EmulatorError", "CompileError", "DeadlockError", "OutOfBoundsError", "LaunchError",
     "KernelError", "KernelNotFoundError",
 ]

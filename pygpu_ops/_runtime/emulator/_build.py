@@ -125,12 +125,14 @@ def _run_compiler(cmd, what):
                            f"(command: {' '.join(cmd)})")
 
 
-def build(kind, key, source_text, flags, what, analyze=None):
+def build(kind, key, source_text, flags, what, analyze=None, compile_only=()):
     """Returns the path of ``<kind>-<key>.so`` in the cache, compiling
     ``source_text`` with ``flags`` if it is not there yet.  With ``analyze``,
     the source is compiled to an object file first, ``analyze(object_path)``
     (a JSON-serializable result) is stored as ``<kind>-<key>.json`` next to
-    the library (read it with :func:`analysis`), then the object is linked."""
+    the library (read it with :func:`analysis`), then the object is linked.
+    ``compile_only`` flags are given to the compile step and not to the link
+    (e.g. ``-fsanitize=thread``, whose hooks the runtime supplies)."""
     global compile_count
     d = cache_dir()
     so = d / f"{kind}-{key}.so"
@@ -159,16 +161,18 @@ def build(kind, key, source_text, flags, what, analyze=None):
             tmp_o = tmp_so[:-3] + ".o"
             try:
                 try:
-                    if analyze is None:
+                    if analyze is None and not compile_only:
                         _run_compiler([compiler(), *flags, "-o", tmp_so, str(src)], what)
                     else:
-                        _run_compiler([compiler(), *flags, "-c", "-o", tmp_o, str(src)], what)
-                        result = analyze(tmp_o)
-                        fd, tmp_json = tempfile.mkstemp(prefix=f".{kind}-{key}.", suffix=".json",
-                                                        dir=d)
-                        with os.fdopen(fd, "w") as f:
-                            json.dump(result, f)
-                        os.replace(tmp_json, sidecar)
+                        _run_compiler([compiler(), *flags, *compile_only, "-c", "-o", tmp_o,
+                                       str(src)], what)
+                        if analyze is not None:
+                            result = analyze(tmp_o)
+                            fd, tmp_json = tempfile.mkstemp(prefix=f".{kind}-{key}.",
+                                                            suffix=".json", dir=d)
+                            with os.fdopen(fd, "w") as f:
+                                json.dump(result, f)
+                            os.replace(tmp_json, sidecar)
                         _run_compiler([compiler(), *flags, "-o", tmp_so, tmp_o], what)
                 except CompileError:
                     src.unlink(missing_ok=True)
@@ -213,6 +217,22 @@ class LaunchDesc(ctypes.Structure):
         ("seed", ctypes.c_ulonglong),
         ("kernel", ctypes.c_char_p),
         ("timeout_s", ctypes.c_double),
+        ("count", ctypes.c_int),
+        ("sample_blocks", ctypes.c_ulonglong),
+    ]
+
+
+class SiteRecord(ctypes.Structure):
+    """Memory counters of one access site of the last launch (pygpuemu_counters.inc)."""
+    _fields_ = [
+        ("offset", ctypes.c_ulonglong),
+        ("flags", ctypes.c_uint),
+        ("size", ctypes.c_uint),
+        ("requests", ctypes.c_ulonglong),
+        ("units", ctypes.c_ulonglong),
+        ("ideal", ctypes.c_ulonglong),
+        ("lanes", ctypes.c_ulonglong),
+        ("bytes", ctypes.c_ulonglong),
     ]
 
 
@@ -243,6 +263,9 @@ def runtime():
         lib.pygpuemu_launch.argtypes = [ctypes.POINTER(LaunchDesc), ctypes.c_char_p,
                                         ctypes.c_ulonglong]
         lib.pygpuemu_reset_canaries.restype = None
+        lib.pygpuemu_counters_take.restype = ctypes.c_ulonglong
+        lib.pygpuemu_counters_take.argtypes = [ctypes.POINTER(SiteRecord), ctypes.c_ulonglong,
+                                               ctypes.POINTER(ctypes.c_ulonglong)]
         _rt = lib
         return lib
 
@@ -255,3 +278,14 @@ def module_flags(std, defines, include_dirs):
     flags += [f"-I{d}" for d in include_dirs]
     flags += defines
     return flags
+
+
+#: Compile-step flags of a module built for counting memory accesses: GCC's
+#: ThreadSanitizer instrumentation (hooks in the runtime, no libtsan), without
+#: the optimizations that would change which accesses the kernel makes: SRA
+#: splits a float4 copy into four 4-byte accesses, the vectorizers and store
+#: merging fuse neighbouring ones.  -g1 gives the line table for per-line
+#: counts.
+COUNTING_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0",
+                  "-fno-tree-sra", "-fno-tree-vectorize", "-fno-tree-slp-vectorize",
+                  "-fno-store-merging", "-g1", "-gdwarf-4")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _build, _elf, _memory, _source
+from . import _build, _counters, _elf, _memory, _source
 from ._errors import (CompileError, DeadlockError, EmulatorError, KernelError,
                       KernelNotFoundError, LaunchError, OutOfBoundsError)
 
@@ -166,8 +166,11 @@ class _Kernel:
 
 
 class _LoadedModule:
-    def __init__(self, path):
+    def __init__(self, path, load_args, counting):
         self.path = path
+        self._load_args = load_args
+        self.counting = counting
+        self._twin = None
         self.lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
         self.lib.pygpuemu_module_tls_anchor.restype = ctypes.c_void_p
         self.lib.pygpuemu_module_tls_anchor.argtypes = []
@@ -192,6 +195,14 @@ class _LoadedModule:
         for e in entries:
             k = _Kernel(self, e, static[e.name.decode()])
             self.kernels[k.name] = k
+
+    def counting_twin(self):
+        """The same module built for counting memory accesses (built on first use)."""
+        if self.counting:
+            return self
+        if self._twin is None:
+            self._twin = _load(*self._load_args, counting=True)
+        return self._twin
 
 
 _modules = {}            # cache key -> _LoadedModule
@@ -267,23 +278,31 @@ def _quoted_include_digests(code, include_dirs):
     return parts
 
 
-def _load(code, options, name_expressions, file_name):
+def _load(code, options, name_expressions, file_name, counting=False):
+    """The loaded module for this source (built if needed); with ``counting``, its twin built
+    for counting memory accesses (see :mod:`._counters`)."""
     std, defines, includes = _parse_options(options)
     flags = _build.module_flags(std, defines, includes)
+    extra = _build.COUNTING_FLAGS if counting else ()
     tu, _names = _source.make_translation_unit(code, name_expressions, file_name)
-    key = _build.digest("module", tu, flags, _quoted_include_digests(code, includes),
+    key = _build.digest("module", tu, flags, extra, "debug-prefix-map=cwd" if counting else "", _quoted_include_digests(code, includes),
                         _build.emulator_sources_digest(), _build.compiler_version())
     with _modules_lock:
         mod = _modules.get(key)
     if mod is not None:
         return mod
     _build.runtime()  # must be loaded (RTLD_GLOBAL) before any module
+    if counting:
+        # file names of the line table as written in #line (relative ones stay relative), so
+        # that the cached module does not depend on the directory it was built from
+        extra = (*extra, f"-fdebug-prefix-map={os.getcwd()}=.")
     path = _build.build("mod", key, tu, flags, f"module {file_name!r}",
-                        analyze=_elf.function_shared_sizes)
+                        analyze=_elf.function_shared_sizes, compile_only=extra)
     with _modules_lock:
         mod = _modules.get(key)
         if mod is None:
-            mod = _modules[key] = _LoadedModule(path)
+            mod = _modules[key] = _LoadedModule(path, (code, options, name_expressions,
+                                                       file_name), counting)
     return mod
 
 
@@ -529,8 +548,12 @@ class Function:
                    else "the kernel opted in to"))
         blob, ptrs = self._pack(args)
         rt = _build.runtime()
+        recording = _counters.current()
+        run = k
+        if recording is not None:
+            run = k.module.counting_twin().kernels[k.name]
         desc = _build.LaunchDesc()
-        desc.tramp = k.tramp
+        desc.tramp = run.tramp
         desc.args = ctypes.addressof(ptrs)
         desc.grid[:] = g
         desc.block[:] = b
@@ -538,11 +561,16 @@ class Function:
         desc.seed = _seed
         desc.kernel = k.name_bytes
         desc.timeout_s = _timeout or 0.0
+        if recording is not None:
+            desc.count = 1
+            desc.sample_blocks = recording.sample_blocks or 0
         msg = ctypes.create_string_buffer(8192)
         with _launch_lock:
             # The TLS anchor must be taken in the OS thread that runs the launch.
-            desc.tls_anchor = k.module.lib.pygpuemu_module_tls_anchor()
+            desc.tls_anchor = run.module.lib.pygpuemu_module_tls_anchor()
             rc = rt.pygpuemu_launch(ctypes.byref(desc), msg, len(msg))
+            if recording is not None and not rc:
+                recording.add(_counters.take(rt, run, g, b, shared_mem))
         del blob, args
         if rc:
             cls = _ERR_CLASSES.get(rc, EmulatorError)

@@ -15,6 +15,7 @@
 
 #include "pygpuemu_abi.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <csetjmp>
 #include <csignal>
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -399,6 +401,10 @@ void diagnose_deadlock() {
     g_msg = where_block() + ": deadlock (internal: no waiting thread found)";
 }
 
+// Memory counters (pygpuemu_counters.inc).
+bool g_counting = false;
+void count_block();
+
 void run_block(unsigned bx, unsigned by, unsigned bz, uint64_t seed) {
     pygpuemu_blockIdx = {bx, by, bz};
     uint64_t lin = bx + (uint64_t)pygpuemu_gridDim.x * (by + (uint64_t)pygpuemu_gridDim.y * bz);
@@ -438,6 +444,7 @@ void run_block(unsigned bx, unsigned by, unsigned bz, uint64_t seed) {
     }
     pygpuemu_cur = nullptr;
     if (g_nexited != n) diagnose_deadlock();
+    if (g_counting && !g_err) count_block();
 }
 
 // ---------------------------------------------------------------------------
@@ -848,6 +855,8 @@ std::string fault_message(int& kind) {
 
 }  // namespace
 
+#include "pygpuemu_counters.inc"
+
 // ---------------------------------------------------------------------------
 // Device-side API used by the prelude.
 EXPORT int pygpuemu_syncthreads(int kind, int pred) {
@@ -1097,6 +1106,8 @@ struct pygpuemu_launch_desc {
     unsigned long long seed;
     const char* kernel;
     double timeout_s;  // <= 0: no watchdog
+    int count;                         // count memory accesses (module built for counting)
+    unsigned long long sample_blocks;  // > 0: run only this many blocks, spread over the grid
 };
 
 EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned long long msglen) {
@@ -1145,6 +1156,7 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
         if (rw) mprotect(g_dsm, rw, PROT_READ | PROT_WRITE);
         g_dsm_rw = rw;
     }
+    counters_begin(d->count != 0, q.begin, q.size, dyn);
 
 #if PYGPUEMU_ASM_SWITCH
     __asm__ volatile("stmxcsr %0" : "=m"(g_fpctl[0]));
@@ -1181,8 +1193,12 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
                 if (x == 1) { a = c; break; }
             }
         }
-        for (uint64_t i = 0; i < n && !g_err; i++) {
-            uint64_t lin = (uint64_t)(((unsigned __int128)a * i + b) % n);
+        // A sample runs `sample` blocks spread evenly over the grid, the first and the last
+        // included (counters extrapolate from them; the other blocks' results are not written).
+        const uint64_t sample = d->sample_blocks && d->sample_blocks < n ? d->sample_blocks : 0;
+        for (uint64_t i = 0; i < (sample ? sample : n) && !g_err; i++) {
+            uint64_t lin = sample ? (sample == 1 ? 0 : (uint64_t)((unsigned __int128)i * (n - 1) / (sample - 1)))
+                                  : (uint64_t)(((unsigned __int128)a * i + b) % n);
             if (q.begin) memset(q.begin, kPoison, q.size);
             if (rw) memset(g_dsm, kPoison, rw);
             run_block((unsigned)(lin % gx), (unsigned)(lin / gx % gy), (unsigned)(lin / (gx * gy)),
@@ -1207,6 +1223,7 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
         g_err = kind;
     }
     disarm_watchdog();
+    g_counting = false;
     pygpuemu_cur = nullptr;
     restore_handlers();
     pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);

@@ -155,47 +155,46 @@ _L4_FP64 = _computed(58, 2, 2.04)       # L4 datasheet lists no FP64: 58 SMs x 2
 _RTX4090_FP64 = _computed(128, 2, 2.52)  # computed: 128 x 2 x 2 x 2.52 GHz
 _T4_FP64 = _computed(40, 2, 1.59)       # T4 datasheet lists no FP64: 40 x 2 x 2 x 1.59 GHz
 
-GPUS: dict[str, GPU] = {g.name: g for g in (
-    GPU("H200", ARCHES["sm_90"], sm_count=132, boost_clock_ghz=1.98,
-        fp32_tflops=67.0, fp64_tflops=34.0, int8_tensor_tops=1979.0,
-        dram_gbps=4800.0, l2_bytes=50 * MIB,
-        source="NVIDIA H200 Tensor Core GPU datasheet (SXM: 141 GB HBM3e, 4.8 TB/s, FP32 67, "
-               "FP64 34, INT8 tensor 3,958 TOPS with sparsity -> 1,979 dense); same GH100 die and "
-               "132 SMs as H100 SXM (NVIDIA H100 Tensor Core GPU Architecture whitepaper); "
-               "1.98 GHz is the clock that gives 132 x 128 x 2 x f = 66.9 TFLOP/s (corroborated: "
-               "glennklockwood.com/garden/processors/h100)"),
-    GPU("H100", ARCHES["sm_90"], sm_count=132, boost_clock_ghz=1.98,
-        fp32_tflops=67.0, fp64_tflops=34.0, int8_tensor_tops=1979.0,
-        dram_gbps=3350.0, l2_bytes=50 * MIB,
-        source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 column (FP32 67, FP64 34, INT8 "
-               "tensor 3,958 TOPS with sparsity -> 1,979 dense, 3.35 TB/s HBM3); NVIDIA H100 "
-               "whitepaper (132 SMs, 50 MB L2, 228 KB shared per SM)"),
-    GPU("A100", ARCHES["sm_80"], sm_count=108, boost_clock_ghz=1.41,
-        fp32_tflops=19.5, fp64_tflops=9.7, int8_tensor_tops=624.0,
-        dram_gbps=2039.0, l2_bytes=40 * MIB,
-        source="NVIDIA A100 Tensor Core GPU Architecture whitepaper (108 SMs, 1410 MHz boost, "
-               "40 MB L2, FP32 19.5, FP64 9.7, INT8 tensor 624 dense / 1,248 sparse); NVIDIA A100 "
-               "80GB datasheet, SXM column (2,039 GB/s HBM2e)"),
-    GPU("L4", ARCHES["sm_89"], sm_count=58, boost_clock_ghz=2.04,
-        fp32_tflops=30.3, fp64_tflops=_L4_FP64, int8_tensor_tops=242.5,
-        dram_gbps=300.0, l2_bytes=48 * MIB,
-        source="NVIDIA L4 Tensor Core GPU datasheet (FP32 30.3, INT8 tensor 485 TOPS with "
-               "sparsity -> 242.5 dense, 300 GB/s GDDR6); AD104 per the NVIDIA Ada GPU "
-               "Architecture whitepaper (48 MB L2); 58 SMs x 128 x 2 x 2.04 GHz = 30.3; FP64 "
-               "computed (2 lanes/clk/SM)"),
-    GPU("RTX 4090", ARCHES["sm_89"], sm_count=128, boost_clock_ghz=2.52,
-        fp32_tflops=82.6, fp64_tflops=_RTX4090_FP64, int8_tensor_tops=660.6,
-        dram_gbps=1008.0, l2_bytes=72 * MIB,
-        source="NVIDIA Ada GPU Architecture whitepaper, GeForce RTX 4090 column (128 SMs, "
-               "2520 MHz boost, FP32 82.6, INT8 tensor 660.6 dense / 1,321.2 sparse, 72 MB L2, "
-               "1,008 GB/s GDDR6X); FP64 computed (2 lanes/clk/SM)"),
-    GPU("T4", ARCHES["sm_75"], sm_count=40, boost_clock_ghz=1.59,
-        fp32_tflops=8.1, fp64_tflops=_T4_FP64, int8_tensor_tops=130.0,
-        dram_gbps=320.0, l2_bytes=4 * MIB,
-        source="NVIDIA T4 Tensor Core GPU datasheet (FP32 8.1, INT8 130 TOPS, 320 GB/s GDDR6); "
-               "NVIDIA Turing GPU Architecture whitepaper (TU104, 40 SMs enabled on T4, 1590 MHz "
-               "boost, 4 MB L2); FP64 computed (2 lanes/clk/SM)"),
-)}
+_SOURCES = {
+    "H200": "NVIDIA H200 Tensor Core GPU datasheet (SXM: 141 GB HBM3e, 4.8 TB/s, FP32 67, FP64 34, "
+            "INT8 tensor 3,958 TOPS with sparsity -> 1,979 dense); same GH100 die and 132 SMs as H100 "
+            "SXM (NVIDIA H100 Tensor Core GPU Architecture whitepaper); 1.98 GHz is the clock that "
+            "gives 132 x 128 x 2 x f = 66.9 TFLOP/s (corroborated: "
+            "glennklockwood.com/garden/processors/h100)",
+    "H100": "NVIDIA H100 Tensor Core GPU datasheet, SXM5 column (FP32 67, FP64 34, INT8 tensor 3,958 "
+            "TOPS with sparsity -> 1,979 dense, 3.35 TB/s HBM3); NVIDIA H100 whitepaper (132 SMs, "
+            "50 MB L2, 228 KB shared per SM)",
+    "A100": "NVIDIA A100 Tensor Core GPU Architecture whitepaper (108 SMs, 1410 MHz boost, 40 MB L2, "
+            "FP32 19.5, FP64 9.7, INT8 tensor 624 dense / 1,248 sparse); NVIDIA A100 80GB datasheet, "
+            "SXM column (2,039 GB/s HBM2e)",
+    "L4": "NVIDIA L4 Tensor Core GPU datasheet (FP32 30.3, INT8 tensor 485 TOPS with sparsity -> "
+          "242.5 dense, 300 GB/s GDDR6); AD104 per the NVIDIA Ada GPU Architecture whitepaper (48 MB "
+          "L2); 58 SMs x 128 x 2 x 2.04 GHz = 30.3; FP64 computed (2 lanes/clk/SM)",
+    "RTX 4090": "NVIDIA Ada GPU Architecture whitepaper, GeForce RTX 4090 column (128 SMs, 2520 MHz "
+                "boost, FP32 82.6, INT8 tensor 660.6 dense / 1,321.2 sparse, 72 MB L2, 1,008 GB/s "
+                "GDDR6X); FP64 computed (2 lanes/clk/SM)",
+    "T4": "NVIDIA T4 Tensor Core GPU datasheet (FP32 8.1, INT8 130 TOPS, 320 GB/s GDDR6); NVIDIA "
+          "Turing GPU Architecture whitepaper (TU104, 40 SMs enabled on T4, 1590 MHz boost, 4 MB L2); "
+          "FP64 computed (2 lanes/clk/SM)",
+}
+
+# Peaks: TFLOP/s (TOPS for INT8 tensor, dense); DRAM GB/s; L2 MiB. Sources in _SOURCES.
+#  name        arch     SMs  GHz   FP32  FP64           INT8 TC  DRAM    L2
+_ROWS = (
+    ("H200",     "sm_90", 132, 1.98, 67.0, 34.0,          1979.0, 4800.0, 50),
+    ("H100",     "sm_90", 132, 1.98, 67.0, 34.0,          1979.0, 3350.0, 50),
+    ("A100",     "sm_80", 108, 1.41, 19.5, 9.7,           624.0,  2039.0, 40),
+    ("L4",       "sm_89", 58,  2.04, 30.3, _L4_FP64,      242.5,  300.0,  48),
+    ("RTX 4090", "sm_89", 128, 2.52, 82.6, _RTX4090_FP64, 660.6,  1008.0, 72),
+    ("T4",       "sm_75", 40,  1.59, 8.1,  _T4_FP64,      130.0,  320.0,  4),
+)
+
+GPUS: dict[str, GPU] = {
+    name: GPU(name, ARCHES[arch], sm_count=sms, boost_clock_ghz=ghz, fp32_tflops=fp32,
+              fp64_tflops=fp64, int8_tensor_tops=int8, dram_gbps=dram, l2_bytes=l2 * MIB,
+              source=_SOURCES[name])
+    for name, arch, sms, ghz, fp32, fp64, int8, dram, l2 in _ROWS
+}
 
 _ALIASES = {
     "h200 sxm": "H200", "h100 sxm": "H100", "h100 sxm5": "H100", "a100 sxm": "A100",

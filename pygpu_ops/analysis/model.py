@@ -36,7 +36,9 @@ Two corrections, both simple on purpose:
 * Wave quantization: a grid of ``waves`` = grid / (blocks per SM x SMs) runs in ``ceil(waves)``
   rounds; the per-SM terms (math, shared, issue) are multiplied by ``ceil(waves) / waves``. DRAM
   is a shared resource and is not scaled. A grid smaller than one wave is charged as if its blocks
-  only had their share of their SMs (a lone block may in fact use its whole SM).
+  only had their share of their SMs (a lone block may in fact use its whole SM). Because of this
+  term the modeled time is not monotonic in occupancy: fewer blocks per SM can fill the last wave
+  better, as on hardware.
 
 ``modeled_us`` is the largest term (terms are assumed to overlap perfectly); ``bound`` names it
 (ties: dram, then math, shared, issue). ``headroom`` = modeled time / roofline time, where the
@@ -74,7 +76,8 @@ EXPECTED_ERROR = (
     "error of 5.4% on micro-benchmarks and 13.3% on GPU applications; the roofline model "
     "(Williams, Waterman & Patterson, CACM 2009) is an upper bound on attainable performance and "
     "claims no accuracy. Example: for an 8192^3 SGEMM on H200 this model gives about 65 TFLOP/s, "
-    "while the best published cuBLAS FP32 figure is about 51 TFLOP/s (27% slower)."
+    "while the best published cuBLAS FP32 figure is about 51 TFLOP/s: the measured time is 27% "
+    "longer than the modeled one."
 )
 
 
@@ -190,7 +193,8 @@ def model(launch: Launch, gpu) -> Modeled:
     us = 1e6
     dram = dram_bytes / bandwidth * us / latency
     math_t = launch.flops / peak * us * wave / latency
-    shared = launch.shared_wavefronts / (sm_clocks * g.arch.shared_bytes_per_clk / WAVEFRONT_BYTES) * us * wave / latency
+    wavefronts_per_s = sm_clocks * g.arch.shared_bytes_per_clk / WAVEFRONT_BYTES
+    shared = launch.shared_wavefronts / wavefronts_per_s * us * wave / latency
     issue = (None if launch.instructions is None
              else launch.instructions / (sm_clocks * g.arch.issue_per_clk) * us * wave / latency)
 
@@ -205,6 +209,6 @@ def model(launch: Launch, gpu) -> Modeled:
     roofline = max(launch.bytes_min / bandwidth, launch.flops / peak) * us
     headroom = top / roofline if roofline > 0 else (1.0 if top == 0 else math.inf)
     return Modeled(gpu=g.name, modeled_us=top, bound=bound, dram_us=dram, math_us=math_t,
-                   math_kind=kind_name, shared_us=shared, issue_us=issue, dram_bytes=dram_bytes, dram_rule=rule,
-                   roofline_us=roofline, headroom=headroom, latency_factor=latency,
+                   math_kind=kind_name, shared_us=shared, issue_us=issue, dram_bytes=dram_bytes,
+                   dram_rule=rule,                   roofline_us=roofline, headroom=headroom, latency_factor=latency,
                    wave_factor=wave, occupancy=occ, waves=waves)

@@ -26,6 +26,9 @@ CASES = [
     # 12 warps per sub-partition -> 48 warps -> 48/8 = 6 blocks (unrounded 1056 would give 15 ->
     # 60/8 = 7).
     pytest.param("sm_80", 256, 33, 0, 0, 6, 48, 48 / 64, "registers", id="sm80-reg-granularity"),
+    # sm_80, 32 thr x 104 regs: 3328 regs/warp; a warp lives in one sub-partition, 16384 // 3328 =
+    # 4 per sub-partition -> 16 warps (the whole file, 65536 // 3328, would say 19) -> 16 blocks.
+    pytest.param("sm_80", 32, 104, 0, 0, 16, 16, 16 / 64, "registers", id="sm80-sub-partitions"),
     # sm_80, 800 thr (25 warps) x 80 regs: 2560 regs/warp; 16384 // 2560 = 6 per sub-partition ->
     # 24 warps < 25 (and the hardware check 2560 x 28 = 71680 > 65536) -> 0 blocks.
     pytest.param("sm_80", 800, 80, 0, 0, 0, 0, 0.0, "registers", id="sm80-does-not-fit"),

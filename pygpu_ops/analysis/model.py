@@ -110,8 +110,9 @@ class Launch:
     instructions: Optional[int] = None  # warp instructions issued, if known
 
     def __post_init__(self):
-        if isinstance(self.grid_blocks, bool) or not isinstance(self.grid_blocks, int) or self.grid_blocks < 1:
-            raise ValueError(f"grid_blocks must be an int >= 1, got {self.grid_blocks!r}")
+        _check_count("grid_blocks", self.grid_blocks)
+        if self.grid_blocks < 1:
+            raise ValueError(f"grid_blocks must be >= 1, got {self.grid_blocks}")
         for name in ("load_sectors", "store_sectors", "load_requests", "store_requests",
                      "shared_wavefronts", "bytes_min", "working_set_bytes"):
             _check_count(name, getattr(self, name))
@@ -210,5 +211,5 @@ def model(launch: Launch, gpu) -> Modeled:
     headroom = top / roofline if roofline > 0 else (1.0 if top == 0 else math.inf)
     return Modeled(gpu=g.name, modeled_us=top, bound=bound, dram_us=dram, math_us=math_t,
                    math_kind=kind_name, shared_us=shared, issue_us=issue, dram_bytes=dram_bytes,
-                   dram_rule=rule,                   roofline_us=roofline, headroom=headroom, latency_factor=latency,
-                   wave_factor=wave, occupancy=occ, waves=waves)
+                   dram_rule=rule, roofline_us=roofline, headroom=headroom,
+                   latency_factor=latency, wave_factor=wave, occupancy=occ, waves=waves)

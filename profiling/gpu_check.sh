@@ -5,20 +5,24 @@
 #
 #   bash profiling/gpu_check.sh [--dry-run] [OUT]          (OUT defaults to $OUT)
 #
-# Writes at most 3 files into OUT, no folders:
+# Writes at most 4 files into OUT, no folders:
 #   gpu_check.log   everything printed, step by step, with each step's exit status and duration
 #   bench.json      the benchmark: kernel time (captured CUDA graph replayed between events) and op
 #                   time (the synchronized public call) per case; written even when the bench fails
 #                   or is stopped by its timeout (then meta.interrupted says so)
 #   plots.tgz       the charts (absent, and the log says why, without matplotlib)
+#   ncu.json        Nsight Compute's global/shared request, sector and wavefront counters and
+#                   kernel times for the analysis cases (profiling/ncu_counters.py), to set next
+#                   to the emulator's counts and the modeled times (meta.unavailable: why not)
 #
 # Recording the results (on the development machine, after the files are back):
-#   python profiling/update_readme.py --add OUT/bench.json
+#   python profiling/update_readme.py --add OUT/bench.json --add-ncu OUT/ncu.json
 #   git add profiling/results/ README.md && git commit    (files it as profiling/results/<device>_<date>.json
 #                                                          and regenerates the README results table)
 #
 # Budget: one call, well under 10 minutes on an H200. Each step is capped with `timeout` (seconds):
-#   nvidia-smi 15 | info 45 | selftest 100 | GPU tests 150 | bench 180 | compile gate 45   (sum 535)
+#   nvidia-smi 10 | info 30 | selftest 90 | GPU tests 140 | bench 170 | ncu 80 | compile gate 20
+#   (sum 540)
 # and the whole script stops starting steps once TOTAL_BUDGET (540 s) is spent.
 #
 # GPU_CHECK_TESTS (default: tests) names the test paths of the GPU-test step; PYTHON the interpreter.
@@ -76,22 +80,25 @@ if [ "$dry" -eq 1 ]; then
 else
   say "gpu_check: python $PY"
   bench_args=()
-  check_args=()
+  check_args=(--arch sm_90)
 fi
 
-step nvidia-smi 1 15 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-step info 0 45 "$PY" -m pygpu_ops info
-step selftest 1 100 "$PY" -m pygpu_ops selftest --backend cuda -q
+step nvidia-smi 1 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+step info 0 30 "$PY" -m pygpu_ops info
+step selftest 1 90 "$PY" -m pygpu_ops selftest --backend cuda -q
 # shellcheck disable=SC2086  # GPU_CHECK_TESTS may name several paths
-step gpu-tests 0 150 "$PY" -m pytest -q -rs -m gpu -p no:cacheprovider ${GPU_CHECK_TESTS:-tests}
+step gpu-tests 0 140 "$PY" -m pytest -q -rs -m gpu -p no:cacheprovider ${GPU_CHECK_TESTS:-tests}
 rm -rf "$out/plots"
-step bench 0 180 "$PY" -m pygpu_ops bench --no-progress --json "$out/bench.json" --plot "$out/plots" ${bench_args[@]+"${bench_args[@]}"}
+step bench 0 170 "$PY" -m pygpu_ops bench --no-progress --json "$out/bench.json" --plot "$out/plots" ${bench_args[@]+"${bench_args[@]}"}
 [ -s "$out/bench.json" ] || say "=== bench: no bench.json written"
+# Measured counters and times next to the emulator's counts and the model: stops starting cases
+# after 60 s, so the step ends within its cap.
+step ncu 1 80 "$PY" profiling/ncu_counters.py "$out/ncu.json" --budget 60
 
 # The compile gate needs the nvrtc extra (cuda-bindings + the NVRTC wheel), which a bare GPU
 # machine may lack: reported in the log, not counted in the status.
 saved=$status
-step compile-gate 0 45 "$PY" -m pygpu_ops check ${check_args[@]+"${check_args[@]}"}
+step compile-gate 0 20 "$PY" -m pygpu_ops check ${check_args[@]+"${check_args[@]}"}
 status=$saved
 
 if [ -d "$out/plots" ]; then

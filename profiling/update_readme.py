@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Regenerate the README's results table from the newest recorded GPU benchmark.
+"""Regenerate the README's results tables: the newest GPU benchmark, and the analysis.
 
 Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --json`` on a GPU
 (see ``profiling/gpu_check.sh``) and replaces the text between ``<!-- results:start -->`` and
 ``<!-- results:end -->`` in README.md. With no GPU results recorded, the table says
-"not measured". Never edit that part of the README by hand.
+"not measured". The second table (between ``<!-- analysis:start -->`` and
+``<!-- analysis:end -->``) is the newest ``profiling/results/analysis_*.json`` written by
+``pygpu-ops analyze --json``: counts, SASS and modeled times, with the measured time and counters of
+the newest ``ncu_*.json`` (``profiling/ncu_counters.py`` on a GPU) or GPU bench next to them and the
+model's error where both exist. Never edit those parts of the README by hand.
 
-    python profiling/update_readme.py [--add bench.json] [--check]
+    python profiling/update_readme.py [--add bench.json] [--add-ncu ncu.json] [--check]
 
 ``--add`` first files a ``pygpu-ops bench --json`` output from a GPU run under
 ``profiling/results/<device>_<date>.json`` (commit that file). The table shows both times the
@@ -22,12 +26,17 @@ import sys
 from pathlib import Path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+A_START, A_END = "<!-- analysis:start -->", "<!-- analysis:end -->"
 ROOT = Path(__file__).resolve().parent.parent
+#: File name prefixes of the other recorded documents (not bench runs).
+ANALYSIS, NCU = "analysis_", "ncu_"
 
 
 def newest(results_dir: Path):
     docs = []
     for path in sorted(results_dir.glob("*.json")):
+        if path.name.startswith((ANALYSIS, NCU)):
+            continue
         doc = json.loads(path.read_text())
         why = _schema_problem(doc)
         if why and doc.get("meta", {}).get("backend") == "cuda":
@@ -94,13 +103,126 @@ def _schema_problem(doc) -> str:
     return ""
 
 
+def _newest_prefixed(results_dir: Path, prefix: str):
+    found = []
+    for path in sorted(results_dir.glob(f"{prefix}*.json")):
+        doc = json.loads(path.read_text())
+        found.append((doc.get("meta", {}).get("date", ""), path.name, doc))
+    return max(found, key=lambda d: (d[0], d[1])) if found else None
+
+
+def _gemm_n(shape: str):
+    m = re.fullmatch(r"(\d+)x\1x\1", shape)
+    return m.group(1) if m else None
+
+
+def _measured(row, ncu_doc, bench_doc):
+    """(measured us, source) for an analysis row: the ncu launch of the same case, else the bench's
+    kernel time of the same single-launch GEMM case; (None, None) when neither was recorded."""
+    if ncu_doc is not None:
+        for r in ncu_doc.get("rows", []):
+            if (r.get("op"), r.get("variant"), r.get("launch")) == (row["op"], row["variant"],
+                                                                    row["launch"]):
+                return r.get("time"), "ncu", r
+    if bench_doc is not None and row["op"] == "gemm" and row["launches"] == 1:
+        dtype = "float64" if row["kernel"].startswith("dgemm") else "float32"
+        for r in bench_doc.get("results", []):
+            if (r.get("op"), r.get("dtype"), r.get("variant"), r.get("size")) == \
+                    ("gemm", dtype, row["variant"], _gemm_n(row["shape"])) and \
+                    r.get("status") == "ok" and r.get("kernel_median_ms") is not None:
+                return r["kernel_median_ms"] * 1e3, "bench", None
+    return None, None, None
+
+
+def _per(a, b, spec=".1f"):
+    return "-" if not b else format(a / b, spec)
+
+
+def render_analysis(results_dir: Path) -> str:
+    """The analysis table: counts, SASS, occupancy and modeled time per launch (from the newest
+    ``analysis_*.json``), with the measured time and counters next to them where a GPU run
+    recorded them (``ncu_*.json``, else the bench), and the model's error."""
+    found = _newest_prefixed(results_dir, ANALYSIS)
+    if found is None:
+        return ("No analysis recorded yet (`pygpu-ops analyze --json "
+                "profiling/results/analysis_<gpu>.json`).")
+    _, name, doc = found
+    meta = doc["meta"]
+    ncu = _newest_prefixed(results_dir, NCU)
+    ncu_doc = ncu[2] if ncu and not ncu[2].get("meta", {}).get("unavailable") else None
+    bench = newest(results_dir)
+    bench_doc = bench[2] if bench else None
+    compiler = next((r["compiler"] for r in doc["rows"] if r.get("compiler")), "unavailable")
+    lines = [f"**Modeled, not measured** except the *measured* columns. From "
+             f"`profiling/results/{name}` (`pygpu-ops analyze`, {meta.get('seconds', '?')} s on "
+             f"the CPU): global sectors per request and shared wavefronts per request counted by "
+             f"the emulator (per launch, "
+             + ("every block" if not meta.get("sample_blocks") else
+                f"extrapolated from at most {meta['sample_blocks']} blocks") +
+             f"), registers and the hot loop's FFMA share from the SASS ({compiler}), occupancy "
+             f"and time modeled for {meta['gpu']} ({meta['arch']}).",
+             "",
+             f"Expected error of the model: {meta.get('expected_error', '?')}",
+             ""]
+    if ncu_doc is None and bench_doc is None:
+        lines += ["Measured: **not measured** (no GPU run recorded), so the model's error is "
+                  "unknown.", ""]
+    else:
+        src = []
+        if ncu_doc is not None:
+            src.append(f"Nsight Compute ({ncu[1]}, {ncu_doc['meta'].get('device', '?')})")
+        if bench_doc is not None:
+            src.append(f"the bench's kernel time ({bench[1]})")
+        lines += ["Measured columns from " + " and ".join(src) + "; error = (measured - "
+                  "modeled) / measured.", ""]
+    lines += ["| op | variant | kernel | shape | gld sectors/req | lds wavefronts/req | bank "
+              "conflicts | regs | occupancy | loop FFMA share | modeled us | bound | measured us "
+              "| model error | measured gld sectors/req | measured lds wavefronts/req |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: "
+              "| ---: | ---: | ---: |"]
+    rows = [r for r in doc["rows"] if r.get("status") == "ok"]
+    launches, index = {}, {}
+    for r in rows:
+        key = (r["op"], r["variant"], r["shape"])
+        launches[key] = launches.get(key, 0) + 1
+    for r in rows:
+        key = (r["op"], r["variant"], r["shape"])
+        r = dict(r, launch=index.get(key, 0), launches=launches[key])
+        index[key] = r["launch"] + 1
+        meas, how, m = _measured(r, ncu_doc, bench_doc)
+        occ = "-" if r["occupancy"] is None else f"{r['occupancy']:.0%} ({r['limiter']})"
+        ffma = "-" if r["loop_ffma_fraction"] is None else f"{r['loop_ffma_fraction']:.0%}"
+        modeled = "-" if r["modeled_us"] is None else f"{r['modeled_us']:.1f}"
+        err = "-" if meas is None or r["modeled_us"] is None or not meas else \
+            f"{(meas - r['modeled_us']) / meas:+.0%}"
+        lines.append(
+            f"| {r['op']} | {r['variant']} | `{r['kernel']}` | {r['shape']} "
+            f"| {_per(r['gld_sectors'], r['gld_requests'])} "
+            f"| {_per(r['lds_wavefronts'], r['lds_requests'], '.2f')} | {r['smem_bank_conflicts']} "
+            f"| {r['registers'] if r['registers'] is not None else '-'} | {occ} | {ffma} "
+            f"| {modeled} | {r['bound'] or '-'} "
+            f"| {'not measured' if meas is None else f'{meas:.1f} ({how})'} | {err} "
+            f"| {'-' if m is None else _per(m.get('gld_sectors', 0), m.get('gld_requests', 0))} "
+            f"| {'-' if m is None else _per(m.get('lds_wavefronts', 0), m.get('lds_requests', 0), '.2f')} |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str, readme: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def rendered(text: str, readme: Path, results_dir: Path) -> str:
+    text = _replace(text, START, END, render(newest(results_dir)), readme)
+    return _replace(text, A_START, A_END, render_analysis(results_dir), readme)
+
+
 def update(readme: Path, results_dir: Path) -> bool:
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme}: markers {START} / {END} not found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render(newest(results_dir))}\n{END}{tail}"
+    new = rendered(text, readme, results_dir)
     changed = new != text
     readme.write_text(new)
     return changed
@@ -119,21 +241,35 @@ def add(path: Path, results_dir: Path) -> Path:
     return dest
 
 
+def add_ncu(path: Path, results_dir: Path) -> Path:
+    doc = json.loads(path.read_text())
+    meta = doc.get("meta", {})
+    if meta.get("tool") != "ncu":
+        raise SystemExit(f"{path}: not written by profiling/ncu_counters.py; nothing recorded")
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{meta.get('device', 'gpu')}_{meta.get('date', '')}").strip("_")
+    dest = results_dir / f"{NCU}{stem}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(doc, indent=1) + "\n")
+    return dest
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--results", type=Path, default=ROOT / "profiling" / "results")
     p.add_argument("--check", action="store_true", help="exit 1 if the README is not up to date")
     p.add_argument("--add", type=Path, metavar="BENCH_JSON", help="record a GPU bench JSON first")
+    p.add_argument("--add-ncu", type=Path, metavar="NCU_JSON",
+                   help="record profiling/ncu_counters.py's JSON from a GPU run first")
     args = p.parse_args(argv)
     if args.add:
         print(f"recorded {add(args.add, args.results)}")
+    if args.add_ncu:
+        print(f"recorded {add_ncu(args.add_ncu, args.results)}")
     if args.check:
         text = args.readme.read_text()
-        head, rest = text.split(START, 1)
-        current = rest.split(END, 1)[0].strip()
-        ok = current == render(newest(args.results)).strip()
-        print("README results table is up to date" if ok else "README results table is stale: run profiling/update_readme.py")
+        ok = rendered(text, args.readme, args.results) == text
+        print("README results tables are up to date" if ok else "README results tables are stale: run profiling/update_readme.py")
         return 0 if ok else 1
     print("README updated" if update(args.readme, args.results) else "README already up to date")
     return 0

@@ -20,6 +20,10 @@ median (with min and max) of ``--repeats`` runs; inputs are random (never all-ze
 timed result is checked against a float64 reference with an error bound, and TF32 is disabled
 for the vendor libraries before the first GEMM. Without a GPU the first line says so and the
 NumPy fallback is timed (op time only) against plain NumPy/BLAS; emulator runs are never timed.
+Then ``pygpu-ops analyze`` runs for the SGEMM ladder and the memory-bound ops (``no_gpu_analysis``):
+the emulator's memory counters, the SASS, occupancy and a modeled time on an H200, printed after
+the timings, stored under ``analysis`` in the JSON and drawn with ``--plot``; all of it is labelled
+counts and a model, never measurements.
 
 A case that raises is a failed row (its error type and message) and the run goes on; the JSON
 is written at the end whatever happens (an interrupt included), and the exit status is non-zero
@@ -780,6 +784,33 @@ def collect(args, gpu: bool, doc: Dict) -> None:
     progress = not args.no_progress and sys.stderr.isatty()
     for name in args.ops or PROVIDERS:
         run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
+    if not gpu:
+        doc["analysis"] = no_gpu_analysis(args, progress)
+
+
+#: Op families of the no-GPU analysis: the SGEMM ladder and the memory-bound ops.
+ANALYSIS_OPS = ("gemm", "softmax", "pooling", "elementwise")
+
+
+def no_gpu_analysis(args, progress: bool) -> Dict:
+    """Without a GPU the bench also shows ``pygpu-ops analyze`` for the SGEMM ladder and the
+    memory-bound ops: counts from the emulator and a modeled time, never measurements. Returns
+    the analysis document, or ``{"unavailable": why}`` (no C++ compiler for the emulator)."""
+    from ._runtime import backends as _backends
+    from .analysis import analyze
+
+    why = _backends.problem("emulator")
+    if why is not None:
+        return {"unavailable": f"the emulator is unavailable ({why})"}
+    ops = [o for o in ANALYSIS_OPS if not args.ops or o in args.ops]
+    if not ops:
+        return {"unavailable": f"no op family of the analysis ({', '.join(ANALYSIS_OPS)}) chosen"}
+    sizes = args.sizes or ((1024,) if args.quick else None)
+    doc = analyze.analyze(ops, sizes, args.variants, sample_blocks=4 if args.quick else
+                          analyze.DEFAULT_SAMPLE, progress=progress)
+    # the ladder without DGEMM: the bench's no-GPU view is the SGEMM ladder
+    doc["rows"] = [r for r in doc["rows"] if r.get("group") != "dgemm"]
+    return doc
 
 
 class Terminated(KeyboardInterrupt):
@@ -807,7 +838,9 @@ def main(args) -> int:
         print("pygpu-ops bench: timing the CUDA kernels against the vendor libraries (TF32 off)")
     else:
         print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against plain "
-              f"NumPy/BLAS. Emulator runs are never timed.")
+              f"NumPy/BLAS (emulator runs are never timed), then the kernels' analysis: memory "
+              f"counts from the emulator, SASS, occupancy and a modeled time, which are counts "
+              f"and a model, not measurements.")
     meta = {"pygpu_ops": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     doc = {"meta": meta, "results": []}
@@ -832,18 +865,29 @@ def main(args) -> int:
         if "copy" in meta:
             print(f"device-to-device copy: {meta['copy']['GB/s']:.0f} GB/s")
         print(format_rows(rows, meta.get("timing")))
+        analysis = doc.get("analysis")
+        if analysis is not None:
+            from .analysis import analyze
+
+            print()
+            print(f"analysis: {analysis['unavailable']}" if "unavailable" in analysis
+                  else analyze.format_table(analysis))
         if args.json:
             _write_json(doc, args.json)
     if args.plot:
         try:
             written = plot(rows, args.plot)
+            if doc.get("analysis", {}).get("rows"):
+                from .analysis import analyze
+
+                written += analyze.plot(doc["analysis"], args.plot)
         except ImportError as exc:
             print(f"--plot: no charts drawn, matplotlib is not importable ({exc}); "
                   f"pip install matplotlib (the 'plot' extra). The JSON has every number.")
         else:
             for path in written:
                 print(f"wrote {path}")
-    failed = [r for r in rows if r.get("status") != "ok"]
+    failed = [r for r in rows + doc.get("analysis", {}).get("rows", []) if r.get("status") != "ok"]
     wrong = [r for r in rows if r.get("correct") is False]
     if "interrupted" in meta:
         print(f"pygpu-ops bench: interrupted ({meta['interrupted']}) after {len(rows)} rows", file=sys.stderr)

@@ -99,6 +99,12 @@ def _cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def _cmd_analyze(args) -> int:
+    from .analysis import analyze
+
+    return analyze.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pygpu-ops", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_arguments(s)
     s.set_defaults(func=_cmd_bench)
+    s = sub.add_parser("analyze", help="memory counters (emulator), SASS, occupancy and a modeled "
+                                       "time per kernel launch, without a GPU")
+    from .analysis import analyze
+
+    analyze.add_arguments(s)
+    s.set_defaults(func=_cmd_analyze)
     return p
 
 

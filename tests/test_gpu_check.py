@@ -52,10 +52,10 @@ def _dry_run(tmp_path, env):
 
 def test_the_script_header_says_how_results_are_recorded_and_the_budget():
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
-    assert "python profiling/update_readme.py --add OUT/bench.json" in head
+    assert "python profiling/update_readme.py --add OUT/bench.json --add-ncu OUT/ncu.json" in head
     assert "profiling/results/" in head and "timeout" in head
     caps = [int(line.split()[3]) for line in SCRIPT.read_text().splitlines() if line.startswith("step ")]
-    assert len(caps) == 6 and sum(caps) <= 540 and "TOTAL_BUDGET=540" in SCRIPT.read_text()
+    assert len(caps) == 7 and sum(caps) <= 540 and "TOTAL_BUDGET=540" in SCRIPT.read_text()
 
 
 def test_dry_run_end_to_end(tmp_path):
@@ -63,6 +63,7 @@ def test_dry_run_end_to_end(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "=== nvidia-smi: skipped (dry run: needs a GPU)" in log
     assert "=== selftest: skipped (dry run: needs a GPU)" in log
+    assert "=== ncu: skipped (dry run: needs a GPU)" in log
     for name in ("info", "gpu-tests", "bench", "compile-gate"):
         assert f"=== {name}: exit " in log, name
     assert "=== info: exit 0" in log and "=== gpu-tests: exit 0" in log and "=== bench: exit 0" in log

@@ -133,7 +133,7 @@ def analyze(ops: Optional[Sequence[str]] = None, sizes=None, variants=None, gpu:
                   end="", file=sys.stderr, flush=True)
         try:
             with emu.count_memory(sample_blocks=sample_blocks) as rec:
-                case.run()
+                case.run("emulator")
         except Exception as exc:  # a failed case is a row; the run goes on
             rows.append(_failed(case, exc))
             continue
@@ -265,7 +265,7 @@ def add_arguments(p) -> None:
     p.add_argument("--sizes", type=int, nargs="+", help="problem sizes (GEMM: M = N = K)")
     p.add_argument("--variants", nargs="+", help="variants (ladder steps) to analyse")
     p.add_argument("--gpu", default=DEFAULT_GPU,
-                   help=f"GPU to model (default {DEFAULT_GPU}; one of {', '.join(_gpus.names())})")
+                   help=f"GPU to model (default {DEFAULT_GPU}; one of {', '.join(_gpus.GPUS)})")
     p.add_argument("--sample-blocks", type=int, default=DEFAULT_SAMPLE,
                    help=f"blocks run per launch, counts extrapolated (default {DEFAULT_SAMPLE}; "
                         "0: every block, exact)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pygpu_ops._runtime import backends
+from pygpu_ops._runtime import backends, sources
 
 
 def _param(name):
@@ -116,3 +116,12 @@ def assert_close_bound(got, want, bound, what=""):
         idx = tuple(np.argwhere(~ok)[0])
         raise AssertionError(f"{what}: {int((~ok).sum())} of {ok.size} elements off; first at {idx}: "
                              f"got {got[idx]!r}, want {want[idx]!r}, bound {np.broadcast_to(bound, want.shape)[idx]!r}")
+
+
+@pytest.fixture
+def cuda_dir(tmp_path, monkeypatch):
+    """A scratch cuda_src/ for kernels written by the test."""
+    monkeypatch.setattr(sources, "cuda_src_dir", lambda: tmp_path)
+    sources.expand.cache_clear()
+    yield tmp_path
+    sources.expand.cache_clear()

@@ -214,18 +214,19 @@ class Nvrtc:
             self._lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def _candidates(major: int) -> List[str]:
-    """The library files to try for ``major``: the pip wheel's, then the system loader's name."""
-    _, _, soname, sub = _WHEELS[major]
-    found = []
+def nvidia_wheel_dirs() -> List[Path]:
+    """The folders of the ``nvidia`` namespace package that NVIDIA's pip wheels install into."""
     try:
         spec = importlib.util.find_spec("nvidia")
     except (ImportError, ValueError):
         spec = None
-    for base in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(base) / sub / soname
-        if path.is_file():
-            found.append(str(path))
+    return [Path(base) for base in (spec.submodule_search_locations or [])] if spec else []
+
+
+def _candidates(major: int) -> List[str]:
+    """The library files to try for ``major``: the pip wheel's, then the system loader's name."""
+    _, _, soname, sub = _WHEELS[major]
+    found = [str(base / sub / soname) for base in nvidia_wheel_dirs() if (base / sub / soname).is_file()]
     return found + [soname]
 
 
@@ -329,21 +330,28 @@ def compile_module(kernels: Sequence[Kernel], arch: str, nvrtc: Optional[Nvrtc] 
 
     ``nvrtc`` defaults to the newest NVRTC found.
     """
+    _, reports, error = build_module(kernels, arch, nvrtc)
+    return reports, error
+
+
+def build_module(kernels: Sequence[Kernel], arch: str, nvrtc: Optional[Nvrtc] = None,
+                 output: Optional[str] = None) -> Tuple[Compiled, List[KernelReport], Optional[ModuleError]]:
+    """`compile_module` that also returns NVRTC's `Compiled` (with the cubin for ``output="cubin"``)."""
     nv = nvrtc if nvrtc is not None else _select(None)[-1]
     first = kernels[0]
     exprs = [k.name_expression for k in kernels]
-    res = nv.compile(sources.expand(first.source), first.source, gate_options(first, arch), exprs)
+    res = nv.compile(sources.expand(first.source), first.source, gate_options(first, arch), exprs, output)
     if not res.ok:
-        return [], ModuleError(first.source, arch, res.log, nv.version)
+        return res, [], ModuleError(first.source, arch, res.log, nv.version)
     stats = parse_ptxas(res.log)
     reports = []
     for k in kernels:
         s = stats.get(res.lowered[k.name_expression])
         if s is None:
-            return [], ModuleError(first.source, arch, f"no ptxas report for {k.name_expression}\n{res.log}",
-                                   nv.version)
+            return res, [], ModuleError(first.source, arch, f"no ptxas report for {k.name_expression}\n{res.log}",
+                                        nv.version)
         reports.append(KernelReport(k.name_expression, k.source, arch, no_spill=k.no_spill, nvrtc=nv.version, **s))
-    return reports, None
+    return res, reports, None
 
 
 def plan(archs: Sequence[str], nvrtcs: Sequence[Nvrtc]) -> Tuple[List[Tuple[Nvrtc, str]], List[Skipped]]:

@@ -31,15 +31,6 @@ def _needs(*majors):
 NVRTC = [pytest.param(m, marks=_needs(m), id=f"nvrtc{m}") for m in compile_gate.NVRTC_MAJORS]
 
 
-@pytest.fixture
-def cuda_dir(tmp_path, monkeypatch):
-    """A scratch cuda_src/ for kernels written by the test."""
-    monkeypatch.setattr(sources, "cuda_src_dir", lambda: tmp_path)
-    sources.expand.cache_clear()
-    yield tmp_path
-    sources.expand.cache_clear()
-
-
 @pytest.mark.parametrize("major", NVRTC)
 def test_every_kernel_compiles_for_every_arch_without_forbidden_spills(major):
     """The registered set under one NVRTC: no errors, every (kernel, arch), no spills where forbidden.

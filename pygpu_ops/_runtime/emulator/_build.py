@@ -37,21 +37,21 @@ compile_count = 0
 _count_lock = threading.Lock()
 
 
-def cache_dir():
-    """The emulator's build cache directory (created if needed)."""
+def cache_dir(name="emulator"):
+    """The package's cache directory ``name`` (created if needed); by default the emulator's builds."""
     base = os.environ.get("PYGPU_OPS_CACHE_DIR")
     if base:
-        d = Path(base) / "emulator"
+        d = Path(base) / name
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        d = Path(xdg) / "pygpu_ops" / "emulator"
+        d = Path(xdg) / "pygpu_ops" / name
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:
         if base:
             raise
         # e.g. a read-only home directory
-        d = Path(tempfile.gettempdir()) / f"pygpu_ops-{os.getuid()}" / "emulator"
+        d = Path(tempfile.gettempdir()) / f"pygpu_ops-{os.getuid()}" / name
         d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -736,6 +736,8 @@ def add_arguments(p) -> None:
     p.add_argument("--json", metavar="FILE", help="write the raw results as JSON to FILE ('-' for stdout)")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="without a GPU, skip the analysis (emulator counts, SASS, modeled time)")
 
 
 def _cases(name: str, env: Env, rows: List[Dict]) -> List[Case]:
@@ -784,7 +786,7 @@ def collect(args, gpu: bool, doc: Dict) -> None:
     progress = not args.no_progress and sys.stderr.isatty()
     for name in args.ops or PROVIDERS:
         run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
-    if not gpu:
+    if not gpu and not args.no_analysis:
         doc["analysis"] = no_gpu_analysis(args, progress)
 
 

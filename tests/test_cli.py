@@ -62,8 +62,19 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
     assert cli.main(["bench", "--sizes", "32", "64", "--repeats", "2", "--json", str(path),
                      "--plot", str(plots), "--no-progress"]) == 0
     doc = json.loads(path.read_text())
-    assert set(doc) == {"meta", "results"}
+    assert set(doc) == {"meta", "results", "analysis"}
     assert {"pygpu_ops", "python", "numpy", "date", "backend", "device", "repeats", "timing"} <= set(doc["meta"])
+    # without a GPU the bench also analyses the SGEMM ladder and the memory-bound ops (no DGEMM)
+    from pygpu_ops import linalg
+    from pygpu_ops.analysis.analyze import ROW_KEYS
+
+    rows = doc["analysis"]["rows"]
+    assert "modeled, not measured" in doc["analysis"]["meta"]["label"]
+    assert all(r["status"] == "ok" and set(ROW_KEYS) <= set(r) for r in rows)
+    assert [r["variant"] for r in rows if r["op"] == "gemm"] == list(linalg.sgemm_variants()) * 2
+    assert {r["op"] for r in rows} == {"gemm", "softmax", "max_pool2d", "avg_pool2d",
+                                       "global_avg_pool2d", "relu", "nchw_to_nhwc", "nhwc_to_nchw"}
+    assert "pygpu-ops analyze: counts from the CPU emulator" in capsys.readouterr().out
     keys = {"op", "dtype", "variant", "size", "unit", "value", "value_from", "status", "op_median_ms",
             "op_min_ms", "op_max_ms", "kernel_median_ms", "kernel_min_ms", "kernel_max_ms", "kernel_method",
             "repeats", "vendor", "group"}
@@ -74,9 +85,11 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
         assert r["status"] == "ok" and r["op_min_ms"] <= r["op_median_ms"] <= r["op_max_ms"]
     assert all(r["correct"] for r in doc["results"] if "correct" in r)
     pngs = sorted(p.name for p in plots.iterdir())
-    assert pngs == ["avg_pool2d_float32.png", "conv2d_NCHW.png", "conv2d_NHWC.png", "gemm_float32.png",
-                    "gemm_float64.png", "int8_gemm_int8.png", "max_pool2d_float32.png",
-                    "nchw_to_nhwc_float32.png", "relu_float32.png", "softmax_float32.png"]
+    assert pngs == sorted(["avg_pool2d_float32.png", "conv2d_NCHW.png", "conv2d_NHWC.png",
+                           "gemm_float32.png", "gemm_float64.png", "int8_gemm_int8.png",
+                           "max_pool2d_float32.png", "nchw_to_nhwc_float32.png", "relu_float32.png",
+                           "softmax_float32.png", "analyze_memory.png", "analyze_pooling.png",
+                           "analyze_sgemm.png", "analyze_softmax.png"])
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
@@ -139,7 +152,7 @@ def test_readme_table_generator(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{mod.START}\nold\n{mod.END}\ntail\n")
+    readme.write_text(f"# x\n{mod.START}\nold\n{mod.END}\n{mod.A_START}\nold\n{mod.A_END}\ntail\n")
     results = tmp_path / "results"
     results.mkdir()
     assert mod.main(["--readme", str(readme), "--results", str(results)]) == 0

@@ -20,7 +20,7 @@
 // Launch: grid (ceil_div(N, BN), ceil_div(M, BM), batch); 1-D block of
 // THREADS = (BM / TM) * (BN / TN) threads. Default
 // dgemm_blocktile_2d<128, 64, 8, 8, 4> (BM, BN, BK, TM, TN): 256 threads,
-// 24576 bytes of static shared memory.
+// 25088 bytes of static shared memory.
 // Vector paths only where legal, else scalar bounds-checked (any M, N, K >= 1):
 //  * A double2 loads: lda % 2 == 0, strideA % 2 == 0, A 16-byte aligned, and
 //    both elements inside the matrix; B likewise with ldb, strideB, B;
@@ -45,9 +45,15 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) dgemm_blocktile_2d(
     static_assert(BK % 4 == 0, "an A tile row is read as whole 32-byte sectors");
     static_assert(A_LOADS * THREADS == BM * BK / 2 && B_LOADS * THREADS == BK * BN / 2,
                   "each thread loads a whole number of double2");
-    // No padding needed: a warp's transposing stores are 32 x 8 bytes, two
-    // wavefronts whatever the row length.
-    alignas(16) __shared__ double As[2][BK][BM];
+    // A_PAD: in one transposing store, lane 2j writes As[k][j] and lane 2j+1
+    // As[k + 2][j]. Unpadded, the two rows are 2 * BM * 8 bytes apart, a
+    // multiple of 128, so each half-warp's 16 doubles fall in 16 banks twice:
+    // 4 wavefronts instead of 2 (the emulator's counters showed it). Four
+    // doubles of padding move row k + 2 by 64 bytes, onto the other 16 banks.
+    // Rows stay 16-byte aligned for the double2 reads.
+    constexpr int A_PAD = 4;
+    static_assert((2 * (BM + A_PAD) * 8) % 128 == 64, "rows k and k + 2 on different banks");
+    alignas(16) __shared__ double As[2][BK][BM + A_PAD];
     alignas(16) __shared__ double Bs[2][BK][BN];
 
     const long long batch = blockIdx.z;

@@ -143,11 +143,11 @@ def analyze(ops: Optional[Sequence[str]] = None, sizes=None, variants=None, gpu:
             if p is not None:
                 by_prefix[p] = by_prefix.get(p, 0) + launch.blocks_total
         for launch in rec.launches:
-            stats, why = _sass(registry.get(launch.kernel), g.arch, sass_cache)
+            stats, why = _sass(registry.get(launch.kernel), g.arch.name, sass_cache)
             rows.append(dict(status="ok", **launch_row(case, launch, by_prefix, g, stats, why)))
     if progress:
         print("\r" + " " * 79 + "\r", end="", file=sys.stderr, flush=True)
-    meta = dict(label=LABEL, gpu=g.name, arch=g.arch, sample_blocks=sample_blocks,
+    meta = dict(label=LABEL, gpu=g.name, arch=g.arch.name, sample_blocks=sample_blocks,
                 expected_error=_model.EXPECTED_ERROR, seconds=round(time.time() - t0, 1))
     return {"meta": meta, "rows": rows}
 

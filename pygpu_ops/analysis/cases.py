@@ -18,7 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-#: Work of one launch: (flops, flop kind, bytes_min).
+#: Work of one launch: (flops, flop kind as in analysis.model: fp32, fp64, int8-dp4a, int8-tensor,
+#: bytes_min).
 Work = Tuple[float, str, float]
 
 
@@ -153,9 +154,9 @@ def int8_gemm_cases(sizes, variants) -> Iterable[Case]:
                 continue
             yield Case("int8_gemm", v, f"{n}x{n}x{n}", lambda be, a=a, b=b, v=v: quant.int8_gemm(
                 a, b, a_zero_point=3, b_zero_point=-2, variant=v, backend=be),
-                {"int8_gemm_row_sums": (0.0, "int8", 1.0 * n * n + 4 * n),
-                 "int8_gemm_col_sums": (0.0, "int8", 1.0 * n * n + 4 * n),
-                 "int8_gemm_": (2.0 * n ** 3, "int8-tensor" if v == "mma" else "int8",
+                {"int8_gemm_row_sums": (0.0, "int8-dp4a", 1.0 * n * n + 4 * n),
+                 "int8_gemm_col_sums": (0.0, "int8-dp4a", 1.0 * n * n + 4 * n),
+                 "int8_gemm_": (2.0 * n ** 3, "int8-tensor" if v == "mma" else "int8-dp4a",
                                 2.0 * n * n + 4.0 * n * n)},
                 group="int8_gemm")
 

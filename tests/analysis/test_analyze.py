@@ -85,6 +85,9 @@ def test_ladder_shared_traffic_falls_with_register_blocking(doc):
     # step 5's header names its 2-way (As) and 4-way (Bs) conflicts; step 6 removes them
     assert v["blocktile_2d"]["smem_bank_conflicts"] > 0
     assert v["vectorized"]["smem_bank_conflicts"] == 0
+    # DGEMM's transposing A stores were 2-way conflicted until its A_PAD (found by this analysis)
+    (dgemm,) = _by_variant(doc, "dgemm").values()
+    assert dgemm["smem_bank_conflicts"] == 0 and dgemm["sts_requests"] > 0
 
 
 def test_ladder_ffma_share_rises(doc):

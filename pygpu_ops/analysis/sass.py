@@ -278,7 +278,7 @@ def basic_blocks(code: Sequence[Instruction]) -> List[Block]:
     block_of = {first: b for b, first in enumerate(order)}
     blocks = [Block(b, first, order[b + 1] if b + 1 < len(order) else len(code)) for b, first in enumerate(order)]
     for blk in blocks:
-        last, fl = code[blk.stop - 1], flows[blk.stop - 1]
+        fl = flows[blk.stop - 1]
         succs = [block_of[at[t]] for t in fl.targets]
         if fl.falls_through and blk.stop < len(code):
             succs.append(block_of[blk.stop])
@@ -878,6 +878,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SassUnavailable as exc:
         print(f"SASS statistics unavailable: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:   # a malformed --arch
+        ap.error(str(exc))
     print(json.dumps([s.as_json() for s in rows], indent=1) if args.json else format_table(rows))
     return 0
 

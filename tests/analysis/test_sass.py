@@ -236,6 +236,22 @@ __global__ void axpy1(const float* x, float* y, float a)
 }
 """
 
+CP_LDSM = """
+__global__ void cp_ldsm(const float* g, unsigned* out)
+{
+    __shared__ alignas(16) float s[32 * 4];
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(&s[threadIdx.x * 4]);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\\n" :: "r"(sa), "l"(g + threadIdx.x * 4) : "memory");
+    asm volatile("cp.async.commit_group;\\n" ::: "memory");
+    asm volatile("cp.async.wait_all;\\n" ::: "memory");
+    __syncthreads();
+    unsigned r0, r1, r2, r3;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(sa));
+    out[threadIdx.x] = r0 + r1 + r2 + r3;
+}
+"""
+
 
 def _backward_branch_span(code):
     """Instructions from the target of the one backward branch through that branch: the loop of a
@@ -332,3 +348,12 @@ def test_the_sgemm_ladder_raises_the_hot_loop_math_share():
     assert dbuf["FFMA"] == 512
     assert 4 * dbuf["LDG.32"] + 8 * dbuf["LDG.64"] + 16 * dbuf["LDG.128"] == 32
     assert 4 * dbuf["STS.32"] + 8 * dbuf["STS.64"] + 16 * dbuf["STS.128"] == 32
+
+
+@_needs(13, arch="sm_80")
+def test_cp_async_and_ldmatrix_as_ptxas_spells_them(cuda_dir):
+    """One cp.async (16 bytes) and one ldmatrix .x4: no registered kernel uses either yet."""
+    (cuda_dir / "cp_ldsm.cu").write_text(CP_LDSM)
+    s = sass.sass_stats(kernels.Kernel("cp_ldsm.cu", "cp_ldsm"), "sm_80", 13)
+    assert (s.mix["LDGSTS"], s.mix["LDSM"], s.mix["BAR"], s.mix["STG.32"]) == (1, 1, 1, 1)
+    assert s.mix["LDG.128"] == 0 and s.loops == 0

@@ -89,6 +89,7 @@ def launch_row(case: _cases.Case, launch, blocks_by_prefix: Dict[str, int], gpu,
         row["unavailable"] = f"SASS, occupancy and model: {why}"
         return row
     row.update(registers=stats.registers, spill_bytes=stats.spill_bytes, sass_mix=stats.mix,
+               loop_mix=stats.loop_mix, stack_bytes=stats.stack_bytes,
                loop_ffma_fraction=stats.loop_math_fraction,
                fastpath_ffma_fraction=stats.fastpath_math_fraction,
                loop_instr_per_math=stats.loop_instr_per_math, compiler=stats.label,

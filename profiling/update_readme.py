@@ -175,11 +175,15 @@ def render_analysis(results_dir: Path) -> str:
             src.append(f"the bench's kernel time ({bench[1]})")
         lines += ["Measured columns from " + " and ".join(src) + "; error = (measured - "
                   "modeled) / measured.", ""]
-    lines += ["| op | variant | kernel | shape | gld sectors/req | lds wavefronts/req | bank "
-              "conflicts | regs | occupancy | loop FFMA share | modeled us | bound | measured us "
-              "| model error | measured gld sectors/req | measured lds wavefronts/req |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: "
-              "| ---: | ---: | ---: |"]
+    lines += [f"The SASS columns (registers, the hot loop's math share over the whole loop and over "
+              f"its fast path, the steady-state iteration, and instructions per math instruction on "
+              f"the fast path) are static counts of the cubin: SASS, {meta['arch']}, {compiler}.", "",
+              "| op | variant | kernel | shape | gld sectors/req | lds wavefronts/req | bank "
+              "conflicts | regs | occupancy | loop math share | fast-path math share | fast-path "
+              "instr/math | modeled us | bound | measured us | model error | measured gld "
+              "sectors/req | measured lds wavefronts/req |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: "
+              "| --- | ---: | ---: | ---: | ---: |"]
     rows = [r for r in doc["rows"] if r.get("status") == "ok"]
     launches, index = {}, {}
     for r in rows:
@@ -191,7 +195,11 @@ def render_analysis(results_dir: Path) -> str:
         index[key] = r["launch"] + 1
         meas, how, m = _measured(r, ncu_doc, bench_doc)
         occ = "-" if r["occupancy"] is None else f"{r['occupancy']:.0%} ({r['limiter']})"
-        ffma = "-" if r["loop_ffma_fraction"] is None else f"{r['loop_ffma_fraction']:.0%}"
+        ffma = "-" if r["loop_ffma_fraction"] is None else f"{r['loop_ffma_fraction']:.1%}"
+        fast = "-" if r.get("fastpath_ffma_fraction") is None else \
+            f"{r['fastpath_ffma_fraction']:.1%}"
+        ipm = "-" if r.get("fastpath_instr_per_math") is None else \
+            f"{r['fastpath_instr_per_math']:.2f}"
         modeled = "-" if r["modeled_us"] is None else f"{r['modeled_us']:.1f}"
         err = "-" if meas is None or r["modeled_us"] is None or not meas else \
             f"{(meas - r['modeled_us']) / meas:+.0%}"
@@ -199,7 +207,8 @@ def render_analysis(results_dir: Path) -> str:
             f"| {r['op']} | {r['variant']} | `{r['kernel']}` | {r['shape']} "
             f"| {_per(r['gld_sectors'], r['gld_requests'])} "
             f"| {_per(r['lds_wavefronts'], r['lds_requests'], '.2f')} | {r['smem_bank_conflicts']} "
-            f"| {r['registers'] if r['registers'] is not None else '-'} | {occ} | {ffma} "
+            f"| {r['registers'] if r['registers'] is not None else '-'} | {occ} | {ffma} | {fast} "
+            f"| {ipm} "
             f"| {modeled} | {r['bound'] or '-'} "
             f"| {'not measured' if meas is None else f'{meas:.1f} ({how})'} | {err} "
             f"| {'-' if m is None else _per(m.get('gld_sectors', 0), m.get('gld_requests', 0))} "

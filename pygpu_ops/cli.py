@@ -50,9 +50,39 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_check_sass(args) -> int:
+    """``check --sass``: the SASS targets (pygpu_ops/analysis/targets.py) under each NVRTC."""
+    from .analysis import sass, targets
+
+    majors = args.nvrtc or [m for m in (12, 13) if sass.why_unavailable(m) is None] or [13]
+    try:
+        results = targets.check(majors, args.arch)
+    except (sass.SassUnavailable, ValueError) as exc:
+        print(f"pygpu-ops check --sass: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([dict(kernel=r.kernel, arch=r.arch, compiler=r.compiler, ok=r.ok,
+                               failures=r.failures, figures=r.figures, why=r.target.why)
+                          for r in results], indent=1))
+    else:
+        for r in results:
+            print(r.line())
+    missed = [r for r in results if not r.ok]
+    where = sys.stderr if args.json or missed else sys.stdout
+    if missed:
+        print(f"check --sass FAILED: {len(missed)} of {len(results)} SASS targets missed",
+              file=where)
+        return 1
+    print(f"check --sass passed: {len(results)} SASS targets held "
+          f"({len(targets.TARGETS)} kernels, NVRTC {', '.join(map(str, majors))})", file=where)
+    return 0
+
+
 def _cmd_check(args) -> int:
     from ._runtime import compile_gate
 
+    if args.sass:
+        return _cmd_check_sass(args)
     archs = args.arch or compile_gate.ARCHS
     try:
         import re
@@ -117,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nvrtc", action="append", type=int, choices=(12, 13),
                    help="NVRTC major version to gate under (repeatable; default every one installed: "
                         "the nvrtc12 / nvrtc13 extras)")
+    s.add_argument("--sass", action="store_true",
+                   help="check the SASS targets instead (hot-loop math share, no local memory, "
+                        "required instructions; pygpu_ops/analysis/targets.py; needs nvdisasm)")
     s.set_defaults(func=_cmd_check)
     s = sub.add_parser("selftest", help="every op on every available backend against the reference")
     s.add_argument("--backend", action="append", choices=backends.BACKENDS)

@@ -70,7 +70,7 @@ def test_analysis_table_not_measured_then_measured(tmp_path):
     text = readme.read_text()
     assert "**Modeled, not measured**" in text and "Measured: **not measured** (no GPU run recorded)" in text
     assert "| gemm | naive | `sgemm_naive<32, 32>` | 4096x4096x4096 | 16.5 | - | 0 | 32 | " \
-           "100% (warps) | 18% | 1000.0 | dram | not measured | - | - | - |" in text
+           "100% (warps) | 18.0% | - | - | 1000.0 | dram | not measured | - | - | - |" in text
     # a GPU run: ncu measured the naive launch (1250 us: the model is 20% short), the bench the
     # coalesced one
     (results / "ncu_H200_2026.json").write_text(json.dumps(

@@ -92,7 +92,8 @@ def launch_row(case: _cases.Case, launch, blocks_by_prefix: Dict[str, int], gpu,
                loop_mix=stats.loop_mix, stack_bytes=stats.stack_bytes,
                loop_ffma_fraction=stats.loop_math_fraction,
                fastpath_ffma_fraction=stats.fastpath_math_fraction,
-               loop_instr_per_math=stats.loop_instr_per_math, compiler=stats.label,
+               loop_instr_per_math=stats.loop_instr_per_math,
+               fastpath_instr_per_math=stats.fastpath_instr_per_math, compiler=stats.label,
                sass_static_smem=stats.static_smem)
     occ = _occ.occupancy(gpu.arch, threads, stats.registers, launch.static_smem,
                          launch.dynamic_smem)

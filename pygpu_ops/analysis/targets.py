@@ -1,0 +1,150 @@
+"""SASS targets: what the machine code of our kernels must keep, checked by ``pygpu-ops check --sass``.
+
+A GPU is lent rarely; the SASS is the closest thing to a speed measurement we have every day. Each
+:class:`Target` names a kernel (its ``__global__`` symbol: every registered instantiation), why the
+target exists, and the figures its SASS must hold, read with :mod:`.sass` from the cubin NVRTC
+builds (the compile gate's options):
+
+* ``min_fastpath_math``: the hot loop's fast path (the aligned, in-bounds steady-state iteration,
+  see :mod:`.sass`) has at least this share of math instructions (FFMA, DFMA, IMMA, ...);
+* ``at_least_as``: the fast-path math share is at least that of another kernel (e.g. double
+  buffering must not cost instructions over the vectorized step), on the same arch and compiler;
+* ``no_local``: no spill, no stack frame, no LDL/STL anywhere in the kernel;
+* ``require``: instruction classes that must appear (``LDSM``, ``LDGSTS``, ``LDG.128``...);
+* ``no_calls``: no CALL (subroutine calls come from 64-bit division/remainder slow paths and
+  from functions ptxas did not inline);
+* ``max_instructions`` and ``max_instructions_vs`` (another kernel and a ratio): bounds on the
+  kernel's size.
+
+Targets are set for sm_90 under NVRTC 13 and held on sm_80 and sm_86 and under NVRTC 12 (each
+target's ``archs``). ``check`` returns one :class:`Result` per (target, kernel instantiation, arch,
+NVRTC); ``pygpu-ops check --sass`` prints them and fails on a miss. A target is added when its
+kernel meets it, with the figure it reached in ``why``, so the gate fails when a change loses it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .._runtime.kernels import Kernel, all_kernels
+from . import sass
+
+ARCHS = ("sm_80", "sm_86", "sm_90")
+
+
+@dataclass(frozen=True)
+class Target:
+    symbol: str
+    why: str
+    min_fastpath_math: Optional[float] = None
+    at_least_as: Optional[str] = None
+    no_local: bool = False
+    require: Tuple[str, ...] = ()
+    no_calls: bool = False
+    max_instructions: Optional[int] = None
+    max_instructions_vs: Optional[Tuple[str, float]] = None
+    archs: Tuple[str, ...] = ARCHS
+
+
+#: The registry of targets (issue 16), one entry per kernel symbol.
+TARGETS: Tuple[Target, ...] = ()
+
+
+@dataclass
+class Result:
+    target: Target
+    kernel: str
+    arch: str
+    compiler: str
+    ok: bool
+    failures: List[str]
+    figures: Dict[str, object]
+
+    def line(self) -> str:
+        status = "ok  " if self.ok else "MISS"
+        figs = ", ".join(f"{k} {v}" for k, v in self.figures.items())
+        tail = "" if self.ok else "  <- " + "; ".join(self.failures)
+        return f"{status} {self.kernel:50s} {self.compiler}, {self.arch}: {figs}{tail}"
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _first(symbol: str, kernels: Sequence[Kernel]) -> Optional[Kernel]:
+    return next((k for k in kernels if k.symbol == symbol), None)
+
+
+def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
+             kernels: Sequence[Kernel]) -> Result:
+    """One kernel instantiation against its target on one arch and compiler."""
+    st = sass.sass_stats(kernel, arch=arch, nvrtc=nvrtc)
+    fails: List[str] = []
+    figs: Dict[str, object] = {}
+    share = st.fastpath_math_fraction
+    if target.min_fastpath_math is not None or target.at_least_as:
+        figs["fast-path math"] = _pct(share)
+    if target.min_fastpath_math is not None and (share is None or
+                                                 share < target.min_fastpath_math):
+        fails.append(f"fast-path math {_pct(share)} < {_pct(target.min_fastpath_math)}")
+    if target.at_least_as:
+        other = _first(target.at_least_as, kernels)
+        if other is None:
+            fails.append(f"no registered kernel {target.at_least_as!r} to compare with")
+        else:
+            ref = sass.sass_stats(other, arch=arch, nvrtc=nvrtc).fastpath_math_fraction
+            if share is None or ref is None or share + 1e-9 < ref:
+                fails.append(f"fast-path math {_pct(share)} < {target.at_least_as}'s {_pct(ref)}")
+    if target.no_local:
+        local = st.spill_bytes + st.stack_bytes + st.mix.get("LDL", 0) + st.mix.get("STL", 0)
+        figs["local"] = f"spill {st.spill_bytes} B, stack {st.stack_bytes} B, " \
+                        f"LDL {st.mix.get('LDL', 0)}, STL {st.mix.get('STL', 0)}"
+        if local:
+            fails.append("local memory used")
+    for cls in target.require:
+        figs[cls] = st.mix.get(cls, 0)
+        if not st.mix.get(cls, 0):
+            fails.append(f"no {cls}")
+    if target.no_calls:
+        calls = sum(1 for i in sass.kernel_sass(kernel, arch, nvrtc) if i.opcode.startswith("CALL"))
+        figs["CALL"] = calls
+        if calls:
+            fails.append(f"{calls} CALL instructions")
+    if target.max_instructions is not None:
+        figs["instructions"] = st.instructions
+        if st.instructions > target.max_instructions:
+            fails.append(f"{st.instructions} instructions > {target.max_instructions}")
+    if target.max_instructions_vs is not None:
+        name, ratio = target.max_instructions_vs
+        other = _first(name, kernels)
+        figs["instructions"] = st.instructions
+        if other is None:
+            fails.append(f"no registered kernel {name!r} to compare with")
+        else:
+            ref = sass.sass_stats(other, arch=arch, nvrtc=nvrtc).instructions
+            figs[f"vs {name}"] = f"{st.instructions / ref:.2f}x"
+            if st.instructions > ratio * ref:
+                fails.append(f"{st.instructions} instructions > {ratio} x {name}'s {ref}")
+    return Result(target, kernel.name_expression, arch, st.compiler, not fails, fails, figs)
+
+
+def check(nvrtc: Iterable[int] = (12, 13), archs: Optional[Sequence[str]] = None,
+          targets: Optional[Sequence[Target]] = None) -> List[Result]:
+    """Every target (default: :data:`TARGETS`) on every registered instantiation of its kernel,
+    per arch and NVRTC major. Raises :class:`sass.SassUnavailable` when an NVRTC or nvdisasm is
+    missing."""
+    targets = TARGETS if targets is None else targets
+    kernels = all_kernels()
+    out: List[Result] = []
+    for major in nvrtc:
+        for t in targets:
+            chosen = [k for k in kernels if k.symbol == t.symbol]
+            if not chosen:
+                raise ValueError(f"SASS target for {t.symbol!r}: no registered kernel has that "
+                                 "symbol")
+            for arch in t.archs:
+                if archs and arch not in archs:
+                    continue
+                for k in chosen:
+                    out.append(evaluate(t, k, arch, major, kernels))
+    return out

@@ -1,33 +1,95 @@
-// int8 GEMM ladder, step 3: tensor cores through mma.sync m16n8k32 s8.
+// int8 GEMM ladder, step 3: tensor cores (mma.sync m16n8k32) fed by ldmatrix
+// from swizzled shared memory, filled by a 3-stage cp.async pipeline.
 //
-// Change from step 2: the multiply-adds move from __dp4a on the CUDA cores
-// to warp-wide tensor-core instructions (mma_m16n8k32_s8 in
-// common/ptx.cuh): one instruction does 16 x 8 x 32 = 4096 multiply-adds,
-// 1024 times the work of a __dp4a, with int32 accumulation. A 256-thread
-// block still owns a 128 x 128 tile of C; its 8 warps are arranged 2 (M) x 4
-// (N) and each computes a 64 x 32 warp tile as 4 x 4 m16n8 fragments (64
-// int32 accumulators per lane). Shared memory holds A row-major (As[m][k])
-// and B transposed (Bs[n][k], k contiguous), the layouts the fragments need
-// (A "row", B "col"); B is transposed on the way in with the 4 x 4 byte
-// __byte_perm transpose of step 2. Rows are padded to BK + 16 bytes so that
-// the fragment loads (32-bit, 8 rows x 4 words per warp) hit 32 different
-// banks; ldmatrix would issue fewer instructions but move the same number of
-// shared-memory wavefronts. Register staging with two shared buffers and one
-// barrier per tile, as in step 2.
+// Change from step 2: the multiply-adds move from __dp4a on the CUDA cores to
+// warp-wide tensor-core instructions (mma_m16n8k32_i8 in common/ptx.cuh): one
+// instruction does 16 x 8 x 32 = 4096 multiply-adds with int32 accumulation.
+// A 256-thread block owns a 128 x 128 tile of C; its 8 warps are arranged
+// 2 (M) x 4 (N), each computing a 64 x 32 warp tile as 4 x 4 m16n8 fragments
+// (64 int32 accumulators per lane, indexed only by constants: every loop that
+// touches them is unrolled, so they never leave the registers).
 //
-// sm_80 and newer run mma.sync m16n8k32; sm_75 builds each of those from
-// four m8n8k16 (its only int8 shape), the emulator runs the plain twin
-// (shuffles + __dp4a). The op's "auto" picks this kernel on compute
-// capability >= 8.0 only; on sm_75 it is available through variant="mma".
+// Shared memory, per stage (16 KiB; 3 stages = 48 KiB, static):
+//  * As: the A tile as in global memory, 128 rows x BK bytes of k. A fragment
+//    (row g, 4 bytes of k per lane) is exactly what ldmatrix.x4 delivers, one
+//    instruction per m16 x k32 fragment. The 16-byte chunk at byte offset o of
+//    the tile is stored at o ^ (((o >> 7) & 7) << 4): the 8 rows one ldmatrix
+//    phase reads (and the 8 chunks 8 lanes store) fall in 8 different 16-byte
+//    bank groups, so neither side has bank conflicts.
+//  * Bs: the B tile as in global memory too, BK rows of k x 128 bytes of n, so
+//    that cp.async can copy it unchanged. int8 mma needs B's bytes grouped by
+//    column (4 k per register), and ldmatrix.trans only transposes 16-bit
+//    elements; so one ldmatrix.x4.trans reads, per 16 columns and 32 k, two
+//    8-row matrices per 16 k whose rows are k = 4i, 4i+1 (matrix X) and 4i+2,
+//    4i+3 (matrix Y), i = 0..3: lane (g, t) then holds k 4t, 4t+1 of columns
+//    2g, 2g+1 in X and k 4t+2, 4t+3 in Y, and two __byte_perm give the B
+//    fragments of columns 2g (even) and 2g+1 (odd), k 4t..4t+3. The even and
+//    odd fragments are two m16n8 products whose columns interleave, so a lane
+//    ends up with 4 consecutive columns of C per row (one 16-byte store). The
+//    chunk c of row k is stored at chunk c ^ ((k & 1) | ((k >> 1) & 6)): the 8
+//    rows of X (or Y) differ in k bits 0, 2, 3, so they land in 8 bank groups.
 //
-// Assumes the ladder's conventions (01_naive.cu). Any M, N, K >= 1: tails are
-// zero-filled in the loaders and masked in the epilogue.
-// Launch: grid (ceil_div(N, 128), ceil_div(M, 128)), block (256).
-// Default int8_gemm_mma<TC, 64>: 2 x 2 x 128 x 80 bytes = 40 KB of static
-// shared memory.
+// Pipeline: tile t of K is copied into stage t % 3 two tiles ahead of its use,
+// with cp.async (16 bytes a copy, zero-filled past the matrix edge) on sm_80+;
+// one cp.async.wait_group + one barrier per tile. The tiles are laid out from
+// the end of K: tile 0 is the partial one, [K - T*BK, K - (T-1)*BK), copied in
+// the prologue with bounds checks; every tile copied inside the loop is whole,
+// so the loop has no per-tile bounds arithmetic (row and column edges are
+// loop-invariant copy sizes).
+//
+// Paths (chosen per launch, uniform across the block):
+//  * fast: A, B 16-byte aligned, lda, ldb and K multiples of 16. uint8 operands
+//    (a_flip / b_flip) go to the tensor cores as .u8 (no byte flipping in the
+//    loop) and the epilogue subtracts what the flip would have removed,
+//    128 * colsum(b') for A, 128 * rowsum(a') for B, 16384 K for both; so it
+//    needs the zero-point sums (has_zp, which the wrapper passes for this
+//    variant whenever an operand is uint8) and |raw sum| <= K * 255 * 255 in
+//    int32 (K <= 33025 for u8 x u8; the PTX mma does not promise to wrap).
+//  * general, anything else (any pointer, any lda / ldb / K): the same
+//    pipeline with plain byte loads (flip applied in registers) and 16-byte
+//    shared stores, in a rolled loop over the copies; slow, but exact.
+// sm_75 compiles cp.async as plain synchronous copies (common/ptx.cuh) and
+// builds each m16n8k32 from four m8n8k16; ldmatrix exists there. The emulator
+// runs the plain twins of all three.
+//
+// SASS (NVRTC 13.5, sm_90, `python -m pygpu_ops.analysis.sass`): see the
+// figures at the end of this header.
+//
+// Assumes the ladder's conventions (01_naive.cu). Any M, N, K >= 1.
+// Launch: grid (ceil_div(N, 128), ceil_div(M, 128)), block (256), no dynamic
+// shared memory. Default int8_gemm_mma<TC, 64>.
 #include "../common/ptx.cuh"
 #include "epilogue.cuh"
 #include "tile_loads.cuh"
+
+constexpr int MMA_BM = 128, MMA_BN = 128, MMA_THREADS = 256, MMA_STAGES = 3;
+
+// A compile-time bool passed as a value (no <type_traits> under NVRTC).
+template <bool V> struct MmaFlag { static constexpr bool value = V; };
+
+// Byte offset of the 16-byte chunk at byte o of an A tile (rows of BK bytes).
+__device__ __forceinline__ int mma_swizzle_a(int o)
+{
+    return o ^ (((o >> 7) & 7) << 4);
+}
+
+// Byte offset of chunk c (16 columns) of row k of a B tile (rows of 128 bytes).
+__device__ __forceinline__ int mma_swizzle_b(int k, int c)
+{
+    return k * MMA_BN + 16 * (c ^ ((k & 1) | ((k >> 1) & 6)));
+}
+
+// The 4 bytes at p + lo .. p + hi - 1 (0 <= lo, hi <= 4; the others 0), each XORed with
+// its byte of flip. One byte at a time in a rolled loop: the general path only.
+__device__ __forceinline__ unsigned mma_load4_bytes(const signed char* p, int lo, int hi, unsigned flip)
+{
+    unsigned w = 0;
+#pragma unroll 1
+    for (int j = 0; j < 4; ++j)
+        if (j >= lo && j < hi)
+            w |= ((unsigned)(unsigned char)p[j] ^ (flip & 0xffu)) << (8 * j);
+    return w;
+}
 
 template <typename TC, int BK>
 __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
@@ -38,113 +100,222 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
     const int* __restrict__ row_sum_a, const int* __restrict__ col_sum_b, int has_zp,
     const float* __restrict__ y_mult, int y_mult_step, int y_zp, TC* __restrict__ C, int ldc)
 {
-    constexpr int BM = 128, BN = 128, THREADS = 256;
-    constexpr int LD = BK + 16;                            // bytes per shared row
-    constexpr int A_PARTS = BK / 16;                       // 16-byte chunks per A row
-    constexpr int A_CHUNKS = BM * A_PARTS / THREADS;
-    constexpr int KW = BK / 4;                             // 4-byte k groups per tile
-    constexpr int B_BLOCKS = KW * (BN / 4) / THREADS;      // 4 x 4 blocks per thread
-    static_assert(BK % 32 == 0 && A_CHUNKS * THREADS == BM * A_PARTS, "A tile: whole chunks per thread");
-    static_assert(B_BLOCKS * THREADS == KW * (BN / 4), "B tile: whole blocks per thread");
-    alignas(16) __shared__ signed char As[2][BM][LD];
-    alignas(16) __shared__ signed char Bs[2][BN][LD];
+    constexpr int BM = MMA_BM, BN = MMA_BN, THREADS = MMA_THREADS, STAGES = MMA_STAGES;
+    constexpr int A_BYTES = BM * BK, STAGE_BYTES = A_BYTES + BK * BN;
+    constexpr int A_PARTS = BK / 16, B_PARTS = BN / 16;            // 16-byte chunks per row
+    constexpr int A_CHUNKS = BM * A_PARTS / THREADS, B_CHUNKS = BK * B_PARTS / THREADS;
+    static_assert(BK == 64 || BK == 128, "the A swizzle needs rows of 64 or 128 bytes");
+    static_assert(A_CHUNKS * THREADS == BM * A_PARTS && B_CHUNKS * THREADS == BK * B_PARTS, "whole chunks");
+    static_assert(STAGES * STAGE_BYTES <= 48 * 1024, "static shared memory stops at 48 KiB");
+    alignas(128) __shared__ unsigned char smem[STAGES * STAGE_BYTES];
 
     const int tid = (int)threadIdx.x;
     const int warp = tid / 32, lane = tid % 32;
-    const int g = lane / 4, tg = lane % 4;                 // fragment row / k group (ptx.cuh)
-    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // warp tile origin in the block tile
     const int bm = (int)blockIdx.y * BM, bn = (int)blockIdx.x * BN;
-    const bool vecA16 = lda % 16 == 0 && (reinterpret_cast<unsigned long long>(A) & 15ull) == 0;
-    const bool vecA4 = lda % 4 == 0 && (reinterpret_cast<unsigned long long>(A) & 3ull) == 0;
-    const bool vecB4 = ldb % 4 == 0 && (reinterpret_cast<unsigned long long>(B) & 3ull) == 0;
+    const int T = (K + BK - 1) / BK;
+    const int k_first = K - T * BK;       // start of tile 0 (<= 0): tile t starts at k_first + t * BK
 
-    unsigned ra[A_CHUNKS][4];
-    unsigned rb[B_BLOCKS][4];
-    // B blocks map k fastest (kw = b % KW): the transposed 32-bit stores of a
-    // warp then fall in distinct bank pairs (at most 2-way conflicts).
-    auto load_tile = [&](int k0) {
-        for (int i = 0; i < A_CHUNKS; ++i) {
-            const int c = tid + i * THREADS;
-            const int row = bm + c / A_PARTS, k = k0 + (c % A_PARTS) * 16;
-            const int valid = row < M ? K - k : 0;
-            int8_load16(ra[i], A + (long long)(row < M ? row : 0) * lda + k, valid, vecA16, vecA4, a_flip);
-        }
-        for (int i = 0; i < B_BLOCKS; ++i) {
-            const int b = tid + i * THREADS;
-            int8_load_b4x4(rb[i], B, ldb, K, N, k0 + 4 * (b % KW), bn + 4 * (b / KW), vecB4, b_flip);
-        }
-    };
-    auto store_tile = [&](int buf) {
-        for (int i = 0; i < A_CHUNKS; ++i) {
-            const int c = tid + i * THREADS;
-            *reinterpret_cast<uint4*>(&As[buf][c / A_PARTS][(c % A_PARTS) * 16]) =
-                make_uint4(ra[i][0], ra[i][1], ra[i][2], ra[i][3]);
-        }
-        for (int i = 0; i < B_BLOCKS; ++i) {
-            const int b = tid + i * THREADS;
-            for (int j = 0; j < 4; ++j)
-                *reinterpret_cast<unsigned*>(&Bs[buf][4 * (b / KW) + j][4 * (b % KW)]) = rb[i][j];
-        }
-    };
+    // Copies: thread tid moves chunk c = tid + i * THREADS of each tile. Consecutive
+    // lanes take consecutive chunks of a row, so a warp reads whole 64 / 128-byte runs
+    // of global memory; moving i by one moves the chunk THREADS / A_PARTS rows down (A)
+    // or THREADS / B_PARTS rows of k down (B), which changes no swizzle bit, so chunk i's
+    // shared offset is chunk 0's plus a constant.
+    const int a_row = tid / A_PARTS, a_part = tid % A_PARTS;
+    const int b_k = tid / B_PARTS, b_part = tid % B_PARTS;
+    const int a_dst = mma_swizzle_a(a_row * BK + 16 * a_part);
+    const int b_dst = A_BYTES + mma_swizzle_b(b_k, b_part);
+
+    // Fragment reads (ldmatrix): lane l gives the address of row l % 8 of matrix l / 8.
+    // A: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (rows 0-7, k 16-31),
+    // (rows 8-15, k 16-31) of each m16 x k32 fragment: a[0..3] in mma's order.
+    // B: matrices X, Y for k 0-15, then X, Y for k 16-31 (see the header).
+    const int wm = (warp / 4) * 64, wq = warp % 4;   // warp rows; column chunks 2wq, 2wq + 1
+    int a_frag[BK / 32];
+#pragma unroll
+    for (int ks = 0; ks < BK / 32; ++ks)
+        a_frag[ks] = mma_swizzle_a((wm + (lane & 15)) * BK + 32 * ks + 16 * (lane >> 4));
+    const int j = lane >> 3, r = lane & 7;
+    const int b_frag_k = 16 * (j >> 1) + 2 * (j & 1) + 4 * (r >> 1) + (r & 1);
+    const int b_frag[2] = {A_BYTES + mma_swizzle_b(b_frag_k, 2 * wq), A_BYTES + mma_swizzle_b(b_frag_k, 2 * wq + 1)};
 
     int acc[4][4][4];
-    for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j)
-            for (int r = 0; r < 4; ++r)
-                acc[i][j][r] = 0;
-
-    const int tiles = (K + BK - 1) / BK;
-    load_tile(0);
-    store_tile(0);
-    // Tile 0 must be in shared memory, from every thread, before any warp reads fragments.
-    __syncthreads();
-    for (int t = 0; t < tiles; ++t) {
-        const int buf = t & 1;
-        if (t + 1 < tiles)
-            load_tile((t + 1) * BK);   // in flight while the tensor cores work
-        for (int ks = 0; ks < BK; ks += 32) {
-            unsigned af[4][4], bf[4][2];
-            for (int mi = 0; mi < 4; ++mi) {
-                const signed char* p = &As[buf][wm + mi * 16 + g][ks + tg * 4];
-                af[mi][0] = *reinterpret_cast<const unsigned*>(p);
-                af[mi][1] = *reinterpret_cast<const unsigned*>(p + 8 * LD);
-                af[mi][2] = *reinterpret_cast<const unsigned*>(p + 16);
-                af[mi][3] = *reinterpret_cast<const unsigned*>(p + 8 * LD + 16);
-            }
-            for (int ni = 0; ni < 4; ++ni) {
-                const signed char* p = &Bs[buf][wn + ni * 8 + g][ks + tg * 4];
-                bf[ni][0] = *reinterpret_cast<const unsigned*>(p);
-                bf[ni][1] = *reinterpret_cast<const unsigned*>(p + 16);
-            }
-            for (int mi = 0; mi < 4; ++mi)
-                for (int ni = 0; ni < 4; ++ni)
-                    mma_m16n8k32_s8(acc[mi][ni], af[mi], bf[ni]);
-        }
-        if (t + 1 < tiles)
-            store_tile(buf ^ 1);
-        // The next iteration reads buf ^ 1, just written by other threads; the one after
-        // overwrites buf, which slower warps may still be reading now.
-        __syncthreads();
-    }
-
-    const Int8GemmEpilogue e{K, a_zp, a_zp_step, b_zp, b_zp_step, row_sum_a, col_sum_b,
-                             has_zp, y_mult, y_mult_step, y_zp};
-    // Fully unrolled, so that acc is only ever indexed by constants: a rolled loop here
-    // indexes acc at run time, which puts all 64 accumulators in local memory (a 256-byte
-    // stack frame stored on every k-tile, and 24 bytes of spills under NVRTC 13.5 on sm_90).
 #pragma unroll
     for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
         for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int m = bm + wm + mi * 16 + g + 8 * h;
-                const int n = bn + wn + ni * 8 + tg * 2;   // c[2h], c[2h+1]: columns n, n + 1
-                if (m >= M)
-                    continue;
+            for (int q = 0; q < 4; ++q)
+                acc[mi][ni][q] = 0;
+
+    // One K tile from stage buffer s: BK / 32 k-steps of 4 x 4 mma per warp.
+    auto compute = [&](const unsigned char* s, auto au, auto bu) {
+        constexpr bool AU = decltype(au)::value, BU = decltype(bu)::value;
 #pragma unroll
-                for (int j = 0; j < 2; ++j)
-                    if (n + j < N)
-                        C[(long long)m * ldc + n + j] = int8_gemm_finish<TC>(acc[mi][ni][2 * h + j], m, n + j, e);
+        for (int ks = 0; ks < BK / 32; ++ks) {
+            unsigned af[4][4], bf[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 4; ++mi)
+                ldmatrix_x4(af[mi], s + a_frag[ks] + mi * 16 * BK);
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                unsigned x[4];
+                ldmatrix_x4_trans(x, s + b_frag[q] + 32 * ks * BN);
+                bf[2 * q][0] = __byte_perm(x[0], x[1], 0x6420);       // column 2g, k 4t..4t+3
+                bf[2 * q + 1][0] = __byte_perm(x[0], x[1], 0x7531);   // column 2g + 1
+                bf[2 * q][1] = __byte_perm(x[2], x[3], 0x6420);       // the same, k 16 + 4t..
+                bf[2 * q + 1][1] = __byte_perm(x[2], x[3], 0x7531);
             }
+#pragma unroll
+            for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 4; ++ni)
+                    mma_m16n8k32_i8<AU, BU>(acc[mi][ni], af[mi], bf[ni]);
+        }
+    };
+
+    // The multi-stage loop; copy(t, stage, first) issues tile t's copies into a stage
+    // buffer (first: tile 0, the partial one). Copies of tile t + STAGES - 1 go into the
+    // buffer tile t - 1 was read from.
+    auto pipeline = [&](auto copy, auto au, auto bu) {
+        copy(0, smem, MmaFlag<true>{});
+        cp_async_commit();       // one group per tile, empty or not: the wait below counts groups
+#pragma unroll
+        for (int t = 1; t < STAGES - 1; ++t) {
+            if (t < T)
+                copy(t, smem + t * STAGE_BYTES, MmaFlag<false>{});
+            cp_async_commit();
+        }
+        int read = 0, write = STAGES - 1;
+#pragma unroll 1
+        for (int t = 0; t < T; ++t) {
+            cp_async_wait_group<STAGES - 2>();   // this thread's copies of tile t have landed
+            // Every thread's copies of tile t are visible, and every warp has finished
+            // reading tile t - 1, whose buffer the copies below overwrite.
+            __syncthreads();
+            if (t + STAGES - 1 < T)
+                copy(t + STAGES - 1, smem + write * STAGE_BYTES, MmaFlag<false>{});
+            cp_async_commit();
+            compute(smem + read * STAGE_BYTES, au, bu);
+            read = read == STAGES - 1 ? 0 : read + 1;
+            write = write == STAGES - 1 ? 0 : write + 1;
+        }
+    };
+
+    const bool aligned = ((reinterpret_cast<unsigned long long>(A) | reinterpret_cast<unsigned long long>(B)) & 15ull) == 0
+                         && lda % 16 == 0 && ldb % 16 == 0 && K % 16 == 0;
+    const int ua = a_flip ? 255 : 128, ub = b_flip ? 255 : 128;   // largest |byte| on each side
+    const bool fast = aligned && (!(a_flip | b_flip) || (has_zp && (long long)K * ua * ub <= 2147483647ll));
+    if (fast) {
+        // Loop-invariant copy sizes (row / column edges) and sources (moved by k0 per tile).
+        int a_size[A_CHUNKS], b_size[B_CHUNKS];
+        const signed char* a_src[A_CHUNKS];
+        const signed char* b_src[B_CHUNKS];
+#pragma unroll
+        for (int i = 0; i < A_CHUNKS; ++i) {
+            const int row = bm + a_row + i * (THREADS / A_PARTS);
+            a_size[i] = row < M ? 16 : 0;
+            a_src[i] = A + (long long)(row < M ? row : 0) * lda + 16 * a_part;
+        }
+#pragma unroll
+        for (int i = 0; i < B_CHUNKS; ++i) {
+            const int n = bn + 16 * b_part;
+            b_size[i] = N - n >= 16 ? 16 : N - n > 0 ? N - n : 0;
+            b_src[i] = B + (long long)(b_k + i * (THREADS / B_PARTS)) * ldb + (n < N ? n : 0);
+        }
+        auto copy = [&](int t, unsigned char* s, auto first) {
+            const int k0 = k_first + t * BK;
+            if (decltype(first)::value) {
+                // The partial tile: chunks before k = 0 are zeros (K % 16 == 0: whole chunks).
+#pragma unroll
+                for (int i = 0; i < A_CHUNKS; ++i) {
+                    const bool in = k0 + 16 * a_part >= 0;
+                    cp_async_16_zfill(s + a_dst + i * (THREADS / A_PARTS) * BK, in ? a_src[i] + k0 : A, in ? a_size[i] : 0);
+                }
+#pragma unroll
+                for (int i = 0; i < B_CHUNKS; ++i) {
+                    const int k = k0 + b_k + i * (THREADS / B_PARTS);
+                    const bool in = k >= 0;
+                    cp_async_16_zfill(s + b_dst + i * (THREADS / B_PARTS) * BN, in ? b_src[i] + (long long)k0 * ldb : B,
+                                      in ? b_size[i] : 0);
+                }
+                return;
+            }
+#pragma unroll
+            for (int i = 0; i < A_CHUNKS; ++i)
+                cp_async_16_zfill(s + a_dst + i * (THREADS / A_PARTS) * BK, a_src[i] + k0, a_size[i]);
+#pragma unroll
+            for (int i = 0; i < B_CHUNKS; ++i)
+                cp_async_16_zfill(s + b_dst + i * (THREADS / B_PARTS) * BN, b_src[i] + (long long)k0 * ldb, b_size[i]);
+        };
+        using F = MmaFlag<false>;
+        using U = MmaFlag<true>;
+        if (a_flip && b_flip)
+            pipeline(copy, U{}, U{});
+        else if (a_flip)
+            pipeline(copy, U{}, F{});
+        else if (b_flip)
+            pipeline(copy, F{}, U{});
+        else
+            pipeline(copy, F{}, F{});
+    } else {
+        // Byte loads with every bound checked, through registers (the flip applied there),
+        // one 16-byte shared store per chunk. Rolled over the chunks: a slow path kept small.
+        auto copy = [&](int t, unsigned char* s, auto) {
+            const int k0 = k_first + t * BK;
+#pragma unroll 1
+            for (int c = tid; c < BM * A_PARTS; c += THREADS) {
+                const int row = bm + c / A_PARTS, k = k0 + 16 * (c % A_PARTS);
+                const signed char* p = A + (long long)(row < M ? row : 0) * lda + k;
+                unsigned w[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const int lo = -(k + 4 * u), hi = row < M ? K - (k + 4 * u) : 0;
+                    w[u] = mma_load4_bytes(p + 4 * u, lo, hi, a_flip);
+                }
+                *reinterpret_cast<uint4*>(s + mma_swizzle_a(c / A_PARTS * BK + 16 * (c % A_PARTS))) =
+                    make_uint4(w[0], w[1], w[2], w[3]);
+            }
+#pragma unroll 1
+            for (int c = tid; c < BK * B_PARTS; c += THREADS) {
+                const int k = k0 + c / B_PARTS, n = bn + 16 * (c % B_PARTS);
+                const signed char* p = B + (long long)(k >= 0 && k < K ? k : 0) * ldb + n;
+                unsigned w[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u)
+                    w[u] = mma_load4_bytes(p + 4 * u, 0, k >= 0 && k < K ? N - (n + 4 * u) : 0, b_flip);
+                *reinterpret_cast<uint4*>(s + A_BYTES + mma_swizzle_b(c / B_PARTS, c % B_PARTS)) =
+                    make_uint4(w[0], w[1], w[2], w[3]);
+            }
+        };
+        pipeline(copy, MmaFlag<false>{}, MmaFlag<false>{});
+    }
+
+    const Int8GemmEpilogue e{K, a_zp, a_zp_step, b_zp, b_zp_step, row_sum_a, col_sum_b,
+                             has_zp, y_mult, y_mult_step, y_zp};
+    // uint8 operands on the fast path were multiplied as u = a' + 128: remove the extra terms
+    // (modulo 2^32, like the epilogue's own correction).
+    const unsigned fa = fast && a_flip ? 1u : 0u, fb = fast && b_flip ? 1u : 0u;
+    const bool vec = ldc % 4 == 0 && (reinterpret_cast<unsigned long long>(C) & (4 * sizeof(TC) - 1)) == 0;
+    // Lane (g, t) holds, per (mi, q, h), row g + 8h and columns 4t..4t+3 of the 16-column
+    // group q: fragment 2q's c[2h], 2q+1's c[2h], 2q's c[2h+1], 2q+1's c[2h+1].
+    const int g = lane / 4, tg = lane % 4;
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = bm + wm + mi * 16 + g + 8 * h;
+            const unsigned rfix = fb && m < M ? 128u * (unsigned)row_sum_a[m] + 16384u * fa * (unsigned)K : 0u;
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                const int n = bn + 32 * wq + 16 * q + 4 * tg;
+                int v[4] = {acc[mi][2 * q][2 * h], acc[mi][2 * q + 1][2 * h],
+                            acc[mi][2 * q][2 * h + 1], acc[mi][2 * q + 1][2 * h + 1]};
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const unsigned cfix = fa && n + u < N ? 128u * (unsigned)col_sum_b[n + u] : 0u;
+                    v[u] = (int)((unsigned)v[u] - rfix - cfix);
+                }
+                int8_gemm_store4(C, ldc, M, N, m, n, vec, v, e);
+            }
+        }
 }

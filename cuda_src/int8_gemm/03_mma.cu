@@ -60,23 +60,30 @@
 // shared memory. Default int8_gemm_mma<TC, 64>.
 #include "../common/ptx.cuh"
 #include "epilogue.cuh"
-#include "tile_loads.cuh"
 
-constexpr int MMA_BM = 128, MMA_BN = 128, MMA_THREADS = 256, MMA_STAGES = 3;
+constexpr int MMA_BM = 128, MMA_BN = 128, MMA_THREADS = 256;
 
 // A compile-time bool passed as a value (no <type_traits> under NVRTC).
 template <bool V> struct MmaFlag { static constexpr bool value = V; };
 
-// Byte offset of the 16-byte chunk at byte o of an A tile (rows of BK bytes).
-__device__ __forceinline__ int mma_swizzle_a(int o)
+// Byte offset of chunk c (16 bytes of k) of row m of an A tile (rows of 128 bytes). The
+// chunk moves to c ^ h(m), h(m) = 2 (m % 4) + (m / 4) % 2: a permutation of m % 8, so the
+// 8 consecutive rows of an ldmatrix phase hit 8 bank groups, and 4 consecutive rows differ
+// in bits 1-2 of h, so the chunk pairs (2i, 2i + 1) that a copy phase stores do too.
+__device__ __forceinline__ int mma_offset_a(int m, int c)
 {
-    return o ^ (((o >> 7) & 7) << 4);
+    return m * 128 + 16 * (c ^ (((m & 3) << 1) | ((m >> 2) & 1)));
 }
 
-// Byte offset of chunk c (16 columns) of row k of a B tile (rows of 128 bytes).
-__device__ __forceinline__ int mma_swizzle_b(int k, int c)
+// Byte offset of chunk c (16 columns) of row k of a B tile (rows of 128 bytes). The chunk
+// moves to c ^ f(k), f(k) = k0 + 2 (k0 ^ k3) + 4 (k1 ^ k2) (k_i: bit i of k): 4 consecutive
+// rows differ in bits 1-2 of f (copies, as for A), and so do the 8 rows of an ldmatrix
+// matrix X (k = 4i and 4i + 3: k0 == k1) or Y (4i + 1, 4i + 2: k0 != k1), except for pairs
+// whose bits all differ, which bit 0 (k0) separates.
+__device__ __forceinline__ int mma_offset_b(int k, int c)
 {
-    return k * MMA_BN + 16 * (c ^ ((k & 1) | ((k >> 1) & 6)));
+    const int f = (k & 1) | ((((k & 1) ^ (k >> 3)) & 1) << 1) | ((((k >> 1) ^ (k >> 2)) & 1) << 2);
+    return k * 128 + 16 * (c ^ f);
 }
 
 // The 4 bytes at p + lo .. p + hi - 1 (0 <= lo, hi <= 4; the others 0), each XORed with
@@ -91,7 +98,7 @@ __device__ __forceinline__ unsigned mma_load4_bytes(const signed char* p, int lo
     return w;
 }
 
-template <typename TC, int BK>
+template <typename TC, int BK, int STAGES>
 __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
     int M, int N, int K,
     const signed char* __restrict__ A, int lda, unsigned a_flip,
@@ -100,14 +107,13 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
     const int* __restrict__ row_sum_a, const int* __restrict__ col_sum_b, int has_zp,
     const float* __restrict__ y_mult, int y_mult_step, int y_zp, TC* __restrict__ C, int ldc)
 {
-    constexpr int BM = MMA_BM, BN = MMA_BN, THREADS = MMA_THREADS, STAGES = MMA_STAGES;
+    constexpr int BM = MMA_BM, BN = MMA_BN, THREADS = MMA_THREADS;
     constexpr int A_BYTES = BM * BK, STAGE_BYTES = A_BYTES + BK * BN;
-    constexpr int A_PARTS = BK / 16, B_PARTS = BN / 16;            // 16-byte chunks per row
-    constexpr int A_CHUNKS = BM * A_PARTS / THREADS, B_CHUNKS = BK * B_PARTS / THREADS;
-    static_assert(BK == 64 || BK == 128, "the A swizzle needs rows of 64 or 128 bytes");
-    static_assert(A_CHUNKS * THREADS == BM * A_PARTS && B_CHUNKS * THREADS == BK * B_PARTS, "whole chunks");
-    static_assert(STAGES * STAGE_BYTES <= 48 * 1024, "static shared memory stops at 48 KiB");
-    alignas(128) __shared__ unsigned char smem[STAGES * STAGE_BYTES];
+    static_assert(BK == 128 && BM == 128 && BN == 128 && THREADS == 256,
+                  "copies: one 128-byte row per lane pair, A and B alike");
+    static_assert(STAGES >= 2, "a pipeline needs two stages");
+    extern __shared__ __align__(128) unsigned char int8_mma_smem[];   // STAGES * STAGE_BYTES
+    unsigned char* const smem = int8_mma_smem;
 
     const int tid = (int)threadIdx.x;
     const int warp = tid / 32, lane = tid % 32;
@@ -115,28 +121,27 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
     const int T = (K + BK - 1) / BK;
     const int k_first = K - T * BK;       // start of tile 0 (<= 0): tile t starts at k_first + t * BK
 
-    // Copies: thread tid moves chunk c = tid + i * THREADS of each tile. Consecutive
-    // lanes take consecutive chunks of a row, so a warp reads whole 64 / 128-byte runs
-    // of global memory; moving i by one moves the chunk THREADS / A_PARTS rows down (A)
-    // or THREADS / B_PARTS rows of k down (B), which changes no swizzle bit, so chunk i's
-    // shared offset is chunk 0's plus a constant.
-    const int a_row = tid / A_PARTS, a_part = tid % A_PARTS;
-    const int b_k = tid / B_PARTS, b_part = tid % B_PARTS;
-    const int a_dst = mma_swizzle_a(a_row * BK + 16 * a_part);
-    const int b_dst = A_BYTES + mma_swizzle_b(b_k, b_part);
+    // Copies: lanes 2p and 2p + 1 copy row p of the A tile (k) and row p of the B tile (n),
+    // 4 chunks each: chunk 2i + (tid & 1) in copy i. One copy of a warp reads one whole
+    // 32-byte sector of each of 16 rows (the ideal 16 sectors per request), and a thread's
+    // chunks sit at +32 bytes from each other, so one pointer with an immediate offset
+    // serves all four. Shared offsets: chunk i's is chunk 0's XOR 32 i (the swizzles only
+    // permute chunk bits, and 2i + b = 2i ^ b).
+    const int cp_row = tid / 2, cp_half = tid % 2;
+    const int a_dst = mma_offset_a(cp_row, cp_half);
+    const int b_dst = A_BYTES + mma_offset_b(cp_row, cp_half);
 
     // Fragment reads (ldmatrix): lane l gives the address of row l % 8 of matrix l / 8.
     // A: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (rows 0-7, k 16-31),
-    // (rows 8-15, k 16-31) of each m16 x k32 fragment: a[0..3] in mma's order.
-    // B: matrices X, Y for k 0-15, then X, Y for k 16-31 (see the header).
+    // (rows 8-15, k 16-31) of each m16 x k32 fragment: a[0..3] in mma's order; k step ks
+    // moves the chunk by 2 (offset XOR 32 ks), fragment mi the row by 16 (+ 16 * 128).
+    // B: matrices X, Y for k 0-15, then X, Y for k 16-31, of column chunk 2wq (+1 for
+    // q = 1: offset XOR 16); k step ks is 32 rows down (f only reads k's low 4 bits).
     const int wm = (warp / 4) * 64, wq = warp % 4;   // warp rows; column chunks 2wq, 2wq + 1
-    int a_frag[BK / 32];
-#pragma unroll
-    for (int ks = 0; ks < BK / 32; ++ks)
-        a_frag[ks] = mma_swizzle_a((wm + (lane & 15)) * BK + 32 * ks + 16 * (lane >> 4));
-    const int j = lane >> 3, r = lane & 7;
-    const int b_frag_k = 16 * (j >> 1) + 2 * (j & 1) + 4 * (r >> 1) + (r & 1);
-    const int b_frag[2] = {A_BYTES + mma_swizzle_b(b_frag_k, 2 * wq), A_BYTES + mma_swizzle_b(b_frag_k, 2 * wq + 1)};
+    const int a_frag = mma_offset_a(wm + (lane & 15), lane >> 4);
+    const int fj = lane >> 3, fr = lane & 7;
+    const int b_frag_k = 16 * (fj >> 1) + 4 * (fr >> 1) + ((fj & 1) ? 1 + (fr & 1) : 3 * (fr & 1));
+    const int b_frag = A_BYTES + mma_offset_b(b_frag_k, 2 * wq);
 
     int acc[4][4][4];
 #pragma unroll
@@ -155,15 +160,17 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
             unsigned af[4][4], bf[4][2];
 #pragma unroll
             for (int mi = 0; mi < 4; ++mi)
-                ldmatrix_x4(af[mi], s + a_frag[ks] + mi * 16 * BK);
+                ldmatrix_x4(af[mi], s + (a_frag ^ (32 * ks)) + mi * 16 * 128);
 #pragma unroll
             for (int q = 0; q < 2; ++q) {
+                // x: X (k 4t, 4t+3) and Y (k 4t+1, 4t+2) of k 0-15, then of k 16-31; each
+                // register holds columns 2g, 2g+1 of two k (mma_offset_b, header).
                 unsigned x[4];
-                ldmatrix_x4_trans(x, s + b_frag[q] + 32 * ks * BN);
-                bf[2 * q][0] = __byte_perm(x[0], x[1], 0x6420);       // column 2g, k 4t..4t+3
-                bf[2 * q + 1][0] = __byte_perm(x[0], x[1], 0x7531);   // column 2g + 1
-                bf[2 * q][1] = __byte_perm(x[2], x[3], 0x6420);       // the same, k 16 + 4t..
-                bf[2 * q + 1][1] = __byte_perm(x[2], x[3], 0x7531);
+                ldmatrix_x4_trans(x, s + (b_frag ^ (16 * q)) + 32 * ks * BN);
+                bf[2 * q][0] = __byte_perm(x[0], x[1], 0x2640);       // column 2g, k 4t..4t+3
+                bf[2 * q + 1][0] = __byte_perm(x[0], x[1], 0x3751);   // column 2g + 1
+                bf[2 * q][1] = __byte_perm(x[2], x[3], 0x2640);       // the same, k 16 + 4t..
+                bf[2 * q + 1][1] = __byte_perm(x[2], x[3], 0x3751);
             }
 #pragma unroll
             for (int mi = 0; mi < 4; ++mi)
@@ -173,79 +180,72 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
         }
     };
 
-    // The multi-stage loop; copy(t, stage, first) issues tile t's copies into a stage
-    // buffer (first: tile 0, the partial one). Copies of tile t + STAGES - 1 go into the
-    // buffer tile t - 1 was read from.
+    // The multi-stage loop; copy(stage, first) issues the copies of the next tile (tile 0,
+    // the partial one, when first) into a stage buffer. The loop is unrolled by STAGES so
+    // that every stage offset is a constant; tile t + STAGES - 1 goes into the buffer tile
+    // t - 1 was read from.
     auto pipeline = [&](auto copy, auto au, auto bu) {
-        copy(0, smem, MmaFlag<true>{});
+        copy(smem, MmaFlag<true>{});
         cp_async_commit();       // one group per tile, empty or not: the wait below counts groups
 #pragma unroll
         for (int t = 1; t < STAGES - 1; ++t) {
             if (t < T)
-                copy(t, smem + t * STAGE_BYTES, MmaFlag<false>{});
+                copy(smem + t * STAGE_BYTES, MmaFlag<false>{});
             cp_async_commit();
         }
-        int read = 0, write = STAGES - 1;
 #pragma unroll 1
-        for (int t = 0; t < T; ++t) {
-            cp_async_wait_group<STAGES - 2>();   // this thread's copies of tile t have landed
-            // Every thread's copies of tile t are visible, and every warp has finished
-            // reading tile t - 1, whose buffer the copies below overwrite.
-            __syncthreads();
-            if (t + STAGES - 1 < T)
-                copy(t + STAGES - 1, smem + write * STAGE_BYTES, MmaFlag<false>{});
-            cp_async_commit();
-            compute(smem + read * STAGE_BYTES, au, bu);
-            read = read == STAGES - 1 ? 0 : read + 1;
-            write = write == STAGES - 1 ? 0 : write + 1;
+        for (int t0 = 0; t0 < T; t0 += STAGES) {
+#pragma unroll
+            for (int s = 0; s < STAGES; ++s) {
+                if (t0 + s < T) {
+                    cp_async_wait_group<STAGES - 2>();   // this thread's copies of the tile landed
+                    // Every thread's copies of this tile are visible, and every warp has
+                    // finished reading the previous tile, whose buffer the copies below overwrite.
+                    __syncthreads();
+                    if (t0 + s + STAGES - 1 < T)
+                        copy(smem + (s + STAGES - 1) % STAGES * STAGE_BYTES, MmaFlag<false>{});
+                    cp_async_commit();
+                    compute(smem + s * STAGE_BYTES, au, bu);
+                }
+            }
         }
     };
 
     const bool aligned = ((reinterpret_cast<unsigned long long>(A) | reinterpret_cast<unsigned long long>(B)) & 15ull) == 0
-                         && lda % 16 == 0 && ldb % 16 == 0 && K % 16 == 0;
+                         && lda % 16 == 0 && ldb % 16 == 0 && K % 16 == 0 && N % 16 == 0;
     const int ua = a_flip ? 255 : 128, ub = b_flip ? 255 : 128;   // largest |byte| on each side
     const bool fast = aligned && (!(a_flip | b_flip) || (has_zp && (long long)K * ua * ub <= 2147483647ll));
     if (fast) {
-        // Loop-invariant copy sizes (row / column edges) and sources (moved by k0 per tile).
-        int a_size[A_CHUNKS], b_size[B_CHUNKS];
-        const signed char* a_src[A_CHUNKS];
-        const signed char* b_src[B_CHUNKS];
+        // Loop-invariant copy sizes (row / column edges); the sources move by one tile a copy.
+        const int a_rowg = bm + cp_row;
+        const int a_size = a_rowg < M ? 16 : 0;
+        const int n0 = bn + 16 * cp_half;
+        int b_size[4];   // N % 16 == 0: a chunk is all in or all out
 #pragma unroll
-        for (int i = 0; i < A_CHUNKS; ++i) {
-            const int row = bm + a_row + i * (THREADS / A_PARTS);
-            a_size[i] = row < M ? 16 : 0;
-            a_src[i] = A + (long long)(row < M ? row : 0) * lda + 16 * a_part;
-        }
-#pragma unroll
-        for (int i = 0; i < B_CHUNKS; ++i) {
-            const int n = bn + 16 * b_part;
-            b_size[i] = N - n >= 16 ? 16 : N - n > 0 ? N - n : 0;
-            b_src[i] = B + (long long)(b_k + i * (THREADS / B_PARTS)) * ldb + (n < N ? n : 0);
-        }
-        auto copy = [&](int t, unsigned char* s, auto first) {
-            const int k0 = k_first + t * BK;
+        for (int i = 0; i < 4; ++i)
+            b_size[i] = n0 + 32 * i < N ? 16 : 0;
+        const signed char* a_src = A + (long long)(a_rowg < M ? a_rowg : 0) * lda + 16 * cp_half + k_first;
+        const signed char* b_src = B + (long long)(k_first + cp_row) * ldb + n0;
+        const long long b_step = (long long)BK * ldb;
+        auto copy = [&](unsigned char* s, auto first) {
             if (decltype(first)::value) {
                 // The partial tile: chunks before k = 0 are zeros (K % 16 == 0: whole chunks).
+                const bool b_in = k_first + cp_row >= 0;
 #pragma unroll
-                for (int i = 0; i < A_CHUNKS; ++i) {
-                    const bool in = k0 + 16 * a_part >= 0;
-                    cp_async_16_zfill(s + a_dst + i * (THREADS / A_PARTS) * BK, in ? a_src[i] + k0 : A, in ? a_size[i] : 0);
+                for (int i = 0; i < 4; ++i) {
+                    const bool a_in = k_first + 32 * i + 16 * cp_half >= 0;
+                    cp_async_16_zfill(s + (a_dst ^ (32 * i)), a_in ? a_src + 32 * i : A, a_in ? a_size : 0);
+                    cp_async_16_zfill(s + (b_dst ^ (32 * i)), b_in ? b_src + 32 * i : B, b_in ? b_size[i] : 0);
                 }
+            } else {
 #pragma unroll
-                for (int i = 0; i < B_CHUNKS; ++i) {
-                    const int k = k0 + b_k + i * (THREADS / B_PARTS);
-                    const bool in = k >= 0;
-                    cp_async_16_zfill(s + b_dst + i * (THREADS / B_PARTS) * BN, in ? b_src[i] + (long long)k0 * ldb : B,
-                                      in ? b_size[i] : 0);
+                for (int i = 0; i < 4; ++i) {
+                    cp_async_16_zfill(s + (a_dst ^ (32 * i)), a_src + 32 * i, a_size);
+                    cp_async_16_zfill(s + (b_dst ^ (32 * i)), b_src + 32 * i, b_size[i]);
                 }
-                return;
             }
-#pragma unroll
-            for (int i = 0; i < A_CHUNKS; ++i)
-                cp_async_16_zfill(s + a_dst + i * (THREADS / A_PARTS) * BK, a_src[i] + k0, a_size[i]);
-#pragma unroll
-            for (int i = 0; i < B_CHUNKS; ++i)
-                cp_async_16_zfill(s + b_dst + i * (THREADS / B_PARTS) * BN, b_src[i] + (long long)k0 * ldb, b_size[i]);
+            a_src += BK;
+            b_src += b_step;
         };
         using F = MmaFlag<false>;
         using U = MmaFlag<true>;
@@ -260,32 +260,32 @@ __global__ void __launch_bounds__(256, 2) int8_gemm_mma(
     } else {
         // Byte loads with every bound checked, through registers (the flip applied there),
         // one 16-byte shared store per chunk. Rolled over the chunks: a slow path kept small.
-        auto copy = [&](int t, unsigned char* s, auto) {
-            const int k0 = k_first + t * BK;
+        int k0 = k_first;
+        auto copy = [&](unsigned char* s, auto) {
 #pragma unroll 1
-            for (int c = tid; c < BM * A_PARTS; c += THREADS) {
-                const int row = bm + c / A_PARTS, k = k0 + 16 * (c % A_PARTS);
+            for (int c = tid; c < BM * (BK / 16); c += THREADS) {
+                const int row = bm + c / (BK / 16), k = k0 + 16 * (c % (BK / 16));
                 const signed char* p = A + (long long)(row < M ? row : 0) * lda + k;
                 unsigned w[4];
 #pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    const int lo = -(k + 4 * u), hi = row < M ? K - (k + 4 * u) : 0;
-                    w[u] = mma_load4_bytes(p + 4 * u, lo, hi, a_flip);
-                }
-                *reinterpret_cast<uint4*>(s + mma_swizzle_a(c / A_PARTS * BK + 16 * (c % A_PARTS))) =
+                for (int u = 0; u < 4; ++u)
+                    w[u] = mma_load4_bytes(p + 4 * u, -(k + 4 * u), row < M ? K - (k + 4 * u) : 0, a_flip);
+                *reinterpret_cast<uint4*>(s + mma_offset_a(c / (BK / 16), c % (BK / 16))) =
                     make_uint4(w[0], w[1], w[2], w[3]);
             }
 #pragma unroll 1
-            for (int c = tid; c < BK * B_PARTS; c += THREADS) {
-                const int k = k0 + c / B_PARTS, n = bn + 16 * (c % B_PARTS);
-                const signed char* p = B + (long long)(k >= 0 && k < K ? k : 0) * ldb + n;
+            for (int c = tid; c < BK * (BN / 16); c += THREADS) {
+                const int k = k0 + c / (BN / 16), n = bn + 16 * (c % (BN / 16));
+                const bool in = k >= 0 && k < K;
+                const signed char* p = B + (long long)(in ? k : 0) * ldb + n;
                 unsigned w[4];
 #pragma unroll
                 for (int u = 0; u < 4; ++u)
-                    w[u] = mma_load4_bytes(p + 4 * u, 0, k >= 0 && k < K ? N - (n + 4 * u) : 0, b_flip);
-                *reinterpret_cast<uint4*>(s + A_BYTES + mma_swizzle_b(c / B_PARTS, c % B_PARTS)) =
+                    w[u] = mma_load4_bytes(p + 4 * u, 0, in ? N - (n + 4 * u) : 0, b_flip);
+                *reinterpret_cast<uint4*>(s + A_BYTES + mma_offset_b(c / (BN / 16), c % (BN / 16))) =
                     make_uint4(w[0], w[1], w[2], w[3]);
             }
+            k0 += BK;
         };
         pipeline(copy, MmaFlag<false>{}, MmaFlag<false>{});
     }

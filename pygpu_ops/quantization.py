@@ -108,8 +108,9 @@ def int8_gemm_variants() -> Tuple[str, ...]:
     """Names of the int8 GEMM optimization ladder, slowest step first; each is a valid ``variant=``.
 
     ``"auto"`` picks ``"mma"`` (tensor cores) on a CUDA device of compute capability 8.0 or newer,
-    else ``"dp4a"``; every variant runs (and is exact) everywhere, ``"mma"`` on the emulator and
-    on sm_75 through the plain-CUDA twin of its PTX.
+    else ``"dp4a"``; every variant runs (and is exact) everywhere: ``"mma"`` on sm_75 with its
+    m8n8k16 tensor-core shape and synchronous copies (no cp.async there, so ``auto`` keeps dp4a),
+    on the emulator through the plain-CUDA twins of its PTX.
     """
     return tuple(v.name for v in INT8_GEMM_LADDER)
 

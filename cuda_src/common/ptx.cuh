@@ -8,7 +8,8 @@
 //  * everything else gets the PTX.
 // The plain twins are synchronous, so the asynchronous semantics (data is
 // visible only after cp_async_wait_all()) hold trivially for them.
-// Exception: the int8 mma wrapper has a PTX form for sm_75 too (see there).
+// Exceptions: the int8 mma and the ldmatrix wrappers have PTX forms for sm_75
+// too (see there).
 #pragma once
 
 #if defined(PYGPU_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800)

@@ -1,5 +1,5 @@
 // int8 GEMM ladder, step 3: tensor cores (mma.sync m16n8k32) fed by ldmatrix
-// from swizzled shared memory, filled by a 3-stage cp.async pipeline.
+// from swizzled shared memory, filled by a cp.async pipeline.
 //
 // Change from step 2: the multiply-adds move from __dp4a on the CUDA cores to
 // warp-wide tensor-core instructions (mma_m16n8k32_i8 in common/ptx.cuh): one
@@ -9,55 +9,70 @@
 // (64 int32 accumulators per lane, indexed only by constants: every loop that
 // touches them is unrolled, so they never leave the registers).
 //
-// Shared memory, per stage (16 KiB; 3 stages = 48 KiB, static):
-//  * As: the A tile as in global memory, 128 rows x BK bytes of k. A fragment
-//    (row g, 4 bytes of k per lane) is exactly what ldmatrix.x4 delivers, one
-//    instruction per m16 x k32 fragment. The 16-byte chunk at byte offset o of
-//    the tile is stored at o ^ (((o >> 7) & 7) << 4): the 8 rows one ldmatrix
-//    phase reads (and the 8 chunks 8 lanes store) fall in 8 different 16-byte
-//    bank groups, so neither side has bank conflicts.
-//  * Bs: the B tile as in global memory too, BK rows of k x 128 bytes of n, so
-//    that cp.async can copy it unchanged. int8 mma needs B's bytes grouped by
-//    column (4 k per register), and ldmatrix.trans only transposes 16-bit
-//    elements; so one ldmatrix.x4.trans reads, per 16 columns and 32 k, two
-//    8-row matrices per 16 k whose rows are k = 4i, 4i+1 (matrix X) and 4i+2,
-//    4i+3 (matrix Y), i = 0..3: lane (g, t) then holds k 4t, 4t+1 of columns
-//    2g, 2g+1 in X and k 4t+2, 4t+3 in Y, and two __byte_perm give the B
-//    fragments of columns 2g (even) and 2g+1 (odd), k 4t..4t+3. The even and
-//    odd fragments are two m16n8 products whose columns interleave, so a lane
-//    ends up with 4 consecutive columns of C per row (one 16-byte store). The
-//    chunk c of row k is stored at chunk c ^ ((k & 1) | ((k >> 1) & 6)): the 8
-//    rows of X (or Y) differ in k bits 0, 2, 3, so they land in 8 bank groups.
+// Shared memory, per stage (BK = 128: 16 KiB of A + 16 KiB of B), dynamic:
+//  * A tile as in global memory, 128 rows x 128 bytes of k. An A fragment (row
+//    g, 4 bytes of k per lane) is what ldmatrix.x4 delivers: one instruction
+//    per m16 x k32 fragment. Chunks are swizzled (mma_offset_a) so that both
+//    the 8 rows an ldmatrix phase reads and the chunks a copy phase stores
+//    fall in 8 different 16-byte bank groups: no bank conflicts either side.
+//  * B tile as in global memory too, 128 rows of k x 128 bytes of n, so that
+//    cp.async copies it unchanged. int8 mma needs B's bytes grouped by column
+//    (4 k per register) and ldmatrix.trans only transposes 16-bit elements, so
+//    one ldmatrix.x4.trans reads, per 16 columns and 32 k, 8-row matrices X
+//    (k = 4i, 4i+3) and Y (k = 4i+1, 4i+2), i = 0..3, for k 0-15 and 16-31:
+//    lane (g, t) holds two k of columns 2g, 2g+1 in each, and two __byte_perm
+//    make the B fragments of column 2g (even) and 2g+1 (odd), k 4t..4t+3. The
+//    even and odd fragments are two m16n8 products whose columns interleave,
+//    so a lane ends with 4 consecutive columns of C per row: one 16-byte
+//    (int32) or 4-byte (8-bit) store, fully coalesced. The B swizzle
+//    (mma_offset_b) keeps X, Y and the copies conflict-free.
 //
-// Pipeline: tile t of K is copied into stage t % 3 two tiles ahead of its use,
-// with cp.async (16 bytes a copy, zero-filled past the matrix edge) on sm_80+;
-// one cp.async.wait_group + one barrier per tile. The tiles are laid out from
-// the end of K: tile 0 is the partial one, [K - T*BK, K - (T-1)*BK), copied in
-// the prologue with bounds checks; every tile copied inside the loop is whole,
-// so the loop has no per-tile bounds arithmetic (row and column edges are
-// loop-invariant copy sizes).
+// Pipeline: 2 stages (the next tile's cp.async copies run while the tensor
+// cores work on this one); one cp.async.wait_group and one barrier per tile,
+// the loop unrolled by the stage count so that stage offsets are immediates.
+// Why 2 and not 3: a stage is 32 KiB, and 3 (96 KiB) would exceed sm_75's
+// 64 KiB per block and leave sm_80 one block per SM; BK = 128 (not 64) halves
+// the per-tile overhead (copies, barrier, loop), which is what brings the
+// IMMA share of the loop above 40% (BK = 64 with 3 stages: 29%). Tiles are
+// laid out from the end of K: tile 0 is the partial one, [K - T*BK,
+// K - (T-1)*BK), copied with bounds checks before the loop, so the copies in
+// the loop have no per-tile bounds arithmetic (row and column edges are
+// loop-invariant predicates: cp.async with source size 0 or 16).
 //
 // Paths (chosen per launch, uniform across the block):
-//  * fast: A, B 16-byte aligned, lda, ldb and K multiples of 16. uint8 operands
-//    (a_flip / b_flip) go to the tensor cores as .u8 (no byte flipping in the
-//    loop) and the epilogue subtracts what the flip would have removed,
-//    128 * colsum(b') for A, 128 * rowsum(a') for B, 16384 K for both; so it
-//    needs the zero-point sums (has_zp, which the wrapper passes for this
-//    variant whenever an operand is uint8) and |raw sum| <= K * 255 * 255 in
-//    int32 (K <= 33025 for u8 x u8; the PTX mma does not promise to wrap).
-//  * general, anything else (any pointer, any lda / ldb / K): the same
-//    pipeline with plain byte loads (flip applied in registers) and 16-byte
-//    shared stores, in a rolled loop over the copies; slow, but exact.
-// sm_75 compiles cp.async as plain synchronous copies (common/ptx.cuh) and
-// builds each m16n8k32 from four m8n8k16; ldmatrix exists there. The emulator
-// runs the plain twins of all three.
+//  * fast: A, B 16-byte aligned; lda, ldb, K and N multiples of 16. Each lane
+//    pair copies one 128-byte row of A and one of B, 16 bytes a copy: one warp
+//    copy reads 16 whole 32-byte sectors. uint8 operands (a_flip / b_flip) go
+//    to the tensor cores as .u8 (no byte flipping in the loop, so the loop is
+//    the same for all four type pairs) and the epilogue subtracts what the
+//    flip would have removed: 128 colsum(b') for A, 128 rowsum(a') for B,
+//    16384 K for both. That needs the zero-point sums (has_zp; the wrapper
+//    computes them for this variant whenever an operand is uint8) and the raw
+//    sum inside int32, K * 255 * 255 for u8 x u8 (K <= 33025): wrapping of the
+//    mma's int32 accumulator is not relied on.
+//  * general, anything else (any pointer, lda, ldb, K, N): the same pipeline
+//    with byte loads (flip applied in registers) and 16-byte shared stores in
+//    rolled loops. Slow, exact; its tile loop holds those loops, so it is not
+//    an innermost loop and the SASS figures below are the fast path's.
+// sm_75 compiles cp.async as plain synchronous copies and builds each
+// m16n8k32 from four m8n8k16 (common/ptx.cuh); ldmatrix exists there. The
+// emulator runs the plain twins of all three.
 //
-// SASS (NVRTC 13.5, sm_90, `python -m pygpu_ops.analysis.sass`): see the
-// figures at the end of this header.
+// SASS, fast path of the hot loop (`python -m pygpu_ops.analysis.sass`): one
+// iteration is 2 K tiles, 298 instructions on sm_90 / NVRTC 13.5: 128 IMMA,
+// 48 LDSM, 16 LDGSTS, 64 PRMT, 2 BAR, and 6 `@!PT LDS RZ, [RZ]` that ptxas
+// puts next to LDGSTS and never executes (counted as LDS.32).
+//   NVRTC 13.5 sm_90: 126 registers, no spills, no stack frame, no STL/LDL;
+//   IMMA 43.0% of the fast path (2.33 instructions per IMMA); 240 LDSM,
+//   96 LDGSTS, 0 LDS.128 in the kernel. sm_80 / sm_86: 124 registers, 43.7%
+//   (2.29). NVRTC 12.9: sm_90 43.5%, sm_80 / sm_86 43.7%. sm_75 (4 IMMA per
+//   m16n8k32, synchronous copies): 125 registers, 70.9%. Was (BK 64, register
+//   staging, scalar LDS fragments): 126 registers, 9.0% (11.1 per IMMA).
 //
 // Assumes the ladder's conventions (01_naive.cu). Any M, N, K >= 1.
-// Launch: grid (ceil_div(N, 128), ceil_div(M, 128)), block (256), no dynamic
-// shared memory. Default int8_gemm_mma<TC, 64>.
+// Launch: grid (ceil_div(N, 128), ceil_div(M, 128)), block (256), dynamic
+// shared memory STAGES * 2 * 128 * BK bytes (64 KiB for int8_gemm_mma<TC,
+// 128, 2>, the registered instantiation; Device.launch opts in above 48 KiB).
 #include "../common/ptx.cuh"
 #include "epilogue.cuh"
 

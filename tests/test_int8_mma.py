@@ -121,3 +121,19 @@ def test_mma_memory_counters_aligned():
     t = launch.totals()
     # 4 wavefronts (one per 8-lane phase) per 16-byte request: ldmatrix.x4's minimum.
     assert t["lds_wavefronts"] == 4 * t["lds_requests"] and t["sts_wavefronts"] == 4 * t["sts_requests"]
+
+
+@pytest.mark.emulator
+def test_mma_fast_path_under_seeds():
+    """The pipeline's barriers: identical results under different thread and block orders, with
+    3 K tiles (the 2 stage buffers are both reused) and uint8 x int8 (.u8 operands)."""
+    from pygpu_ops._runtime import backends
+    if backends.problem("emulator"):
+        pytest.skip(backends.problem("emulator"))
+    from pygpu_ops._runtime.emulator.testing import run_under_seeds
+
+    rng = np.random.default_rng(8)
+    a, b = rand_q(rng, (70, 3 * BK), U8), rand_q(rng, (3 * BK, 160), I8)
+    got = run_under_seeds(lambda: Q.int8_gemm(a, b, a_zero_point=9, b_zero_point=-4, variant="mma",
+                                              backend="emulator"), seeds=(1, 2))
+    np.testing.assert_array_equal(got, ref_gemm(a, b, 9, -4))

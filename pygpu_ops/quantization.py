@@ -70,26 +70,36 @@ COL_SUMS = register(Kernel("int8_gemm/zero_point_sums.cu", "int8_gemm_col_sums")
 
 @dataclass(frozen=True)
 class Int8GemmVariant:
-    """One step of the int8 GEMM ladder: a kernel per output type, the C tile of a block, its block."""
+    """One step of the int8 GEMM ladder: a kernel per output type, the C tile of a block, its block,
+    its dynamic shared memory (bytes)."""
 
     name: str
     kernels: Dict[np.dtype, Kernel]
     tile: Tuple[int, int]
     block: Tuple[int, ...]
+    smem: int = 0
 
 
-def _variant(name: str, source: str, targs: tuple, tile, block, no_spill: bool = True) -> Int8GemmVariant:
+def _variant(name: str, source: str, targs: tuple, tile, block, no_spill: bool = True,
+             smem: int = 0) -> Int8GemmVariant:
     kernels = {dt: register(Kernel(source=source, symbol=f"int8_gemm_{name}", template_args=(ctype,) + targs,
                                    no_spill=no_spill))
                for dt, ctype in _CTYPE.items()}
-    return Int8GemmVariant(name, kernels, tile, block)
+    return Int8GemmVariant(name, kernels, tile, block, smem)
+
+
+#: int8_gemm_mma's K tile (bytes) and pipeline depth; its stages live in dynamic shared memory:
+#: (128 x 128 bytes of A + 128 x 128 of B) per stage, 64 KiB for 2 stages, the most sm_75 allows a
+#: block (03_mma.cu's header says why not 3).
+MMA_BK, MMA_STAGES = 128, 2
 
 
 # Slowest first; template arguments after the output type are each file's documented defaults.
 INT8_GEMM_LADDER: Tuple[Int8GemmVariant, ...] = (
     _variant("naive", "int8_gemm/01_naive.cu", (), (16, 16), (16, 16), no_spill=False),
     _variant("dp4a", "int8_gemm/02_dp4a.cu", (32,), (128, 128), (256,)),
-    _variant("mma", "int8_gemm/03_mma.cu", (64,), (128, 128), (256,)),
+    _variant("mma", "int8_gemm/03_mma.cu", (MMA_BK, MMA_STAGES), (128, 128), (256,),
+             smem=MMA_STAGES * 2 * 128 * MMA_BK),
 )
 _BY_NAME = {v.name: v for v in INT8_GEMM_LADDER}
 
@@ -98,8 +108,9 @@ def int8_gemm_variants() -> Tuple[str, ...]:
     """Names of the int8 GEMM optimization ladder, slowest step first; each is a valid ``variant=``.
 
     ``"auto"`` picks ``"mma"`` (tensor cores) on a CUDA device of compute capability 8.0 or newer,
-    else ``"dp4a"``; every variant runs (and is exact) everywhere, ``"mma"`` on the emulator and
-    on sm_75 through the plain-CUDA twin of its PTX.
+    else ``"dp4a"``; every variant runs (and is exact) everywhere: ``"mma"`` on sm_75 with its
+    m8n8k16 tensor-core shape and synchronous copies (no cp.async there, so ``auto`` keeps dp4a),
+    on the emulator through the plain-CUDA twins of its PTX.
     """
     return tuple(v.name for v in INT8_GEMM_LADDER)
 
@@ -129,7 +140,7 @@ def col_sums_launch(N: int) -> Launch:
 
 def gemm_launch(v: Int8GemmVariant, M: int, N: int) -> Launch:
     """The int8 GEMM ladder: one block per (BM x BN) tile of C."""
-    return Launch(grid=(ceil_div(N, v.tile[1]), ceil_div(M, v.tile[0])), block=v.block)
+    return Launch(grid=(ceil_div(N, v.tile[1]), ceil_div(M, v.tile[0])), block=v.block, shared_mem=v.smem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +498,10 @@ def _device_gemm(name: str, v: Int8GemmVariant, p: _GemmProblem, out_dtype: np.d
     za = dev.constant(p.za.astype(np.int32))
     zb = dev.constant(p.zb.astype(np.int32))
     has_zp = bool(p.za.any() or p.zb.any())
+    # int8_gemm_mma multiplies uint8 operands as they are (.u8) and removes the offset with the
+    # row / column sums in its epilogue (03_mma.cu): it needs them whenever an operand is uint8.
+    if v.name == "mma" and (p.a_flip or p.b_flip):
+        has_zp = True
     if has_zp:
         row_sum = dev.empty((M,), np.int32)
         col_sum = dev.empty((N,), np.int32)

@@ -28,8 +28,9 @@ Three kinds of step:
 Limits: 1-D and 2-D Conv (3-D / 4-D inputs), 2-D pooling (4-D inputs), float32 convolutions,
 float32 / float64 elsewhere. Pads that the public ops cannot take exactly are refused rather than
 emulated: asymmetric Conv pads except the stride-1 "same" split ``conv2d`` implements, asymmetric
-pooling pads, pooling pads beyond half the effective kernel, and the few ``ceil_mode`` windows where
-ONNX and PyTorch (whose rule the pools follow) disagree. The elementwise ops (``po.add``...,
+pooling pads, and pooling pads beyond half the effective kernel. With ``ceil_mode`` a last window
+that would start in the right padding is dropped, as ONNX Runtime and PyTorch (and the pools) do;
+the ONNX shape-inference formula alone would keep it. The elementwise ops (``po.add``...,
 ``po.batch_norm``, ``po.transpose``, ``po.concat``) are looked up when a node needs them; where the
 package lacks one the node is refused.
 """
@@ -327,13 +328,10 @@ def _pool_geometry(node: Node, x: Info, kind: str):
     out = []
     for sz, ki, si, di, p in zip(x.shape[2:], k, s, d, heads):
         o = _out_size(sz, ki, si, di, p, p, ceil_mode)
-        if ceil_mode:
-            if not isinstance(sz, int):
-                raise Unsupported("ceil_mode=1 on a symbolic spatial dimension")
-            # PyTorch (and the pools) drop a last window that starts in the right padding.
-            if (o - 1) * si >= sz + p:
-                raise Unsupported(f"ceil_mode=1 where the last window starts in the padding (size {sz}, kernel "
-                                  f"{ki}, stride {si}, pad {p}): the pools follow PyTorch, which drops it")
+        if ceil_mode and isinstance(o, int) and (o - 1) * si >= sz + p:
+            o -= 1   # a last window that would start in the right padding is dropped (ONNX Runtime, PyTorch)
+        elif ceil_mode and not isinstance(o, int):
+            o = unknown_dim()
         out.append(o)
     return k, s, d, tuple(heads), ceil_mode, (x.shape[0], x.shape[1], *out)
 

@@ -67,23 +67,9 @@ def has(*names):
 
 
 def conv_ref(x, w, b, stride, pads, dilation, group):
-    """Direct-loop 2-D convolution in float64; pads (top, left, bottom, right)."""
-    x, w = x.astype(np.float64), w.astype(np.float64)
-    N, C, H, W = x.shape
-    O, Cg, KH, KW = w.shape
-    xp = np.zeros((N, C, H + pads[0] + pads[2], W + pads[1] + pads[3]))
-    xp[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + W] = x
-    OH = (xp.shape[2] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
-    OW = (xp.shape[3] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
-    out = np.zeros((N, O, OH, OW))
-    Og = O // group
-    for o in range(O):
-        g = o // Og
-        for i in range(KH):
-            for j in range(KW):
-                patch = xp[:, g * Cg:(g + 1) * Cg, i * dilation[0]:i * dilation[0] + stride[0] * (OH - 1) + 1:stride[0],
-                           j * dilation[1]:j * dilation[1] + stride[1] * (OW - 1) + 1:stride[1]]
-                out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
-    if b is not None:
-        out += b.astype(np.float64)[None, :, None, None]
-    return out
+    """tests/test_conv.py's direct-loop float64 convolution; pads (top, left, bottom, right), either
+    symmetric or conv2d's stride-1 "same" split (the only asymmetric pads the session runs)."""
+    from test_conv import ref_conv2d_nchw
+
+    padding = (pads[0], pads[1]) if pads[:2] == pads[2:] else "same"
+    return ref_conv2d_nchw(x, w, b, stride, padding, dilation, group, relu=False)[0]

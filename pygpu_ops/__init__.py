@@ -3,7 +3,8 @@
 Each op runs on one of three backends (see ``available_backends()``): ``"numpy"`` (the CPU
 fallback), ``"emulator"`` (the real ``.cu`` kernels and launch code executed on the CPU, with
 race, barrier and bounds checks) and ``"cuda"`` (the kernels on the GPU through CuPy).
-Importing the package imports no CuPy and compiles nothing.
+Importing the package imports no CuPy and compiles nothing. ``InferenceSession`` (the ONNX model
+runner, `pygpu_ops.ir`) is loaded on first use, so ``import pygpu_ops`` does not import ``onnx``.
 """
 from ._runtime.backends import BackendUnavailableError, available_backends, use_backend
 from .activations import leaky_relu, relu
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "InferenceSession",
     "available_backends",
     "conv1d",
     "conv2d",
@@ -47,3 +49,12 @@ __all__ = [
     "sgemm_variants",
     "use_backend",
 ]
+
+
+def __getattr__(name):
+    # The model runner is imported on first use: it pulls in the IR and, when a model is loaded, onnx.
+    if name == "InferenceSession":
+        from .ir.session import InferenceSession
+
+        return InferenceSession
+    raise AttributeError(f"module 'pygpu_ops' has no attribute {name!r}")

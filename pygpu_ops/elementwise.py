@@ -18,9 +18,11 @@ of neighbours whose strides chain for all operands, so an (N, C, H, W) + (1, C, 
 (N, C, H*W) and a contiguous add becomes one dimension. What is left (at most 8 dimensions, the size
 of the kernels' `StridedGeometry`) is walked as rows (the outer dimensions, split into coordinates
 once per row) by inner elements (one thread per element, coalesced when the inner stride is 1 or 0).
-The 8-dimension limit applies to the rank after merging the dimensions of the operands' own
-C-order layouts, which depends only on the shapes (and the permutation), so every backend accepts
-the same calls; a view whose strides merge less well is copied to C order first on the device.
+The limits (at most 8 dimensions and below 2**31 rows, so that a row splits into coordinates with
+32-bit divisions) apply after merging the dimensions of the operands' own C-order layouts, which
+depends only on the shapes (and the permutation), so every backend accepts the same calls; a view
+whose strides merge less well is copied to C order first on the device. The inner dimension may
+have any size: offsets are 64-bit.
 
 Semantics shared by every op here (``API.md``): float32 or float64 (both operands the same dtype,
 else a ``TypeError`` naming the argument; ``transpose`` and ``concat`` take any 1/2/4/8-byte
@@ -161,11 +163,22 @@ def _elem_strides(x, shape: Sequence[int]):
     return [0] * lead + own
 
 
-def _check_rank(op: str, shape, strides, what: str) -> None:
-    nd = len(_merge_dims(shape, strides))
-    if nd > MAX_DIMS:
-        raise ValueError(f"{op}: {what} has {nd} dimensions that cannot be merged; the kernels take at most "
-                         f"{MAX_DIMS} (shape {tuple(shape)})")
+def _fits(dims) -> bool:
+    """Whether merged dimensions fit the kernels: at most `MAX_DIMS`, rows below 2**31."""
+    rows = int(np.prod([n for n, _ in dims[:-1]], dtype=np.int64))
+    return len(dims) <= MAX_DIMS and rows <= validate.INT32_MAX
+
+
+def _check_geometry(op: str, shape, strides, what: str) -> None:
+    """Refuse, on every backend alike, a call whose C-ordered operands do not fit the strided kernels."""
+    dims = _merge_dims(shape, strides)
+    if len(dims) > MAX_DIMS:
+        raise ValueError(f"{op}: {what} has {len(dims)} dimensions that cannot be merged; the kernels take at "
+                         f"most {MAX_DIMS} (shape {tuple(shape)})")
+    if not _fits(dims):
+        raise ValueError(f"{op}: {what} has {int(np.prod([n for n, _ in dims[:-1]], dtype=np.int64))} rows of "
+                         f"{dims[-1][0]} elements after merging dimensions (shape {tuple(shape)}); the kernels "
+                         f"take at most {validate.INT32_MAX} rows")
 
 
 def _label(op: str, name: str, kind: str) -> str:
@@ -208,7 +221,7 @@ def _binary(op: str, a, b, backend: str):
     except ValueError:
         raise ValueError(f"{op}: a of shape {shapes['a']} and b of shape {shapes['b']} do not broadcast "
                          f"(NumPy rules: trailing dimensions equal or 1)") from None
-    _check_rank(op, shape, [_pad_strides(shapes[n], shape) for n in ("a", "b")], "the broadcast of a and b")
+    _check_geometry(op, shape, [_pad_strides(shapes[n], shape) for n in ("a", "b")], "the broadcast of a and b")
     with op_range(op, _label(op, name, "binary")), device_scope(op, name, arrays):
         if name == "numpy":
             va, vb = (np.asarray(values[n]) for n in ("a", "b"))
@@ -234,8 +247,8 @@ def _pad_strides(own_shape, shape) -> List[int]:
 
 def _device_dims(ops: list, shape, remake: list):
     """Merged dimensions of device operands ``ops`` read through their strides against ``shape``.
-    An operand whose strides are not whole elements, or a call that keeps more than `MAX_DIMS`
-    dimensions, has its operands rebuilt by ``remake[i]()`` (a C-ordered copy of the caller's array,
+    An operand whose strides are not whole elements, or a call whose views do not merge to what the
+    kernels take (`_fits`), has its operands rebuilt by ``remake[i]()`` (a C-ordered copy of the caller's array,
     viewed as before; None for the output, which is never copied); ``ops`` is updated in place."""
     for attempt in (0, 1):
         strides = []
@@ -246,9 +259,9 @@ def _device_dims(ops: list, shape, remake: list):
                 s = _elem_strides(ops[i], shape)
             strides.append(s)
         dims = _merge_dims(shape, strides)
-        if len(dims) <= MAX_DIMS:
+        if _fits(dims):
             return dims
-    # C-ordered operands merge to the rank _check_rank accepted before anything was allocated.
+    # C-ordered operands merge to what _check_geometry accepted before anything was allocated.
     raise AssertionError(f"strided operands of shape {tuple(shape)} kept {len(dims)} dimensions")
 
 
@@ -434,7 +447,7 @@ def transpose(x, axes=None, *, backend="auto"):
                              f"{tuple(x.shape)}; got {tuple(axes)}")
     shape = tuple(int(x.shape[p]) for p in perm)
     own = _c_strides(x.shape)
-    _check_rank(op, shape, [[own[p] for p in perm], _c_strides(shape)], "the permutation")
+    _check_geometry(op, shape, [[own[p] for p in perm], _c_strides(shape)], "the permutation")
     with op_range(op, _label(op, name, "copy")), device_scope(op, name, {"x": x}):
         if name == "numpy":
             return np.array(np.asarray(x).transpose(perm), order="C")
@@ -471,6 +484,9 @@ def concat(arrays, axis=0, *, backend="auto"):
             raise ValueError(f"{op}: {k} has shape {s}; expected {ndim} dimensions matching arrays[0]'s "
                              f"{first} except along axis {ax}")
     shape = first[:ax] + (sum(int(a.shape[ax]) for a in arrays),) + first[ax + 1:]
+    out_strides = _c_strides(shape)
+    for k, a in named.items():
+        _check_geometry(op, tuple(a.shape), [_c_strides(a.shape), out_strides], f"the copy of {k}")
     with op_range(op, _label(op, name, "copy")), device_scope(op, name, named):
         if name == "numpy":
             return np.asarray(np.concatenate([np.asarray(a) for a in arrays], axis=ax), order="C")

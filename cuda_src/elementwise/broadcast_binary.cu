@@ -33,7 +33,7 @@ struct DivOp { template <typename T> __device__ __forceinline__ static T apply(T
 // a (broadcast view), b (broadcast view) -> y (g.rows, g.n[g.nd - 1]) contiguous.
 // g.s0 are a's strides, g.s1 are b's.
 template <typename T, typename OP>
-__global__ void __launch_bounds__(256) broadcast_binary(
+__global__ void broadcast_binary(
     const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, StridedGeometry g)
 {
     geometry_for_each(g, [&](long long ia, long long ib, long long iy) {

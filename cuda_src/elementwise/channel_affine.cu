@@ -49,7 +49,7 @@ __global__ void batch_norm_params(const T* __restrict__ scale, const T* __restri
 
 // x (rows, inner) -> y (rows, inner), y = ab[0][c] * x + ab[1][c].
 template <typename T>
-__global__ void __launch_bounds__(256) channel_affine(
+__global__ void channel_affine(
     const T* __restrict__ x, const T* __restrict__ ab, T* __restrict__ y,
     long long rows, long long inner, long long C, int channel_last)
 {

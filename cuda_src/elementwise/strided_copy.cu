@@ -22,7 +22,7 @@
 
 // src (view, strides g.s0) -> dst (view, strides g.s1), shape g.n.
 template <typename T>
-__global__ void __launch_bounds__(256) strided_copy(
+__global__ void strided_copy(
     const T* __restrict__ src, T* __restrict__ dst, StridedGeometry g)
 {
     geometry_for_each(g, [&](long long is, long long id, long long) { dst[id] = src[is]; });

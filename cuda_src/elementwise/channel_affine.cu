@@ -34,6 +34,9 @@ __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, 
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
 // scale, bias, mean, var (C,) -> ab (2, C): ab[0] = a, ab[1] = b.
+// bias - mean * a is written with __dmul_rn / __dsub_rn: nvcc (and g++ for
+// the emulator) would otherwise contract it into one FMA, a different
+// rounding from NumPy's.
 template <typename T>
 __global__ void batch_norm_params(const T* __restrict__ scale, const T* __restrict__ bias,
                                   const T* __restrict__ mean, const T* __restrict__ var,
@@ -41,9 +44,9 @@ __global__ void batch_norm_params(const T* __restrict__ scale, const T* __restri
 {
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += step) {
-        const double a = (double)scale[c] / sqrt((double)var[c] + eps);
+        const double a = (double)scale[c] / sqrt(__dadd_rn((double)var[c], eps));
         ab[c] = (T)a;
-        ab[C + c] = (T)((double)bias[c] - (double)mean[c] * a);
+        ab[C + c] = (T)__dsub_rn((double)bias[c], __dmul_rn((double)mean[c], a));
     }
 }
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import activations as _act
 from . import conv as _conv
+from . import elementwise as _ew
 from . import linalg as _linalg
 from . import normalization as _norm
 from . import pooling as _pool
@@ -244,6 +245,70 @@ def _qconv_case(layout: str):
     return Case(f"qconv2d[uint8:{layout}:stride2:pad1:groups3:per-channel:2x3x7x9]", run)
 
 
+def _binary_case(op: str):
+    """(3, 1, 5) op (1, 4, 1) broadcast; float64 arithmetic rounded once to float32 is the exact result."""
+    def run(backend):
+        rng = np.random.default_rng(31)
+        a = rng.standard_normal((3, 1, 5)).astype(np.float32)
+        b = rng.standard_normal((1, 4, 1)).astype(np.float32)
+        da, db = _to_backend(backend, a, b)
+        got = _host(getattr(_ew, op)(da, db, backend=backend))
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        want = {"add": a64 + b64, "sub": a64 - b64, "mul": a64 * b64, "div": a64 / b64}[op]
+        return got, want.astype(np.float32).astype(np.float64), 0.0
+
+    return Case(f"{op}[float32:3x1x5+1x4x1]", run)
+
+
+def _unary_case(op: str):
+    """sigmoid / tanh within their documented bounds (4 and 2 eps relative), clip exact."""
+    def run(backend):
+        x = (np.random.default_rng(32).standard_normal(1021) * 8).astype(np.float32)
+        x[::97] = np.nan
+        (dx,) = _to_backend(backend, x)
+        x64 = x.astype(np.float64)
+        if op == "clip":
+            return _host(_ew.clip(dx, -1.5, 2.0, backend=backend)), np.clip(x64, -1.5, 2.0), 0.0
+        got = _host(getattr(_ew, op)(dx, backend=backend))
+        want = 1 / (1 + np.exp(-x64)) if op == "sigmoid" else np.tanh(x64)
+        eps = np.finfo(np.float32).eps
+        return got, want, (4 if op == "sigmoid" else 2) * eps * np.abs(want) + np.finfo(np.float32).tiny
+
+    return Case(f"{op}[float32:1021:nan]", run)
+
+
+def _batch_norm_case(layout: str):
+    def run(backend):
+        rng = np.random.default_rng(33)
+        x = rng.standard_normal((2, 5, 3, 7)).astype(np.float32)
+        scale, bias, mean = (rng.standard_normal(5).astype(np.float32) for _ in range(3))
+        var = rng.uniform(0.1, 2.0, 5).astype(np.float32)
+        xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        args = _to_backend(backend, xin, scale, bias, mean, var)
+        got = _host(_ew.batch_norm(*args, epsilon=1e-3, layout=layout, backend=backend))
+        if layout == "NHWC":
+            got = got.transpose(0, 3, 1, 2)
+        c = (slice(None), None, None)
+        a = scale.astype(np.float64)[c] / np.sqrt(var.astype(np.float64)[c] + 1e-3)
+        want = (x - mean.astype(np.float64)[c]) * a + bias.astype(np.float64)[c]
+        eps = np.finfo(np.float32).eps
+        return got, want, eps * (np.abs(a * x) + np.abs(mean[c] * a) + np.abs(bias[c]) + np.abs(want))
+
+    return Case(f"batch_norm[float32:{layout}:2x5x3x7]", run)
+
+
+def _copy_case(op: str):
+    def run(backend):
+        x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+        y = -np.arange(2 * 2 * 4 * 5, dtype=np.float32).reshape(2, 2, 4, 5)
+        dx, dy = _to_backend(backend, x, y)
+        if op == "transpose":
+            return _host(_ew.transpose(dx, (3, 1, 0, 2), backend=backend)), x.transpose(3, 1, 0, 2).astype(np.float64), 0.0
+        return _host(_ew.concat([dx, dy, dx], 1, backend=backend)), np.concatenate([x, y, x], 1).astype(np.float64), 0.0
+
+    return Case("transpose[float32:2x3x4x5:(3,1,0,2)]" if op == "transpose" else "concat[float32:axis=1:3+2+3]", run)
+
+
 CASES: List[Case] = [_gemm_case(v, np.float32, 67, 45, 33) for v in _linalg.sgemm_variants()]
 CASES.append(_gemm_case("auto", np.float64, 67, 45, 33))
 CASES += [_int8_gemm_case(v, ad, bd, 33, 70, 45) for v in _quant.int8_gemm_variants()
@@ -257,6 +322,9 @@ CASES += [_conv_case(lay) for lay in ("NCHW", "NHWC")]
 CASES += [_relu_case(None), _relu_case(0.2), _transpose_case()]
 CASES += [_pool_case("max", lay) for lay in ("NCHW", "NHWC")]
 CASES += [_pool_case("avg", lay, cip) for lay in ("NCHW", "NHWC") for cip in (True, False)]
+CASES += [_binary_case(op) for op in ("add", "sub", "mul", "div")]
+CASES += [_unary_case(op) for op in ("sigmoid", "tanh", "clip")]
+CASES += [_batch_norm_case(lay) for lay in ("NCHW", "NHWC")] + [_copy_case("transpose"), _copy_case("concat")]
 
 
 def run(backends, verbose: bool = True) -> int:

@@ -7,81 +7,35 @@
 //
 // Memory traffic: reads n, writes n elements; no reuse, so the kernel is
 // bandwidth bound and the only thing that matters is issuing wide, coalesced
-// accesses. Each thread moves one 16-byte vector (float4 / double2) per
-// iteration of a grid-stride loop, so a warp reads and writes 512 contiguous
-// bytes per instruction.
-//
-// The vector path is taken only where it is legal: x and y must have the same
-// offset modulo 16 bytes (always true for fresh allocations; a view such as
-// x[1:] may break it). Then the few elements before the first 16-byte
-// boundary (the head) and after the last full vector (the tail) are done as
-// scalars. If the offsets differ, every element goes through the scalar loop.
+// accesses: the 128-bit loop with scalar head and tail of common/vec128.cuh.
 //
 // Shapes: x (n,), y (n,), contiguous; n may exceed 2^31 (64-bit indices).
 // Launch: 1-D grid of any size (grid-stride loops), 1-D block of any size.
 // Instantiated for T = float (float4) and T = double (double2).
 
-template <typename T> struct Vec128;
-template <> struct Vec128<float> { typedef float4 type; static constexpr int width = 4; };
-template <> struct Vec128<double> { typedef double2 type; static constexpr int width = 2; };
+#include "../common/vec128.cuh"
 
-template <typename T, bool LEAKY>
-__device__ __forceinline__ T relu_one(T v, T slope)
-{
-    // Comparisons with NaN are false, so NaN takes the "else" branch: kept.
-    if (LEAKY)
-        return v < T(0) ? v * slope : v;
-    return v < T(0) ? T(0) : v;
-}
-
-template <typename T, bool LEAKY>
-__device__ __forceinline__ void relu_apply(const T* __restrict__ x, T* __restrict__ y,
-                                           long long n, T slope)
-{
-    typedef typename Vec128<T>::type V;
-    constexpr int W = Vec128<T>::width;
-    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long nthreads = (long long)gridDim.x * blockDim.x;
-
-    const unsigned long long ax = reinterpret_cast<unsigned long long>(x);
-    const unsigned long long ay = reinterpret_cast<unsigned long long>(y);
-    long long head = n;  // no vector part unless both pointers can be aligned together
-    if ((ax & 15ull) == (ay & 15ull) && (ax % sizeof(T)) == 0) {
-        head = (long long)(((16ull - (ax & 15ull)) & 15ull) / sizeof(T));
-        if (head > n)
-            head = n;
+// Comparisons with NaN are false, so NaN takes the "else" branch: kept.
+template <typename T, bool LEAKY> struct ReluOp {
+    T slope;
+    __device__ __forceinline__ T operator()(T v) const
+    {
+        if (LEAKY)
+            return v < T(0) ? v * slope : v;
+        return v < T(0) ? T(0) : v;
     }
-    const long long nvec = (n - head) / W;
-    const long long tail = head + nvec * W;
-
-    const V* __restrict__ xv = reinterpret_cast<const V*>(x + head);
-    V* __restrict__ yv = reinterpret_cast<V*>(y + head);
-    for (long long i = tid; i < nvec; i += nthreads) {
-        V v = xv[i];
-        T* e = reinterpret_cast<T*>(&v);
-#pragma unroll
-        for (int k = 0; k < W; ++k)
-            e[k] = relu_one<T, LEAKY>(e[k], slope);
-        yv[i] = v;
-    }
-    // Scalars: the head (fewer than W elements) and the tail (fewer than W),
-    // or everything when the vector path is not legal (head == n).
-    for (long long i = tid; i < head; i += nthreads)
-        y[i] = relu_one<T, LEAKY>(x[i], slope);
-    for (long long i = tail + tid; i < n; i += nthreads)
-        y[i] = relu_one<T, LEAKY>(x[i], slope);
-}
+};
 
 // x (n,) -> y (n,): y = max(x, 0) keeping NaN.
 template <typename T>
 __global__ void relu_vec128(const T* __restrict__ x, T* __restrict__ y, long long n)
 {
-    relu_apply<T, false>(x, y, n, T(0));
+    vec128_apply(x, y, n, ReluOp<T, false>{T(0)});
 }
 
 // x (n,) -> y (n,): y = x < 0 ? slope * x : x, keeping NaN.
 template <typename T>
 __global__ void leaky_relu_vec128(const T* __restrict__ x, T* __restrict__ y, long long n, T slope)
 {
-    relu_apply<T, true>(x, y, n, slope);
+    vec128_apply(x, y, n, ReluOp<T, true>{slope});
 }

@@ -67,6 +67,7 @@ OP_MODULES: Tuple[str, ...] = (
     "pygpu_ops.normalization",
     "pygpu_ops.pooling",
     "pygpu_ops.quantization",
+    "pygpu_ops.elementwise",
 )
 
 

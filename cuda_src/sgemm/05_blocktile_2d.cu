@@ -10,11 +10,23 @@
 // and 4-way bank conflicts on the As/Bs reads of this layout, no overlap of
 // loads and compute) is what steps 6 to 8 remove.
 //
+// The k loop over the tile is unrolled, so the loop the SM runs is the whole
+// K tile: its loads, its barriers and 8 k-steps of FMAs, with no k-step
+// counter or per-k address arithmetic; the loaders' global pointers and
+// their row (A) / column (B) checks are made once, before the K loop.
+// ptxas merges the scalar shared reads it then sees (a thread's 8
+// consecutive As values of a row, 8 consecutive Bs values) into LDS.128;
+// the source, and the bank conflicts of this layout, stay as they are.
+// SASS (static, NVRTC 13.5, sm_90): 128 registers, no spills; per K tile
+// 610 instructions of which 512 FFMA: FFMA share 83.9%, 1.19 instructions
+// per FFMA (before the unrolling: 66.9% per K tile, 81.0% per k-step).
+//
 // Launch: grid (ceil_div(N, BN), ceil_div(M, BM), batch); 1-D block of
 // THREADS = (BM / TM) * (BN / TN) threads. Default
 // sgemm_blocktile_2d<128, 128, 8, 8, 8> (BM, BN, BK, TM, TN): 256 threads,
 // 8 KiB of static shared memory. Assumes the tile sizes divide THREADS evenly
-// (static_assert). Any M, N, K >= 1: out-of-range tile elements are zero.
+// and THREADS is a multiple of BK and BN (static_assert). Any M, N, K >= 1:
+// out-of-range tile elements are zero.
 template <int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN)) sgemm_blocktile_2d(
     int M, int N, int K, float alpha,

@@ -74,7 +74,7 @@ SGEMM_LADDER: Tuple[GemmVariant, ...] = (
     _variant("double_buffered", "sgemm/07_double_buffered.cu", (128, 128, 8, 8, 8), (128, 128), (256,)),
     _variant("warptile", "sgemm/08_warptile.cu", (128, 128, 8, 32, 64, 2, 2, 4, 4), (128, 128), (256,)),
 )
-DGEMM = _variant("blocktile_2d", "dgemm/01_blocktile_2d.cu", (128, 64, 8, 8, 4), (128, 64), (256,), prefix="dgemm")
+DGEMM = _variant("blocktile_2d", "dgemm/01_blocktile_2d.cu", (128, 128, 8, 8, 8), (128, 128), (256,), prefix="dgemm")
 
 _BY_NAME = {v.name: v for v in SGEMM_LADDER}
 

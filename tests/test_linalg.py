@@ -64,6 +64,29 @@ def test_gemm_transpose_alpha_beta(backend, to, trans_a, trans_b, alpha, beta):
     assert_close_bound(to.host(got), want, bound)
 
 
+# Shapes for the pipelined K loops (BK = 8 everywhere): K tile counts of both parities, with and
+# without a partial tile, so the two-tiles-per-iteration loops of blocktile_2d's successors, their
+# last one or two tiles, and warptile's partial-tile-first order and single-tile loop all run.
+# K % 4 == 0 with N % 4 == 0 takes every float4 path (warptile's main loop); N = 258 puts the last
+# block column on scalar B loads; odd K makes every A load scalar. M and N are not tile multiples,
+# so rows / columns past the matrix are loaded and must not reach the result.
+PIPELINE_SHAPES = [(130, 260, 40), (130, 258, 44), (67, 132, 64), (33, 136, 57), (5, 12, 24), (3, 8, 16)]
+
+
+@pytest.mark.parametrize("variant", ["blocktile_2d", "double_buffered", "warptile", "dgemm"])
+@pytest.mark.parametrize("shape", PIPELINE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_pipelined_k_loops(backend, to, variant, shape):
+    M, N, K = shape
+    dtype = np.float64 if variant == "dgemm" else np.float32
+    rng = np.random.default_rng(M * 131 + N * 7 + K)
+    a, b, c = rand(rng, (M, K), dtype), rand(rng, (K, N), dtype), rand(rng, (M, N), dtype)
+    got = po.gemm(to(a), to(b), to(c), alpha=1.5, beta=-0.5, backend=backend,
+                  variant="auto" if variant == "dgemm" else variant)
+    assert got.dtype == dtype
+    want, bound = reference(a, b, c, 1.5, -0.5)
+    assert_close_bound(to.host(got), want, bound, f"{variant} {shape}")
+
+
 @pytest.mark.parametrize("M,N,K", [(70, 33, 21), (1, 1, 1), (130, 65, 9)])
 def test_dgemm(backend, to, M, N, K):
     rng = np.random.default_rng(11)
@@ -197,9 +220,12 @@ def test_variants_registry():
 
 
 # -- emulator-only: shared-memory races show up as seed-dependent results -------------------------
+# K = 37: scalar A loads, one pipelined tile at a time; K = 44, N = 136: every load float4, and
+# the two-tiles-per-iteration main loops of double_buffered, warptile and DGEMM run.
 @pytest.mark.emulator
 @pytest.mark.parametrize("variant", VARIANTS + ("dgemm",))
-def test_kernels_race_free_under_two_schedules(variant):
+@pytest.mark.parametrize("K,N", [(37, 131), (44, 136)])
+def test_kernels_race_free_under_two_schedules(variant, K, N):
     from pygpu_ops._runtime import backends
 
     if backends.problem("emulator"):
@@ -208,7 +234,7 @@ def test_kernels_race_free_under_two_schedules(variant):
 
     dtype = np.float64 if variant == "dgemm" else np.float32
     rng = np.random.default_rng(9)
-    a, b, c = rand(rng, (70, 37), dtype), rand(rng, (37, 131), dtype), rand(rng, (70, 131), dtype)
+    a, b, c = rand(rng, (70, K), dtype), rand(rng, (K, N), dtype), rand(rng, (70, N), dtype)
     v = "auto" if variant == "dgemm" else variant
     run_under_seeds(lambda: po.gemm(a, b, c, beta=0.5, variant=v, backend="emulator"), seeds=(1, 2))
 

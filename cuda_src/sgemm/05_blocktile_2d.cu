@@ -10,11 +10,23 @@
 // and 4-way bank conflicts on the As/Bs reads of this layout, no overlap of
 // loads and compute) is what steps 6 to 8 remove.
 //
+// The k loop over the tile is unrolled, so the loop the SM runs is the whole
+// K tile: its loads, its barriers and 8 k-steps of FMAs, with no k-step
+// counter or per-k address arithmetic; the loaders' global pointers and
+// their row (A) / column (B) checks are made once, before the K loop.
+// ptxas merges the scalar shared reads it then sees (a thread's 8
+// consecutive As values of a row, 8 consecutive Bs values) into LDS.128;
+// the source, and the bank conflicts of this layout, stay as they are.
+// SASS (static, NVRTC 13.5, sm_90): 128 registers, no spills; per K tile
+// 610 instructions of which 512 FFMA: FFMA share 83.9%, 1.19 instructions
+// per FFMA (before the unrolling: 66.9% per K tile, 81.0% per k-step).
+//
 // Launch: grid (ceil_div(N, BN), ceil_div(M, BM), batch); 1-D block of
 // THREADS = (BM / TM) * (BN / TN) threads. Default
 // sgemm_blocktile_2d<128, 128, 8, 8, 8> (BM, BN, BK, TM, TN): 256 threads,
 // 8 KiB of static shared memory. Assumes the tile sizes divide THREADS evenly
-// (static_assert). Any M, N, K >= 1: out-of-range tile elements are zero.
+// and THREADS is a multiple of BK and BN (static_assert). Any M, N, K >= 1:
+// out-of-range tile elements are zero.
 template <int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN)) sgemm_blocktile_2d(
     int M, int N, int K, float alpha,
@@ -29,6 +41,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) sgemm_blocktile_2d(
     static_assert(BM % TM == 0 && BN % TN == 0, "micro-tile must divide the tile");
     static_assert((BM * BK) % THREADS == 0 && (BK * BN) % THREADS == 0,
                   "each thread loads a whole number of tile elements");
+    static_assert(THREADS % BK == 0 && THREADS % BN == 0,
+                  "a thread loads one fixed column of each tile");
     __shared__ float As[BM][BK];
     __shared__ float Bs[BK][BN];
 
@@ -49,29 +63,52 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) sgemm_blocktile_2d(
             acc[i][j] = 0.0f;
     float regA[TM], regB[TN];
 
+    // Loader mapping: with THREADS a multiple of BK and of BN, a thread
+    // loads one fixed column of each tile, A column tid % BK in rows
+    // tid / BK + l * (THREADS / BK), B column tid % BN in rows
+    // tid / BN + l * (THREADS / BN). Consecutive threads still load
+    // consecutive addresses (coalesced). Its global pointers are computed
+    // once and advanced by a tile per step, and the row (A) and column (B)
+    // checks are made once: inside the K loop only the K checks remain.
+    constexpr int A_LOADS = (BM * BK) / THREADS, A_STEP = THREADS / BK;
+    constexpr int B_LOADS = (BK * BN) / THREADS, B_STEP = THREADS / BN;
+    const int aRow = tid / BK, aCol = tid % BK;
+    const int bRow = tid / BN, bCol = tid % BN;
+    // Rows past M (columns past N) are never read: the load is skipped, and
+    // a thread whose first row is past M keeps its pointer in row 0.
+    bool okA[A_LOADS];
+    for (int l = 0; l < A_LOADS; ++l)
+        okA[l] = bm + aRow + l * A_STEP < M;
+    const bool okB = bn + bCol < N;
+    const float* gA = A + (long long)(okA[0] ? bm + aRow : 0) * lda + aCol;
+    const float* gB = B + (long long)bRow * ldb + (okB ? bn + bCol : 0);
+    // Between a thread's rows (one base pointer each and these strides need
+    // fewer registers than a pointer per load).
+    const long long stepA = (long long)A_STEP * lda;
+    const long long stepB = (long long)B_STEP * ldb;
+    const long long tileB = (long long)BK * ldb;   // B elements per K tile
+
     for (int k0 = 0; k0 < K; k0 += BK) {
-        // Flat index e walks each tile row by row: consecutive threads load
-        // consecutive addresses (coalesced), zero outside the matrix.
-        for (int l = 0; l < (BM * BK) / THREADS; ++l) {
-            const int e = tid + l * THREADS;
-            const int r = e / BK, c = e % BK;
-            const int gr = bm + r, gc = k0 + c;
-            As[r][c] = (gr < M && gc < K) ? A[(long long)gr * lda + gc] : 0.0f;
-        }
-        for (int l = 0; l < (BK * BN) / THREADS; ++l) {
-            const int e = tid + l * THREADS;
-            const int r = e / BN, c = e % BN;
-            const int gr = k0 + r, gc = bn + c;
-            Bs[r][c] = (gr < K && gc < N) ? B[(long long)gr * ldb + gc] : 0.0f;
-        }
+        const bool kOkA = k0 + aCol < K;
+        for (int l = 0; l < A_LOADS; ++l)
+            As[aRow + l * A_STEP][aCol] = (okA[l] && kOkA) ? gA[l * stepA] : 0.0f;
+        for (int l = 0; l < B_LOADS; ++l)
+            Bs[bRow + l * B_STEP][bCol] = (okB && k0 + bRow + l * B_STEP < K) ? gB[l * stepB] : 0.0f;
+        gA += BK;
+        gB += tileB;
         // Both tiles must be complete before anyone computes on them.
         __syncthreads();
+#pragma unroll
         for (int k = 0; k < BK; ++k) {
+#pragma unroll
             for (int i = 0; i < TM; ++i)
                 regA[i] = As[tr * TM + i][k];
+#pragma unroll
             for (int j = 0; j < TN; ++j)
                 regB[j] = Bs[k][tc * TN + j];
+#pragma unroll
             for (int i = 0; i < TM; ++i)
+#pragma unroll
                 for (int j = 0; j < TN; ++j)
                     acc[i][j] += regA[i] * regB[j];
         }

@@ -25,18 +25,30 @@
 //    thread, times the other warps of two blocks) instead of BK. The other
 //    buffer is free all through the tile (its last readers passed the
 //    previous barrier), so one barrier per tile still suffices;
-//  * only full BK-wide tiles go through the pipelined loop, whose loads
-//    need no K bounds checks; a final partial tile (K % BK != 0) is loaded
-//    with checks after the loop, zero-filled, behind one extra barrier;
-//  * global pointers are computed once and advanced by a tile per load;
-//  * each stage of As (Bs) starts at a power-of-two element offset, so
-//    switching buffer is one XOR of a thread's shared-memory index and no
-//    buffer number or per-tile address arithmetic stays live.
-// With that, ptxas (NVRTC 12.9 and nvcc 13) fits the default in 128
-// registers with no spills on sm_75 ... sm_90 (and still with no spills
-// when capped at 112 by -maxrregcount, so there is headroom). Published
-// ladders reach ~90% of cuBLAS with this recipe; not yet measured here.
-//
+//  * the partial K tile (K % BK != 0) is loaded first, with checks, and the
+//    full tiles after it (the order of the sum over K is free), so every
+//    prefetch in the loop is a full tile with no K checks and nothing
+//    K-dependent stays live after the loop;
+//  * whether loads may be float4 is decided once per block: rows of A past
+//    M and groups of 4 columns of B wholly past N load row 0 / column 0
+//    (they feed only outputs that are never stored), so no row or column
+//    check is left in the loop;
+//  * where every load of the block is float4, the main loop runs two tiles
+//    per iteration, one per shared-memory stage: both stages are then
+//    constant offsets of the shared loads and stores and no stage switch,
+//    buffer number or vector/scalar branch is left in the loop. The other
+//    tiles (one at most there, all of them elsewhere) go through a loop of
+//    one tile per iteration whose stages are switched by one XOR of a
+//    thread's shared-memory indices (each stage starts at a power-of-two
+//    element offset);
+//  * global pointers are computed once and advanced by a tile per load.
+// SASS (static, NVRTC 13.5, sm_90): 124 registers, no spills, no stack; the
+// main loop (2 tiles) is 1116 instructions of which 1024 FFMA: fast-path
+// FFMA share 91.8%, 1.09 instructions per FFMA (the first two bullets'
+// loop before this change: 89.4%, 1.12). Its non-FFMA instructions are
+// 64 LDS.128, 4 LDG.128, 8 STS + 2 STS.128, 2 BAR and 12 of address and
+// loop arithmetic. Published ladders reach ~90% of cuBLAS with this
+// recipe; not yet measured here.
 // The main loop is warptile_body (below), a device function template taking
 // the store as a functor, so that other kernels (conv/conv_gemm_warptile.cu)
 // reuse it with their own epilogue; sgemm_warptile passes the GEMM store.
@@ -47,9 +59,11 @@
 // (BM, BN, BK, WM, WN, WMITER, WNITER, TM, TN): 256 threads (8 warps as
 // 4 x 2), 20608 bytes of static shared memory.
 // Vector paths only where legal, else scalar bounds-checked (any M, N, K >= 1;
-// tiles are zero-filled outside the matrices):
+// tiles are zero-filled past K, and hold copies of row / column 0 past M / N,
+// which reach only outputs that are not stored):
 //  * A float4 loads: lda % 4 == 0, strideA % 4 == 0, A 16-byte aligned, and
-//    the 4 elements inside the matrix; B likewise with ldb, strideB, B;
+//    the 4 elements inside the matrix; B likewise with ldb, strideB, B, and
+//    in the last block column N % 4 == 0;
 //  * C float4 loads/stores: ldc % 4 == 0, strideC % 4 == 0, C 16-byte
 //    aligned, and the 4 columns inside the matrix.
 
@@ -60,7 +74,8 @@
 // 16-byte aligned). Block tile (blockIdx.y, blockIdx.x). Calls
 // epi(row, col, a) once per group of 4 columns col .. col + 3 of a row of
 // the result with row < M and col < N (columns col + 1 .. col + 3 may be
-// >= N: the epilogue checks them); a[0 .. 3] are the sums over K.
+// >= N: the epilogue checks them, and a[] holds no sum of zeros there);
+// a[0 .. 3] are the sums over K.
 template <int BM, int BN, int BK, int WM, int WN, int WMITER, int WNITER, int TM, int TN, class Epilogue>
 __device__ __forceinline__ void warptile_body(
     int M, int N, int K,
@@ -115,20 +130,24 @@ __device__ __forceinline__ void warptile_body(
     auto bRow = [&](int l) { return (tid + l * THREADS) / (BN / 4); };
     const int bCol = (tid % (BN / 4)) * 4;
 
+    const int colsB = N - bn - bCol;   // columns of B left from this thread's 4
+    // Whether this block's loads may be float4, decided once per block so
+    // that the test is uniform. Rows of A past M, and groups of 4 columns of
+    // B wholly past N, load row 0 / column 0 instead: they feed only outputs
+    // that are never stored, so they need no check. A group straddling N
+    // (N % 4 != 0, last block column) forbids float4 loads of B there.
+    const bool vB = vecB && (N % 4 == 0 || bn + BN <= N);
+
     // Global pointers of the next tile to load, advanced by a tile per load.
-    // Rows of A past M read nothing (and point at row 0); okA says which.
     const float* gA[A_LOADS];
-    bool okA[A_LOADS];
 #pragma unroll
-    for (int l = 0; l < A_LOADS; ++l) {
-        okA[l] = bm + aRow(l) < M;
-        gA[l] = A + (long long)(okA[l] ? bm + aRow(l) : 0) * lda + aCol(l);
-    }
+    for (int l = 0; l < A_LOADS; ++l)
+        gA[l] = A + (long long)(bm + aRow(l) < M ? bm + aRow(l) : 0) * lda + aCol(l);
     const float* gB[B_LOADS];
 #pragma unroll
     for (int l = 0; l < B_LOADS; ++l)
-        gB[l] = B + (long long)bRow(l) * ldb + bn + bCol;
-    const int colsB = N - bn - bCol;   // columns of B left from this thread's 4
+        gB[l] = B + (long long)bRow(l) * ldb + (colsB > 0 ? bn + bCol : 0);
+    const long long tileB = (long long)ldb * BK;   // B elements per K tile
 
     // Staging registers: the next tile travels global -> here -> smem.
     float4 stA[A_LOADS], stB[B_LOADS];
@@ -140,57 +159,64 @@ __device__ __forceinline__ void warptile_body(
     int wA = aRow(0) + aCol(0) * (BM + PAD);
     int wB = bRow(0) * BN + bCol;
 
-    // Global -> registers, zero outside the matrix. full: the whole tile is
-    // inside K (no K checks); else kRem = K columns left from the tile start.
-    auto loadA = [&](int kRem, bool full) {
+    // Global -> registers, zero past K: the tile `skip` tiles after the one
+    // gA / gB point at (which they do not move). full: the whole tile is
+    // inside K (no K checks); else kRem = K columns left from the tile
+    // start. vec: float4 loads are legal (vecA; vB).
+    auto loadA = [&](int skip, int kRem, bool full, bool vec) {
 #pragma unroll
         for (int l = 0; l < A_LOADS; ++l) {
             const int c = aCol(l);
-            if (vecA && okA[l] && (full || c + 3 < kRem)) {
-                stA[l] = *reinterpret_cast<const float4*>(gA[l]);
+            const float* src = gA[l] + (long long)skip * BK;
+            if (vec && (full || c + 3 < kRem)) {
+                stA[l] = *reinterpret_cast<const float4*>(src);
             } else {
-                const float* src = gA[l];
-                stA[l].x = (okA[l] && (full || c + 0 < kRem)) ? src[0] : 0.0f;
-                stA[l].y = (okA[l] && (full || c + 1 < kRem)) ? src[1] : 0.0f;
-                stA[l].z = (okA[l] && (full || c + 2 < kRem)) ? src[2] : 0.0f;
-                stA[l].w = (okA[l] && (full || c + 3 < kRem)) ? src[3] : 0.0f;
+                stA[l].x = (full || c + 0 < kRem) ? src[0] : 0.0f;
+                stA[l].y = (full || c + 1 < kRem) ? src[1] : 0.0f;
+                stA[l].z = (full || c + 2 < kRem) ? src[2] : 0.0f;
+                stA[l].w = (full || c + 3 < kRem) ? src[3] : 0.0f;
             }
-            gA[l] += BK;
         }
     };
-    auto loadB = [&](int kRem, bool full) {
+    auto loadB = [&](int skip, int kRem, bool full, bool vec) {
 #pragma unroll
         for (int l = 0; l < B_LOADS; ++l) {
             const bool rowOk = full || bRow(l) < kRem;
-            if (vecB && rowOk && colsB > 3) {
-                stB[l] = *reinterpret_cast<const float4*>(gB[l]);
+            const float* src = gB[l] + skip * tileB;
+            if (vec && rowOk) {
+                stB[l] = *reinterpret_cast<const float4*>(src);
             } else {
-                const float* src = gB[l];
                 stB[l].x = (rowOk && colsB > 0) ? src[0] : 0.0f;
                 stB[l].y = (rowOk && colsB > 1) ? src[1] : 0.0f;
                 stB[l].z = (rowOk && colsB > 2) ? src[2] : 0.0f;
                 stB[l].w = (rowOk && colsB > 3) ? src[3] : 0.0f;
             }
-            gB[l] += (long long)ldb * BK;
         }
     };
-    // Registers -> the stage being written, same mapping as the loads.
-    auto storeA = [&]() {
+    auto nextTile = [&]() {
+#pragma unroll
+        for (int l = 0; l < A_LOADS; ++l) gA[l] += BK;
+#pragma unroll
+        for (int l = 0; l < B_LOADS; ++l) gB[l] += tileB;
+    };
+    // Registers -> the stage being written moved by d stages (d = -1, 0, 1),
+    // same mapping as the loads.
+    auto storeA = [&](int d) {
 #pragma unroll
         for (int l = 0; l < A_LOADS; ++l) {
             // Transposing store: rows of BM + 4 put the threads holding kk
             // and kk + 4 16 banks apart, so a warp hits 32 distinct banks.
-            float* dst = &As[wA + (aRow(l) - aRow(0)) + (aCol(l) - aCol(0)) * (BM + PAD)];
+            float* dst = &As[wA + d * A_STRIDE + (aRow(l) - aRow(0)) + (aCol(l) - aCol(0)) * (BM + PAD)];
             dst[0 * (BM + PAD)] = stA[l].x;
             dst[1 * (BM + PAD)] = stA[l].y;
             dst[2 * (BM + PAD)] = stA[l].z;
             dst[3 * (BM + PAD)] = stA[l].w;
         }
     };
-    auto storeB = [&]() {
+    auto storeB = [&](int d) {
 #pragma unroll
         for (int l = 0; l < B_LOADS; ++l)
-            *reinterpret_cast<float4*>(&Bs[wB + (bRow(l) - bRow(0)) * BN]) = stB[l];
+            *reinterpret_cast<float4*>(&Bs[wB + d * B_STRIDE + (bRow(l) - bRow(0)) * BN]) = stB[l];
     };
 
     // acc[wm * TM + i][wn * TN + j] is the output at row
@@ -202,15 +228,16 @@ __device__ __forceinline__ void warptile_body(
         for (int j = 0; j < WNITER * TN; ++j)
             acc[i][j] = 0.0f;
 
-    // One k-step of the read stage: fragments from smem, 8 x 8 FMAs.
-    auto compute = [&](int k) {
+    // One k-step of the read stage moved by d stages: fragments from smem,
+    // 8 x 8 FMAs.
+    auto compute = [&](int k, int d) {
         float regA[WMITER * TM], regB[WNITER * TN];
 #pragma unroll
         for (int wm = 0; wm < WMITER; ++wm)
 #pragma unroll
             for (int q = 0; q < TM / 4; ++q) {
                 const float4 v = *reinterpret_cast<const float4*>(
-                    &As[rA + k * (BM + PAD) + wm * WSUBM + q * 4]);
+                    &As[rA + d * A_STRIDE + k * (BM + PAD) + wm * WSUBM + q * 4]);
                 regA[wm * TM + q * 4 + 0] = v.x; regA[wm * TM + q * 4 + 1] = v.y;
                 regA[wm * TM + q * 4 + 2] = v.z; regA[wm * TM + q * 4 + 3] = v.w;
             }
@@ -219,7 +246,7 @@ __device__ __forceinline__ void warptile_body(
 #pragma unroll
             for (int q = 0; q < TN / 4; ++q) {
                 const float4 v = *reinterpret_cast<const float4*>(
-                    &Bs[rB + k * BN + wn * WSUBN + q * 4]);
+                    &Bs[rB + d * B_STRIDE + k * BN + wn * WSUBN + q * 4]);
                 regB[wn * TN + q * 4 + 0] = v.x; regB[wn * TN + q * 4 + 1] = v.y;
                 regB[wn * TN + q * 4 + 2] = v.z; regB[wn * TN + q * 4 + 3] = v.w;
             }
@@ -231,53 +258,78 @@ __device__ __forceinline__ void warptile_body(
     };
     auto computeTile = [&]() {
 #pragma unroll
-        for (int k = 0; k < BK; ++k) compute(k);
+        for (int k = 0; k < BK; ++k) compute(k, 0);
     };
-    // One pipelined tile: compute on the read stage while the next (full)
-    // tile travels into the write stage, A during the first half of the
-    // k-steps and B during the second, so only one operand's staging
+    // One pipelined tile: compute on the read stage while the next tile, a
+    // full one, travels into the write stage, A during the first half of
+    // the k-steps and B during the second, so only one operand's staging
     // registers are live at a time. Writing the write stage needs no
     // barrier first: its last readers were in the previous tile, which
     // every thread left through the barrier below. That one barrier does
     // two jobs: the next tile is complete before anyone reads it, and
     // everyone has finished reading this stage before it is overwritten.
-    auto step = [&]() {
-        loadA(BK, true);
+    // dr, dw: the stages read and written, moved as in compute and storeA;
+    // vA, vB: the float4 loads are legal.
+    auto pipelined = [&](int dr, int dw, bool vA, bool vB) {
+        loadA(0, BK, true, vA);
 #pragma unroll
-        for (int k = 0; k < BK / 2; ++k) compute(k);
-        storeA();
-        loadB(BK, true);
+        for (int k = 0; k < BK / 2; ++k) compute(k, dr);
+        storeA(dw);
+        loadB(0, BK, true, vB);
 #pragma unroll
-        for (int k = BK / 2; k < BK; ++k) compute(k);
-        storeB();
+        for (int k = BK / 2; k < BK; ++k) compute(k, dr);
+        storeB(dw);
+        nextTile();
         __syncthreads();
-        rA ^= A_STRIDE; rB ^= B_STRIDE;
-        wA ^= A_STRIDE; wB ^= B_STRIDE;
     };
 
+    // The K tiles: fullTiles of BK columns, and a partial one of kTail when
+    // K % BK != 0. The partial one is summed first (the order of the sum
+    // over K is free): then every tile fetched while computing is a full
+    // one, with no K checks, and nothing K-dependent stays live after the
+    // main loop.
     const int fullTiles = K / BK;
     const int kTail = K % BK;
-    if (fullTiles > 0) {
-        loadA(BK, true);
-        loadB(BK, true);
-        storeA();
-        storeB();
+    const int tiles = fullTiles + (kTail > 0 ? 1 : 0);
+    if (tiles > 0) {
+        // Iteration t computes one tile and prefetches the next. Where every
+        // load is float4 (vecA && vB) the main loop below runs them in pairs,
+        // one per stage, so that both stages are constant offsets from the
+        // read (write) indices and no stage switch is left in the loop; the
+        // loop before it runs the other tiles (one at most there; all of
+        // them where a float4 load is illegal) one per iteration, switching
+        // stage by an XOR. The first tile goes to the stage that makes the
+        // read stage 0 when the pairs begin.
+        const bool vec = vecA && vB;
+        const int pairs = vec ? (tiles - 1) / 2 : 0;
+        const int single = tiles - 1 - 2 * pairs;
+        if (single & 1) {
+            rA ^= A_STRIDE; rB ^= B_STRIDE;
+            wA ^= A_STRIDE; wB ^= B_STRIDE;
+        }
+        if (kTail > 0) {
+            loadA(fullTiles, kTail, false, vecA);
+            loadB(fullTiles, kTail, false, vB);
+        } else {
+            loadA(0, BK, true, vecA);
+            loadB(0, BK, true, vB);
+            nextTile();
+        }
+        storeA(0);
+        storeB(0);
+        // The first tile must be complete before anyone computes on it.
         __syncthreads();
         wA ^= A_STRIDE; wB ^= B_STRIDE;
-        for (int t = 1; t < fullTiles; ++t)
-            step();
-        // Last full tile: nothing left to prefetch.
-        computeTile();
-        rA ^= A_STRIDE; rB ^= B_STRIDE;
-    }
-    if (kTail > 0) {
-        // The partial last tile, not overlapped. Its stage was last read
-        // two tiles ago, before a barrier (or never).
-        loadA(kTail, false);
-        loadB(kTail, false);
-        storeA();
-        storeB();
-        __syncthreads();
+        for (int t = 0; t < single; ++t) {
+            pipelined(0, 0, vecA, vB);
+            rA ^= A_STRIDE; rB ^= B_STRIDE;
+            wA ^= A_STRIDE; wB ^= B_STRIDE;
+        }
+        for (int p = pairs; p > 0; --p) {
+            pipelined(0, 0, true, true);
+            pipelined(1, -1, true, true);
+        }
+        // The last tile: nothing left to prefetch.
         computeTile();
     }
 

@@ -341,13 +341,14 @@ def test_the_sgemm_ladder_raises_the_hot_loop_math_share():
     # FFMA of a tile, without the element-by-element loads of the edge tiles.
     assert vec.fastpath_mix["FFMA"] == 512 and vec.fastpath_mix["LDG.32"] == 0
     assert vec.fastpath_math_fraction > vec.loop_math_fraction > shares[2]
-    # The double-buffered step's fast path is a steady-state iteration, not the last one (which
-    # skips the prefetch): it loads the next 128 x 8 A and 8 x 128 B tiles, 4096 + 4096 bytes over
-    # 256 threads, from global memory and stores them to shared memory.
+    # The double-buffered step's fast path is a steady-state iteration, not the last tiles (which
+    # skip the prefetch). An iteration runs two tiles, one per buffer: it loads the next two
+    # 128 x 8 A and 8 x 128 B tiles, 2 x (4096 + 4096) bytes over 256 threads, from global memory
+    # and stores them to shared memory.
     dbuf = sass.sass_stats(by_symbol["sgemm_double_buffered"]).fastpath_mix
-    assert dbuf["FFMA"] == 512
-    assert 4 * dbuf["LDG.32"] + 8 * dbuf["LDG.64"] + 16 * dbuf["LDG.128"] == 32
-    assert 4 * dbuf["STS.32"] + 8 * dbuf["STS.64"] + 16 * dbuf["STS.128"] == 32
+    assert dbuf["FFMA"] == 2 * 512
+    assert 4 * dbuf["LDG.32"] + 8 * dbuf["LDG.64"] + 16 * dbuf["LDG.128"] == 2 * 32
+    assert 4 * dbuf["STS.32"] + 8 * dbuf["STS.64"] + 16 * dbuf["STS.128"] == 2 * 32
 
 
 @_needs(13, arch="sm_80")

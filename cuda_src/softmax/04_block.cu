@@ -6,18 +6,33 @@
 // each warp reduces with shuffles, the warp leaders publish one partial each,
 // and after one barrier every thread folds the BLOCK / 32 partials itself (in
 // the same order, so all threads agree bit for bit).
+// Global memory is moved in 16-byte packs (float4 / double2, see Pack in
+// softmax_common.cuh): a scalar head up to x's first 16-byte boundary, then
+// pack c of the row by thread c % BLOCK (a warp-wide access is 512
+// contiguous bytes, 16 sectors per request), then a scalar tail; threads
+// 0 .. 2 also own the head and tail elements.
 // With cache_row != 0 the row also goes to dynamic shared memory on its
-// single read from global memory (L * sizeof(T) bytes; the wrapper enables it
-// while that fits), and the sum and the output passes read it from there:
-// global traffic is one read and one write. Otherwise the block makes an
-// online (max, sum) pass and a normalizing pass over global memory; a row is
-// re-read soon after its first read, so the second read mostly hits L2.
-// Loads are unrolled by 4 so that each thread has several in flight.
+// single read from global memory (the wrapper enables it while
+// (L + 16 / sizeof(T) - 1) * sizeof(T) bytes fit), and the sum and the output
+// passes read it from there: global traffic is one read and one write. The
+// cache starts shift = (-head) mod N elements into the buffer so that the
+// packs sit on 16-byte boundaries in shared memory too (LDS.128 / STS.128).
+// The sum pass writes exp(x - m) (log_softmax: x - m) back over x, so exp is
+// computed once per element and the output pass is one multiply (subtract).
+// Otherwise the block makes an online (max, sum) pass, one rescale per pack
+// (online_add_pack), and a normalizing pass over global memory; a row is
+// re-read soon after its first read, so the second read mostly hits L2, and
+// exp is computed again there (the row is not on chip to keep it).
+// Loops over packs are unrolled by 2 so that each thread has two 16-byte
+// loads in flight.
+// SASS (NVRTC 13.5, sm_90): see the module docstring of
+// pygpu_ops/normalization.py for the before/after table.
 //
 // Memory traffic: reads rows * L (cache_row) or 2 * rows * L (the second
 // mostly from L2), writes rows * L. Launch: grid rows, block BLOCK (a multiple
-// of 32), dynamic shared memory L * sizeof(T) when cache_row else 0. Any L up to
-// 2^31 - 4097: the int counters reach L - 1 + 4 * BLOCK (the wrapper checks).
+// of 32), dynamic shared memory (L + 16 / sizeof(T) - 1) * sizeof(T) when
+// cache_row else 0. Any L up to 2^31 - 4097: the int counters reach
+// L - 1 + 2 * BLOCK (the wrapper checks).
 #include "softmax_common.cuh"
 
 // x, y are (rows, L) contiguous; LOG selects log_softmax.
@@ -27,8 +42,8 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
 {
     static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "BLOCK: whole warps, at most 1024 threads");
     constexpr int WARPS = BLOCK / 32;
+    constexpr int N = Pack<T>::N;
     extern __shared__ __align__(16) unsigned char softmax_block_smem[];
-    T* cache = reinterpret_cast<T*>(softmax_block_smem);
     __shared__ T part_m[WARPS];
     __shared__ T part_s[WARPS];
 
@@ -39,25 +54,37 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
     const int warp = tid / 32;
     const T* xr = x + (long long)blockIdx.x * L;
     T* yr = y + (long long)blockIdx.x * L;
+    const int head = row_head(xr, L);
+    const int nvec = (L - head) / N;
+    const int tail = L - head - nvec * N;
+    const bool vecY = same_alignment(x, y);
+    const T* xb = xr + head;     // the packs: xb[c * N .. c * N + N - 1]
+    T* yb = yr + head;
+    // This thread's scalar: head element tid, else tail element tid - head
+    // (head + tail < 2 * N <= 8 <= BLOCK).
+    const bool hasS = tid < head + tail;
+    const int si = tid < head ? tid : head + nvec * N + (tid - head);
 
     if (cache_row) {
-        // Pass 1: global -> shared, and the max. Each thread touches only the
-        // slots i == tid (mod BLOCK), in all three passes, so the cache needs
-        // no barrier of its own.
+        // cache[i] holds element i, cache + head on a 16-byte boundary. Each
+        // thread touches only its own scalar and packs c == tid (mod BLOCK),
+        // in all three passes, so the cache needs no barrier of its own.
+        T* cache = reinterpret_cast<T*>(softmax_block_smem) + (N - head) % N;
+        T* cb = cache + head;
+        // Pass 1: global -> shared, and the max.
         T m = neg_inf<T>();
-        int i = tid;
-        for (; i + 3 * BLOCK < L; i += 4 * BLOCK) {
-            const T a = xr[i], b = xr[i + BLOCK], c = xr[i + 2 * BLOCK], d = xr[i + 3 * BLOCK];
-            cache[i] = a;
-            cache[i + BLOCK] = b;
-            cache[i + 2 * BLOCK] = c;
-            cache[i + 3 * BLOCK] = d;
-            m = nan_max(nan_max(m, a), nan_max(nan_max(b, c), d));
+        if (hasS) {
+            const T a = xr[si];
+            cache[si] = a;
+            m = a;
         }
-        for (; i < L; i += BLOCK) {
-            const T a = xr[i];
-            cache[i] = a;
-            m = nan_max(m, a);
+#pragma unroll 2
+        for (int c = tid; c < nvec; c += BLOCK) {
+            const Pack<T> p = Pack<T>::load(xb + c * N);
+            p.store(cb + c * N);
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                m = nan_max(m, p.e[j]);
         }
         m = warp_max<32>(m);
         if (lane == 0)
@@ -69,10 +96,27 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
         for (int w = 1; w < WARPS; ++w)
             m = nan_max(m, part_m[w]);
 
-        // Pass 2: the sum, from shared memory.
+        // Pass 2: the sum, from shared memory; exp(x - m) (LOG: x - m)
+        // replaces x, so pass 3 needs no second exp.
         T s = T(0);
-        for (i = tid; i < L; i += BLOCK)
-            s += sm_exp(cache[i] - m);
+        if (hasS) {
+            const T d = cache[si] - m;
+            const T e = sm_exp(d);
+            s = e;
+            cache[si] = LOG ? d : e;
+        }
+#pragma unroll 2
+        for (int c = tid; c < nvec; c += BLOCK) {
+            Pack<T> p = Pack<T>::load(cb + c * N);
+#pragma unroll
+            for (int j = 0; j < N; ++j) {
+                const T d = p.e[j] - m;
+                const T e = sm_exp(d);
+                s += e;
+                p.e[j] = LOG ? d : e;
+            }
+            p.store(cb + c * N);
+        }
         s = warp_sum<32>(s);
         if (lane == 0)
             part_s[warp] = s;
@@ -85,22 +129,25 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
 
         // Pass 3: normalize from shared memory.
         const T scale = softmax_scale<T, LOG>(s);
-        for (i = tid; i < L; i += BLOCK)
-            yr[i] = softmax_out<T, LOG>(cache[i], m, scale);
+        if (hasS)
+            yr[si] = LOG ? cache[si] - scale : cache[si] * scale;
+#pragma unroll 2
+        for (int c = tid; c < nvec; c += BLOCK) {
+            Pack<T> p = Pack<T>::load(cb + c * N);
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                p.e[j] = LOG ? p.e[j] - scale : p.e[j] * scale;
+            store_pack(yb + c * N, p, vecY);
+        }
     } else {
         // Pass 1: online (max, sum) over global memory.
         T m = neg_inf<T>();
         T s = T(0);
-        int i = tid;
-        for (; i + 3 * BLOCK < L; i += 4 * BLOCK) {
-            const T a = xr[i], b = xr[i + BLOCK], c = xr[i + 2 * BLOCK], d = xr[i + 3 * BLOCK];
-            online_add(m, s, a);
-            online_add(m, s, b);
-            online_add(m, s, c);
-            online_add(m, s, d);
-        }
-        for (; i < L; i += BLOCK)
-            online_add(m, s, xr[i]);
+        if (hasS)
+            online_add(m, s, xr[si]);
+#pragma unroll 2
+        for (int c = tid; c < nvec; c += BLOCK)
+            online_add_pack(m, s, Pack<T>::load(xb + c * N).e);
         warp_online_merge<32>(m, s);
         if (lane == 0) {
             part_m[warp] = m;
@@ -116,7 +163,15 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
 
         // Pass 2: normalize, re-reading the row (mostly from L2).
         const T scale = softmax_scale<T, LOG>(s);
-        for (i = tid; i < L; i += BLOCK)
-            yr[i] = softmax_out<T, LOG>(xr[i], m, scale);
+        if (hasS)
+            yr[si] = softmax_out<T, LOG>(xr[si], m, scale);
+#pragma unroll 2
+        for (int c = tid; c < nvec; c += BLOCK) {
+            Pack<T> p = Pack<T>::load(xb + c * N);
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                p.e[j] = softmax_out<T, LOG>(p.e[j], m, scale);
+            store_pack(yb + c * N, p, vecY);
+        }
     }
 }

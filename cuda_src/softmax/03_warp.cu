@@ -67,12 +67,10 @@ __global__ void __launch_bounds__(128, 4) softmax_warp(
     } else if constexpr (ELEMS > 0) {
         // PACKS packs per lane hold the body: nvec <= L / N <= 32 * PACKS.
         constexpr int PACKS = ELEMS >= N ? ELEMS / N : 1;
-        const int head = row_head(xr, n);
-        const int nvec = (n - head) / N;
-        const int tail = n - head - nvec * N;
-        const bool vecY = same_alignment(x, y);
-        const T* xb = xr + head;
-        T* yb = yr + head;
+        const RowPacks<T> r(x, y, xr, yr, n);
+        const int head = r.head, nvec = r.nvec, tail = r.tail;
+        const T* xb = r.xb;
+        T* yb = r.yb;
         // Lane holds packs lane + 32 k for k < cnt. Each loop leaves at
         // k == cnt with a break, so every bound test is used once (PACKS
         // predicates live from the loads to the stores would not fit the 7
@@ -139,15 +137,13 @@ __global__ void __launch_bounds__(128, 4) softmax_warp(
 #pragma unroll
             for (int j = 0; j < N; ++j)
                 p.e[j] = LOG ? v[k][j] - scale : v[k][j] * scale;
-            store_pack(yb + (lane + 32 * k) * N, p, vecY);
+            store_pack(yb + (lane + 32 * k) * N, p, r.vecY);
         }
     } else {
-        const int head = row_head(xr, n);
-        const int nvec = (n - head) / N;
-        const int tail = n - head - nvec * N;
-        const bool vecY = same_alignment(x, y);
-        const T* xb = xr + head;
-        T* yb = yr + head;
+        const RowPacks<T> r(x, y, xr, yr, n);
+        const int head = r.head, nvec = r.nvec, tail = r.tail;
+        const T* xb = r.xb;
+        T* yb = r.yb;
         T m = neg_inf<T>();
         T s = T(0);
         if (lane < head)
@@ -169,7 +165,7 @@ __global__ void __launch_bounds__(128, 4) softmax_warp(
 #pragma unroll
             for (int j = 0; j < N; ++j)
                 p.e[j] = softmax_out<T, LOG>(p.e[j], m, scale);
-            store_pack(yb + c * N, p, vecY);
+            store_pack(yb + c * N, p, r.vecY);
         }
     }
 }

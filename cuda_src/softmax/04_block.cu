@@ -54,12 +54,10 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
     const int warp = tid / 32;
     const T* xr = x + (long long)blockIdx.x * L;
     T* yr = y + (long long)blockIdx.x * L;
-    const int head = row_head(xr, L);
-    const int nvec = (L - head) / N;
-    const int tail = L - head - nvec * N;
-    const bool vecY = same_alignment(x, y);
-    const T* xb = xr + head;     // the packs: xb[c * N .. c * N + N - 1]
-    T* yb = yr + head;
+    const RowPacks<T> r(x, y, xr, yr, L);
+    const int head = r.head, nvec = r.nvec, tail = r.tail;
+    const T* xb = r.xb;     // the packs: xb[c * N .. c * N + N - 1]
+    T* yb = r.yb;
     // This thread's scalar: head element tid, else tail element tid - head
     // (head + tail < 2 * N <= 8 <= BLOCK).
     const bool hasS = tid < head + tail;
@@ -137,7 +135,7 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
 #pragma unroll
             for (int j = 0; j < N; ++j)
                 p.e[j] = LOG ? p.e[j] - scale : p.e[j] * scale;
-            store_pack(yb + c * N, p, vecY);
+            store_pack(yb + c * N, p, r.vecY);
         }
     } else {
         // Pass 1: online (max, sum) over global memory.
@@ -171,7 +169,7 @@ __global__ void __launch_bounds__(BLOCK) softmax_block(
 #pragma unroll
             for (int j = 0; j < N; ++j)
                 p.e[j] = softmax_out<T, LOG>(p.e[j], m, scale);
-            store_pack(yb + c * N, p, vecY);
+            store_pack(yb + c * N, p, r.vecY);
         }
     }
 }

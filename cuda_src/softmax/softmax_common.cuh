@@ -89,6 +89,22 @@ __device__ __forceinline__ bool same_alignment(const T* x, const T* y)
     return ((reinterpret_cast<unsigned long long>(x) ^ reinterpret_cast<unsigned long long>(y)) & 15ull) == 0;
 }
 
+// Row xr (output yr) of n elements cut into head, nvec packs and tail: the
+// packs are xb[c * N .. c * N + N - 1] (yb likewise); the tail follows them.
+// vecY: y takes 128-bit stores (same_alignment of the arrays x and y, which
+// every row shares, since rows of x and y are the same offsets apart).
+template <typename T>
+struct RowPacks {
+    static constexpr int N = Pack<T>::N;
+    int head, nvec, tail;
+    bool vecY;
+    const T* xb;
+    T* yb;
+    __device__ __forceinline__ RowPacks(const T* x, const T* y, const T* xr, T* yr, int n)
+        : head(row_head(xr, n)), nvec((n - head) / N), tail(n - head - nvec * N),
+          vecY(same_alignment(x, y)), xb(xr + head), yb(yr + head) {}
+};
+
 // max that propagates NaN from either side (fmaxf would drop it).
 template <typename T>
 __device__ __forceinline__ T nan_max(T a, T b)

@@ -118,11 +118,8 @@ def launch_rows(name: str, rows: int, L: int, itemsize: int, cache_limit: int):
         elems, width = warp_config(L)
         return (elems, width), Launch(grid=(ceil_div(rows, 128 // width),), block=(128,)), ()
     block = _BLOCK_SIZES[0] if L <= _BLOCK_SMALL_MAX_L else _BLOCK_SIZES[1]
-    # The cache starts up to 16 / itemsize - 1 elements into the buffer, so that its 16-byte packs
-    # sit on 16-byte boundaries whatever the row's alignment (04_block.cu).
-    cache_bytes = (L + 16 // itemsize - 1) * itemsize
-    cache = cache_bytes <= cache_limit
-    return (block,), Launch(grid=(rows,), block=(block,), shared_mem=cache_bytes if cache else 0), \
+    cache = L * itemsize <= cache_limit
+    return (block,), Launch(grid=(rows,), block=(block,), shared_mem=L * itemsize if cache else 0), \
         (np.int32(1 if cache else 0),)
 
 

@@ -12,11 +12,11 @@
 // contiguous bytes, 16 sectors per request), then a scalar tail; threads
 // 0 .. 2 also own the head and tail elements.
 // With cache_row != 0 the row also goes to dynamic shared memory on its
-// single read from global memory (the wrapper enables it while
-// (L + 16 / sizeof(T) - 1) * sizeof(T) bytes fit), and the sum and the output
-// passes read it from there: global traffic is one read and one write. The
-// cache starts shift = (-head) mod N elements into the buffer so that the
-// packs sit on 16-byte boundaries in shared memory too (LDS.128 / STS.128).
+// single read from global memory (L * sizeof(T) bytes; the wrapper enables it
+// while that fits), and the sum and the output passes read it from there:
+// global traffic is one read and one write. The cache holds the packs first,
+// on 16-byte boundaries whatever the row's alignment (LDS.128 / STS.128), and
+// the head and tail elements in its last head + tail slots.
 // The sum pass writes exp(x - m) (log_softmax: x - m) back over x, so exp is
 // computed once per element and the output pass is one multiply (subtract).
 // Otherwise the block makes an online (max, sum) pass, one rescale per pack
@@ -29,16 +29,15 @@
 // sm_90 aimed at 32 to 48 and spilled the double (and NVRTC 12.9's float
 // 1024-thread) instantiations of the unrolled pack loops. Half the threads
 // of the scalar version, each with twice the bytes in flight.
-// SASS (NVRTC 13.5, sm_90; static counts), float, BLOCK = 256: 1,862
+// SASS (NVRTC 13.5, sm_90; static counts), float, BLOCK = 256: 1,744
 // instructions (scalar version: 1,545), 40 registers, no spills; per element
-// on the loops' fast paths: cached row 6.0 (load, cache, max) + 12.3 (exp,
-// sum) + 3.5 (output) = 21.8 (was 6.4 + 12.5 + 15.5 = 34.4, exp twice);
+// on the loops' fast paths: cached row 5.8 (load, cache, max) + 12.3 (exp,
+// sum) + 3.5 (output) = 21.5 (was 6.4 + 12.5 + 15.5 = 34.4, exp twice);
 // streaming: online pass 16.4 (was 22.3), output pass 14.1 (was 15.8).
 //
 // Memory traffic: reads rows * L (cache_row) or 2 * rows * L (the second
 // mostly from L2), writes rows * L. Launch: grid rows, block BLOCK (a multiple
-// of 32), dynamic shared memory (L + 16 / sizeof(T) - 1) * sizeof(T) when
-// cache_row else 0. Any L up to 2^31 - 4097: the int counters reach
+// of 32), dynamic shared memory L * sizeof(T) when cache_row else 0. Any L up to 2^31 - 4097: the int counters reach
 // L - 1 + 2 * BLOCK (the wrapper checks).
 #include "softmax_common.cuh"
 
@@ -71,16 +70,17 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) softmax_block(
     const int si = tid < head ? tid : head + nvec * N + (tid - head);
 
     if (cache_row) {
-        // cache[i] holds element i, cache + head on a 16-byte boundary. Each
-        // thread touches only its own scalar and packs c == tid (mod BLOCK),
-        // in all three passes, so the cache needs no barrier of its own.
-        T* cache = reinterpret_cast<T*>(softmax_block_smem) + (N - head) % N;
-        T* cb = cache + head;
+        // cb[c * N ..] holds pack c, cb[nvec * N + tid] this thread's scalar
+        // (nvec * N + head + tail == L slots). Each thread touches only its
+        // own scalar and packs c == tid (mod BLOCK), in all three passes, so
+        // the cache needs no barrier of its own.
+        T* cb = reinterpret_cast<T*>(softmax_block_smem);
+        T* cs = cb + nvec * N + tid;
         // Pass 1: global -> shared, and the max.
         T m = neg_inf<T>();
         if (hasS) {
             const T a = xr[si];
-            cache[si] = a;
+            *cs = a;
             m = a;
         }
 #pragma unroll 2
@@ -105,10 +105,10 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) softmax_block(
         // replaces x, so pass 3 needs no second exp.
         T s = T(0);
         if (hasS) {
-            const T d = cache[si] - m;
+            const T d = *cs - m;
             const T e = sm_exp(d);
             s = e;
-            cache[si] = LOG ? d : e;
+            *cs = LOG ? d : e;
         }
 #pragma unroll 2
         for (int c = tid; c < nvec; c += BLOCK) {
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK) softmax_block(
         // Pass 3: normalize from shared memory.
         const T scale = softmax_scale<T, LOG>(s);
         if (hasS)
-            yr[si] = LOG ? cache[si] - scale : cache[si] * scale;
+            yr[si] = LOG ? *cs - scale : *cs * scale;
 #pragma unroll 2
         for (int c = tid; c < nvec; c += BLOCK) {
             Pack<T> p = Pack<T>::load(cb + c * N);

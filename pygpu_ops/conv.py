@@ -548,6 +548,26 @@ def _fill_bias(dev, out, bias, g, layout, act, slope):
     out[...] = b.reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
 
 
+def _fastdiv_magic(d: int) -> Tuple[int, int, int]:
+    """(magic, sh1, sh2) with ``x // d == (t + ((x - t) >> sh1)) >> sh2``, ``t = (x * magic) >> 32``,
+    for every 0 <= x < 2**32, in 32-bit unsigned arithmetic (Granlund & Montgomery, "Division by
+    invariant integers using multiplication", PLDI 1994, fig. 4.1). ``d``: 1 <= d < 2**32. The conv
+    GEMM's epilogue divides pixel offsets by OH*OW this way (conv_gemm_warptile.cu)."""
+    if not 1 <= d < 2**32:
+        raise ValueError(f"_fastdiv_magic: d must be in [1, 2**32); got {d}")
+    lg = (d - 1).bit_length()          # ceil(log2 d)
+    magic = (2**32 * (2**lg - d)) // d + 1   # < 2**32 for d < 2**32
+    return magic, min(lg, 1), max(lg - 1, 0)
+
+
+def _pixel_args(q0: int, P: int, strideP: int):
+    """The conv GEMM's pixel arguments: image n0 and pixel p0 of the first column, P, strideP and
+    the division constants of P (the kernel's x = p0 + col stays below 2**32 for P, col < 2**31)."""
+    magic, sh1, sh2 = _fastdiv_magic(P)
+    return (np.int64(q0 // P), np.uint32(q0 % P), np.uint32(P), np.int64(strideP),
+            np.uint32(magic), np.uint32(sh1), np.uint32(sh2))
+
+
 def _gemm_args(dev, bias, act, slope):
     bd = dev.contiguous(bias) if bias is not None else dev.empty((1,), np.float32)
     return bd, np.int32(act), np.float32(slope)
@@ -574,7 +594,7 @@ def _device_conv_nchw(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
                     wd[g0 * Og * Kg:], np.int32(Kg), np.int64(Og * Kg),
                     colv.reshape(-1)[g0 * Kg * nc:], np.int32(nc), np.int64(Kg * nc),
                     flat[g0 * Og * P:], np.int32(P), np.int64(Og * P),
-                    np.int64(q0), np.int64(P), np.int64(g.O * P),
+                    *_pixel_args(q0, P, g.O * P),
                     bd[g0 * Og:] if bias is not None else bd, np.int64(Og),
                     np.int32(1 if bias is not None else 0), act32, slope32)
             dev.launch(CONV_GEMM.kernel, gemm_launch_config(CONV_GEMM, Og, nc, ng), args)
@@ -601,7 +621,7 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
                     colv[g0 * nr * Kg:], np.int32(Kg), np.int64(nr * Kg),
                     wt[g0 * Kg * Og:], np.int32(Og), np.int64(Kg * Og),
                     flat[q0 * g.O + g0 * Og:], np.int32(g.O), np.int64(Og),
-                    np.int64(0), np.int64(2**62), np.int64(0),
+                    *_pixel_args(0, 2**31, 0),   # one "image" wider than any column: C[row * ldc + col]
                     bd[g0 * Og:] if bias is not None else bd, np.int64(Og),
                     np.int32(2 if bias is not None else 0), act32, slope32)
             dev.launch(CONV_GEMM.kernel, gemm_launch_config(CONV_GEMM, nr, Og, ng), args)

@@ -9,10 +9,18 @@ Ladder (slowest first; every step is correct for every row length):
 
 * ``naive``: one thread per row, three passes (max, sum, normalize) over global memory;
 * ``online``: one thread per row, max and sum in one pass (two passes in all);
-* ``warp``: a warp (or, for rows of at most 32, a power-of-two group of lanes) per row, the row in
-  registers for rows up to 1024; longer rows stream twice through the warp;
+* ``warp``: a warp (or, for rows of at most 16, a power-of-two group of lanes) per row, the row in
+  registers for rows up to 1024, exp computed once per element; longer rows stream twice through
+  the warp;
 * ``block``: a block per row, shared-memory reductions, the row cached in shared memory while it
-  fits (``BLOCK_CACHE_BYTES``).
+  fits (``BLOCK_CACHE_BYTES``), exp computed once per element there.
+
+``warp`` (whole warps) and ``block`` move rows in 16-byte packs (128-bit loads and stores) between
+a scalar head up to the input's first 16-byte boundary and a scalar tail, so any row length and
+any offset of the input work; the output takes 128-bit stores where it has the input's alignment
+modulo 16 (element by element otherwise, e.g. for an offset view of the input). ``naive`` and
+``online`` keep their one-thread-per-row scalar accesses: that is their lesson. ``strided`` stays
+scalar: a warp's loads already cover whole 128-byte lines once the inner size reaches 32.
 
 ``variant="auto"`` picks ``warp`` for rows of up to 1024 elements and ``block`` above. Semantics
 are PyTorch's: a ``-inf`` entry gives 0, a row of only ``-inf`` gives NaN, a ``+inf`` entry makes

@@ -230,6 +230,48 @@ def test_conv2d_chunked_column_buffer(backend, to, layout, monkeypatch):
         assert launches.count(im2col) == 12 and launches.count("conv_gemm_warptile") == 12, launches
 
 
+@pytest.mark.parametrize("out_hw", [(1, 1), (1, 2), (1, 3), (2, 3), (1, 5)])
+@pytest.mark.parametrize("per_chunk", [None, 5])
+def test_conv2d_few_pixels_per_image_crosses_images_in_a_column_group(backend, to, out_hw, per_chunk):
+    """OH*OW of 1 .. 6 pixels: every group of 4 GEMM columns of the NCHW epilogue spans several
+    images (P < 4: more than one step to the next image inside one group), and with 5 pixels per
+    chunk the chunks start mid-image (p0 != 0), so the epilogue's division of p0 + col by P and
+    its stepping to the next image are both exercised."""
+    rng = np.random.default_rng(sum(out_hw) * 7 + (per_chunk or 0))
+    OH, OW = out_hw
+    x, w, b = make(rng, "NCHW", 11, 3, OH + 2, OW + 1, 5, (3, 2), 1, True)
+    want, bound = ref_conv2d(x, w, b, 1, 0, 1, 1, True, "NCHW")
+    prev = cv.set_column_buffer_limit(per_chunk * 3 * 3 * 2 * 4 if per_chunk else cv.DEFAULT_COLUMN_BUFFER_LIMIT)
+    try:
+        got = to.host(cv.conv2d(to(x), to(w), to(b), layout="NCHW", activation="relu", backend=backend))
+    finally:
+        cv.set_column_buffer_limit(prev)
+    assert got.shape == (11, 5, OH, OW)
+    assert_close_bound(got, want, bound, f"{out_hw} {per_chunk}")
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 6, 7, 25, 641, 2**16 + 1, 2**30, 2**31 - 257, 2**31 - 1,
+                               2**31, 2**31 + 1, 3 * 2**30 + 7, 2**32 - 2, 2**32 - 1])
+def test_fastdiv_magic_is_exact_for_every_32_bit_dividend(d):
+    """The conv GEMM's division of x = p0 + col (< 2^32) by P as the kernel computes it, in uint32
+    arithmetic, against integer division: the dividends at every multiple of d near the ends of
+    the range, the largest ones, and random ones."""
+    magic, sh1, sh2 = cv._fastdiv_magic(d)
+    assert 0 < magic < 2**32 and sh1 in (0, 1) and 0 <= sh2 < 32
+    rng = np.random.default_rng(d % 2**32)
+    xs = [0, 1, d - 1, d, d + 1, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+    top = (2**32 - 1) // d * d
+    xs += [v for m in range(0, 3) for v in (m * d - 1, m * d, top - m * d - 1, top - m * d)]
+    xs = np.array([v for v in xs if 0 <= v < 2**32] + list(rng.integers(0, 2**32, 20000)), np.uint64)
+    t = (xs * np.uint64(magic)) >> np.uint64(32)                     # __umulhi, exact in uint64
+    q = (t + ((xs - t) >> np.uint64(sh1))) >> np.uint64(sh2)
+    np.testing.assert_array_equal(q, xs // np.uint64(d))
+    assert ((t + ((xs - t) >> np.uint64(sh1))) < 2**32).all()        # no 32-bit overflow inside
+    for bad in (0, 2**32):
+        with pytest.raises(ValueError, match="d must be in"):
+            cv._fastdiv_magic(bad)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_numpy_per_tap_path_on_every_case(layout, monkeypatch):
     """The NumPy fallback copies one strided slice per tap (no padded copy) when padding is not

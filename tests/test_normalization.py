@@ -11,10 +11,11 @@ from pygpu_ops.normalization import log_softmax, softmax, softmax_variants
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")
 
 VARIANTS = softmax_variants() + ("strided",)
-# Around the warp width (31, 32, 33), the register limit of the warp kernel (1023, 1025), the
-# switch to 1024-thread blocks (4097) and past the block kernel's shared-memory cache for
-# float32 (20000 * 4 bytes > 64 KiB), so both of its paths run.
-LENGTHS = (1, 5, 31, 32, 33, 1023, 1025, 4097, 20000)
+# Around a 16-byte pack (3, 4, 5: rows of one pack with a scalar head or tail), the warp width
+# (31, 32, 33), the register limit of the warp kernel (1023, 1025), the switch to 1024-thread blocks
+# (4097) and past the block kernel's shared-memory cache for float32 (20000 * 4 bytes > 64 KiB), so
+# both of its paths run. Rows of a length that is not a multiple of 4 start at every alignment.
+LENGTHS = (1, 3, 4, 5, 31, 32, 33, 1023, 1025, 4097, 20000)
 KINDS = [(np.float32, False), (np.float32, True), (np.float64, False), (np.float64, True)]
 KIND_IDS = ["f32", "f32-log", "f64", "f64-log"]
 
@@ -82,6 +83,40 @@ def test_variants_row_lengths(backend, to, variant, L, dtype, log):
         np.testing.assert_allclose(got.astype(np.float64).sum(-1), 1.0, rtol=0, atol=(L + 8) * np.finfo(dtype).eps)
 
 
+def device_view(backend, to, host, offset):
+    """``host[offset:]`` as a view into one device buffer: its first element ``offset`` elements
+    past the buffer's start, so past a 16-byte boundary (the emulator and CuPy allocate aligned)."""
+    if backend == "emulator":
+        from pygpu_ops._runtime import emulator
+
+        return emulator.to_device(host)[offset:]
+    return to(host)[offset:]
+
+
+@pytest.mark.parametrize("dtype,log", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("L", (1, 3, 4, 5, 31, 33, 1023, 1025, 4097))
+@pytest.mark.parametrize("variant", ("warp", "block"))
+def test_unaligned_input_views(backend, to, variant, L, dtype, log):
+    """The 128-bit paths on an input that starts at every offset from a 16-byte boundary: the
+    scalar head covers up to the boundary, and the output (a fresh, aligned array) then has another
+    alignment than the input, so its packs are stored element by element."""
+    rows = max(2, min(9, 2000 // L))
+    for offset in range(16 // np.dtype(dtype).itemsize):
+        rng = np.random.default_rng(L * 7 + offset)
+        flat = signal(rng, (offset + rows * L,), dtype)
+        if L >= 4:
+            flat[offset + 1] = -np.inf                      # row 0: one -inf entry gives 0
+            flat[offset + L:offset + 2 * L] = -np.inf       # row 1: only -inf gives NaN
+        x = flat[offset:].reshape(rows, L)
+        xd = device_view(backend, to, flat, offset).reshape(rows, L)
+        f = log_softmax if log else softmax
+        got = to.host(f(xd, variant=variant, backend=backend))
+        want, bound = reference(x, -1, log)
+        assert_close_bound(got, want, bound, f"{variant} L={L} offset={offset}")
+        if L >= 4:
+            assert got[0, 1] == (-np.inf if log else 0.0) and np.isnan(got[1]).all()
+
+
 def edge_rows(L, dtype):
     """Rows of length L >= 4 holding the special values, each on finite random data."""
     rng = np.random.default_rng(L)
@@ -103,7 +138,9 @@ def edge_rows(L, dtype):
 
 @pytest.mark.parametrize("dtype,log", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("L,variant", [(5, "naive"), (5, "online"), (4, "warp"), (40, "warp"), (1500, "warp"),
-                                       (1500, "block"), (17000, "block"), (40, "strided")])
+                                       (1500, "block"), (17000, "block"), (40, "strided"), (7, "warp"),
+                                       (23, "warp"), (4099, "warp"), (5, "block"), (1027, "block"),
+                                       (17001, "block")])
 def test_edge_cases(backend, to, L, variant, dtype, log):
     x = edge_rows(L, dtype)
     got = run(log, x, to, backend, variant=variant)

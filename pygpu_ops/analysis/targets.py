@@ -12,7 +12,11 @@ builds (the compile gate's options):
 * ``no_local``: no spill, no stack frame, no LDL/STL anywhere in the kernel;
 * ``require``: instruction classes that must appear (``LDSM``, ``LDGSTS``, ``LDG.128``...);
 * ``no_calls``: no CALL (subroutine calls come from 64-bit division/remainder slow paths and
-  from functions ptxas did not inline);
+  from functions ptxas did not inline); ``calls_at_most_as``: no more CALLs than another kernel
+  (the conv GEMM against the SGEMM whose main loop it shares: its epilogue adds none);
+* ``max_mix``: at most so many instructions of a class (e.g. ``MUFU`` for one exp per element);
+* ``instances``: only the instantiations whose name expression contains one of these strings
+  (default: every registered instantiation of the symbol);
 * ``max_instructions`` and ``max_instructions_vs`` (another kernel and a ratio): bounds on the
   kernel's size.
 
@@ -41,8 +45,11 @@ class Target:
     no_local: bool = False
     require: Tuple[str, ...] = ()
     no_calls: bool = False
+    calls_at_most_as: Optional[str] = None
     max_instructions: Optional[int] = None
     max_instructions_vs: Optional[Tuple[str, float]] = None
+    max_mix: Tuple[Tuple[str, int], ...] = ()
+    instances: Tuple[str, ...] = ()
     archs: Tuple[str, ...] = ARCHS
 
 
@@ -61,6 +68,22 @@ TARGETS: Tuple[Target, ...] = (
            "sm_90 (NVRTC 13.5; 91.7% elsewhere), the best compiler-generated published figure "
            "(was 89.4%)",
            min_fastpath_math=0.91, no_local=True),
+    Target("conv_gemm_warptile",
+           "no 64-bit division in the store path (pixel coordinates from a host-split first "
+           "pixel and a 32-bit Granlund-Montgomery magic division): 5,920 instructions on sm_90 "
+           "(NVRTC 13.5), 1.29x sgemm_warptile, no CALL beyond the ones warptile has (was 16,901 "
+           "instructions and 256 calls of __cuda_sm20_div_s64)",
+           calls_at_most_as="sgemm_warptile", max_instructions_vs=("sgemm_warptile", 1.5),
+           no_local=True),
+    Target("softmax_warp",
+           "16-byte packs with a scalar head and tail, exp once per element held in registers: "
+           "974 instructions, 8 LDG.128 + 8 STG.128, 37 MUFU for 32 elements per lane on sm_90 "
+           "(NVRTC 13.5; was 1,560 straight-line instructions, 64 MUFU.EX2, scalar accesses)",
+           require=("LDG.128", "STG.128"), max_instructions=1100, max_mix=(("MUFU", 40),),
+           instances=("<float, false, 32, 32>",), no_local=True),
+    Target("softmax_block",
+           "16-byte packs with a scalar head and tail (was scalar 32-bit accesses only)",
+           require=("LDG.128", "STG.128"), instances=("<float,",), no_local=True),
     Target("dgemm_blocktile_2d",
            "8 x 8 micro-tile on a 128 x 128 tile, two tiles per iteration: 81.5% DFMA on sm_90 "
            "(NVRTC 13.5; 80.9-81.5% elsewhere; was 66.0%)",
@@ -99,6 +122,10 @@ def _first(symbol: str, kernels: Sequence[Kernel]) -> Optional[Kernel]:
     return next((k for k in kernels if k.symbol == symbol), None)
 
 
+def _calls(kernel: Kernel, arch: str, nvrtc: int) -> int:
+    return sum(1 for i in sass.kernel_sass(kernel, arch, nvrtc) if i.opcode.startswith("CALL"))
+
+
 def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
              kernels: Sequence[Kernel]) -> Result:
     """One kernel instantiation against its target on one arch and compiler."""
@@ -129,11 +156,22 @@ def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
         figs[cls] = st.mix.get(cls, 0)
         if not st.mix.get(cls, 0):
             fails.append(f"no {cls}")
-    if target.no_calls:
-        calls = sum(1 for i in sass.kernel_sass(kernel, arch, nvrtc) if i.opcode.startswith("CALL"))
+    if target.no_calls or target.calls_at_most_as:
+        calls = _calls(kernel, arch, nvrtc)
         figs["CALL"] = calls
-        if calls:
+        if target.no_calls and calls:
             fails.append(f"{calls} CALL instructions")
+        if target.calls_at_most_as:
+            other = _first(target.calls_at_most_as, kernels)
+            ref = None if other is None else _calls(other, arch, nvrtc)
+            if ref is None:
+                fails.append(f"no registered kernel {target.calls_at_most_as!r} to compare with")
+            elif calls > ref:
+                fails.append(f"{calls} CALL instructions > {target.calls_at_most_as}'s {ref}")
+    for cls, most in target.max_mix:
+        figs[cls] = st.mix.get(cls, 0)
+        if st.mix.get(cls, 0) > most:
+            fails.append(f"{st.mix.get(cls, 0)} {cls} > {most}")
     if target.max_instructions is not None:
         figs["instructions"] = st.instructions
         if st.instructions > target.max_instructions:
@@ -162,7 +200,8 @@ def check(nvrtc: Iterable[int] = (12, 13), archs: Optional[Sequence[str]] = None
     out: List[Result] = []
     for major in nvrtc:
         for t in targets:
-            chosen = [k for k in kernels if k.symbol == t.symbol]
+            chosen = [k for k in kernels if k.symbol == t.symbol
+                      and (not t.instances or any(i in k.name_expression for i in t.instances))]
             if not chosen:
                 raise ValueError(f"SASS target for {t.symbol!r}: no registered kernel has that "
                                  "symbol")

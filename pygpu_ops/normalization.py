@@ -10,8 +10,8 @@ Ladder (slowest first; every step is correct for every row length):
 * ``naive``: one thread per row, three passes (max, sum, normalize) over global memory;
 * ``online``: one thread per row, max and sum in one pass (two passes in all);
 * ``warp``: a warp (or, for rows of at most 16, a power-of-two group of lanes) per row, the row in
-  registers for rows up to 1024, exp computed once per element; longer rows stream twice through
-  the warp;
+  registers for rows up to 1024 floats or 512 doubles (128 bytes per lane), exp computed once per
+  element; longer rows stream twice through the warp;
 * ``block``: a block per row, shared-memory reductions, the row cached in shared memory while it
   fits (``BLOCK_CACHE_BYTES``), exp computed once per element there.
 
@@ -22,7 +22,8 @@ modulo 16 (element by element otherwise, e.g. for an offset view of the input). 
 ``online`` keep their one-thread-per-row scalar accesses: that is their lesson. ``strided`` stays
 scalar: a warp's loads already cover whole 128-byte lines once the inner size reaches 32.
 
-``variant="auto"`` picks ``warp`` for rows of up to 1024 elements and ``block`` above. Semantics
+``variant="auto"`` picks ``warp`` for rows it holds in registers (up to 1024 floats, 512 doubles)
+and ``block`` above. Semantics
 are PyTorch's: a ``-inf`` entry gives 0, a row of only ``-inf`` gives NaN, a ``+inf`` entry makes
 the row NaN, a NaN makes the row NaN. float32 computes in float32, float64 in float64.
 """
@@ -43,8 +44,12 @@ from ._runtime.nvtx import op_range
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _DTYPES = (np.float32, np.float64)
 MAX_GRID_X = 2**31 - 1
+#: A lane of the warp kernel holds at most this many bytes of its row in registers: 32 floats or
+#: 16 doubles per lane (rows up to WARP_MAX_L[dtype]). More doubles per lane would unroll 32
+#: inline double exps (over 2,000 SASS instructions for one kernel) for no gain in traffic.
+WARP_LANE_BYTES = 128
 #: Rows up to this many elements run on the register-resident warp kernel under ``auto``.
-WARP_MAX_L = 1024
+WARP_MAX_L = {np.dtype(np.float32): 32 * 32, np.dtype(np.float64): 32 * 16}
 #: The block kernel caches a row in dynamic shared memory while it takes at most this many bytes.
 BLOCK_CACHE_BYTES = 64 * 1024
 #: Warp kernel configurations (ELEMS per lane, WIDTH lanes per row); ELEMS == 0: any length.
@@ -70,6 +75,8 @@ def _family(name: str, source: str, configs=((),), no_spill: bool = True) -> Sof
     for dt, ctype in _CTYPES.items():
         for log in (False, True):
             for cfg in configs:
+                if name == "warp" and cfg[0] * dt.itemsize > WARP_LANE_BYTES:
+                    continue
                 k = Kernel(source=f"softmax/{source}", symbol=f"softmax_{name}",
                            template_args=(ctype, "true" if log else "false") + tuple(cfg), no_spill=no_spill)
                 kernels[(dt, log) + tuple(cfg)] = register(k)
@@ -101,11 +108,12 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def warp_config(L: int) -> Tuple[int, int]:
-    """(ELEMS, WIDTH) of the warp kernel for rows of ``L``: the smallest that holds the row."""
+def warp_config(L: int, itemsize: int = 4) -> Tuple[int, int]:
+    """(ELEMS, WIDTH) of the warp kernel for rows of ``L`` elements of ``itemsize`` bytes: the
+    smallest that holds the row in registers (at most WARP_LANE_BYTES per lane), else streaming."""
     if L <= 32:
         return 1, _next_pow2(L)
-    if L <= 32 * 32:
+    if L <= 32 * (WARP_LANE_BYTES // itemsize):
         return _next_pow2(ceil_div(L, 32)), 32
     return 0, 32
 
@@ -115,7 +123,7 @@ def launch_rows(name: str, rows: int, L: int, itemsize: int, cache_limit: int):
     if name in ("naive", "online"):
         return (), Launch(grid=(ceil_div(rows, 256),), block=(256,)), ()
     if name == "warp":
-        elems, width = warp_config(L)
+        elems, width = warp_config(L, itemsize)
         return (elems, width), Launch(grid=(ceil_div(rows, 128 // width),), block=(128,)), ()
     block = _BLOCK_SIZES[0] if L <= _BLOCK_SMALL_MAX_L else _BLOCK_SIZES[1]
     cache = L * itemsize <= cache_limit
@@ -130,12 +138,12 @@ def launch_strided(outer: int, inner: int) -> Tuple[Launch, int]:
     return Launch(grid=(tiles * outer,), block=(tx, 256 // tx)), tiles
 
 
-def _rows_per_launch(name: str, L: int) -> int:
+def _rows_per_launch(name: str, L: int, itemsize: int) -> int:
     """Most rows one launch may cover (grid.x stops at 2^31 - 1)."""
     if name in ("naive", "online"):
         return MAX_GRID_X * 256
     if name == "warp":
-        return MAX_GRID_X * (128 // warp_config(L)[1])
+        return MAX_GRID_X * (128 // warp_config(L, itemsize)[1])
     return MAX_GRID_X
 
 
@@ -156,12 +164,12 @@ def _normalize_axis(op: str, axis, ndim: int) -> int:
     return a % n
 
 
-def _pick(op: str, variant: str, L: int, inner: int) -> SoftmaxVariant:
+def _pick(op: str, variant: str, L: int, inner: int, dtype) -> SoftmaxVariant:
     validate.check_choice(op, "variant", variant, ("auto",) + softmax_variants() + ("strided",))
     if inner > 1 or variant == "strided":
         return STRIDED
     if variant == "auto":
-        return _BY_NAME["warp"] if L <= WARP_MAX_L else _BY_NAME["block"]
+        return _BY_NAME["warp"] if L <= WARP_MAX_L[np.dtype(dtype)] else _BY_NAME["block"]
     return _BY_NAME[variant]
 
 
@@ -178,7 +186,7 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
     # L - 1 + 32 (warp) or L - 1 + TY (strided): below 2**31 for L <= INT32_LOOP_MAX.
     if L > INT32_LOOP_MAX:
         raise ValueError(f"{op}: the softmax axis has {L} elements; at most 2**31 - 4097 are supported")
-    v = _pick(op, variant, L, inner)
+    v = _pick(op, variant, L, inner, dtype)
     label = "numpy" if name == "numpy" else f"softmax_{v.name}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
@@ -199,7 +207,7 @@ def _softmax(op: str, x, axis, variant: str, backend: str, log: bool):
 def _launch_rows(dev, v: SoftmaxVariant, x2, y2, log: bool, dtype) -> None:
     rows, L = x2.shape
     limit = min(BLOCK_CACHE_BYTES, dev.max_shared_optin() - 1024)
-    step = _rows_per_launch(v.name, L)
+    step = _rows_per_launch(v.name, L, dtype.itemsize)
     for r0 in range(0, rows, step):
         n = min(step, rows - r0)
         cfg, launch, extra = launch_rows(v.name, n, L, dtype.itemsize, limit)

@@ -250,6 +250,13 @@ def test_variants_registry():
                                                      enumerate(softmax_variants(), 1)]
     assert nz.warp_config(1) == (1, 1) and nz.warp_config(33) == (2, 32) and nz.warp_config(1024) == (32, 32)
     assert nz.warp_config(1025) == (0, 32)
+    # doubles: at most 16 per lane in registers (128 bytes), longer rows stream
+    assert nz.warp_config(512, 8) == (16, 32) and nz.warp_config(513, 8) == (0, 32)
+    from pygpu_ops._runtime.kernels import all_kernels
+
+    warp = [k.name_expression for k in all_kernels() if k.symbol == "softmax_warp"]
+    assert "softmax_warp<float, false, 32, 32>" in warp
+    assert not any(e.startswith("softmax_warp<double") and ", 32, 32>" in e for e in warp)
 
 
 # -- emulator-only: shared-memory races / shuffles show up as seed-dependent results ------------------

@@ -82,3 +82,12 @@ def test_runnable_part_without_the_emulator(monkeypatch):
     ns = {}
     exec(runnable_part("import cupy as cp\nz = cp.ones(3)\n"), ns)
     assert "z" not in ns and "cp" not in ns
+
+
+def test_onnx_op_list_is_the_handler_table():
+    """The README's list of ONNX ops is the IR's handler table, not typed separately."""
+    from pygpu_ops.ir import ops
+
+    text = README.read_text().split("<!-- onnx-ops -->", 1)[1].split("\n\n", 1)[0]
+    listed = [re.sub(r"\s*\(.*\)", "", t).strip() for t in text.replace("\n", " ").rstrip(".").split(",")]
+    assert listed == [name for name, _ in ops.supported_ops()]

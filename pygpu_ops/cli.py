@@ -1,4 +1,4 @@
-"""The ``pygpu-ops`` command: info, check (offline compile gate), selftest, bench."""
+"""The ``pygpu-ops`` command: info, check (offline compile gate), selftest, bench, analyze, run."""
 from __future__ import annotations
 
 import argparse
@@ -135,6 +135,12 @@ def _cmd_analyze(args) -> int:
     return analyze.main(args)
 
 
+def _cmd_run(args) -> int:
+    from .ir import run
+
+    return run.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pygpu-ops", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze.add_arguments(s)
     s.set_defaults(func=_cmd_analyze)
+    s = sub.add_parser("run", help="run an ONNX model through InferenceSession (--compare-ort, --profile)")
+    from .ir import run
+
+    run.add_arguments(s)
+    s.set_defaults(func=_cmd_run)
     return p
 
 

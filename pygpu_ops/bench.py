@@ -31,6 +31,17 @@ when a case failed or gave a wrong result.
 
 Cases come from a registry of providers, one per op family (``PROVIDERS``); adding an op to the
 benchmark is one provider function.
+
+``--model MODEL.onnx`` times a whole model instead (`model_cases`, the only provider then, with no
+analysis): `InferenceSession` end to end against ONNX Runtime, in batch items per second. With a
+GPU the session runs on ``cuda`` (feeds already on the device) against ONNX Runtime's CUDA
+execution provider where onnxruntime-gpu is installed (its feeds and outputs cross the host, as a
+plain ``InferenceSession.run`` does; the row says so), else its CPU provider. Without a GPU it is
+the ``numpy`` backend against ONNX Runtime's CPU provider, both on this CPU, and the rows say
+that. A model row's time is the op time only (wall clock, device synchronized): the baseline runs
+on ONNX Runtime's own streams, which no CuPy graph capture or event pair on our stream can time.
+Inputs are random (`pygpu_ops.ir.run.random_feed`, symbolic dimensions from ``--dim``, default 1),
+and every timed output is checked against ONNX Runtime CPU's.
 """
 from __future__ import annotations
 
@@ -76,6 +87,7 @@ class Case:
     repeats: Optional[int] = None  # overrides --repeats (e.g. for a naive kernel at 8192)
     group: str = ""
     torch: bool = False           # fn launches PyTorch work (captured with torch.cuda.graph)
+    wall: bool = False            # op time only (a whole model; its baseline runs off our stream)
 
 
 @dataclass
@@ -418,6 +430,63 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
                8.0 * ht.size, run_t, check=check_t, group=group)
 
 
+MODEL_CHECK_RTOL = 1e-4      # max |ours - ort| / max |ort| per output, float32 tolerance
+
+
+def model_cases(env: Env) -> Iterable[Case]:
+    """``--model``: InferenceSession against ONNX Runtime on one ONNX file (``env.extra``: model, dims)."""
+    from .ir import run as _run
+    from .ir.session import InferenceSession
+
+    path, dims = env.extra["model"], env.extra["dims"]
+    backend = "cuda" if env.gpu else "numpy"
+    sess = InferenceSession(path, backend=backend)
+    feed = _run.random_feed(sess, dims, seed=0)
+    first = feed[sess.graph.inputs[0]] if sess.graph.inputs else np.zeros(())
+    batch = int(first.shape[0]) if first.ndim else 1
+    stem = os.path.splitext(os.path.basename(path))[0]
+    size = f"{stem} " + ",".join("x".join(map(str, v.shape)) for v in feed.values())
+    group = f"model/{size}"
+    dtype = np.dtype(first.dtype).name
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    ref = None
+    if ort is not None:
+        ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)
+        provider = ("CUDAExecutionProvider" if env.gpu and "CUDAExecutionProvider" in ort.get_available_providers()
+                    else "CPUExecutionProvider")
+        base = ort.InferenceSession(path, providers=[provider])
+        label = {"CUDAExecutionProvider": "onnxruntime CUDA EP (host feeds)",
+                 "CPUExecutionProvider": "onnxruntime CPU EP" + (" (no CUDA EP installed)" if env.gpu else "")}
+        yield Case("model", dtype, label[provider], size, "items/s", float(batch),
+                   lambda: base.run(None, feed), vendor=True, group=group, wall=True)
+    dev_feed = {k: env.xp.asarray(v) for k, v in feed.items()}
+    holder = {}
+
+    def run_ours():
+        holder["out"] = sess.run(None, dev_feed)
+
+    def check():
+        worst = 0.0
+        for g, w in zip(holder["out"], ref):
+            g = _run.to_host(g).astype(np.float64)
+            w = np.asarray(w, dtype=np.float64)
+            if g.shape != w.shape:
+                return False, float("inf")
+            if w.size:
+                scale = max(float(np.abs(w).max()), np.finfo(np.float32).tiny)
+                worst = max(worst, float(np.abs(g - w).max()) / scale / MODEL_CHECK_RTOL)
+        return worst <= 1.0, worst
+
+    yield Case("model", dtype, f"InferenceSession ({backend} backend)", size, "items/s", float(batch),
+               run_ours, check=check if ref is not None else None, group=group, wall=True)
+    if ort is None:
+        raise ImportError("onnxruntime is not installed (pip install onnxruntime): no baseline row, "
+                          "and the InferenceSession row is unchecked")
+
+
 PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
     "gemm": gemm_cases,
     "conv": conv_cases,
@@ -518,6 +587,8 @@ class GpuTimer:
                 case.fn()
                 device.synchronize()
                 op.append((time.perf_counter() - t0) * 1e3)
+            if case.wall:
+                return Timing(op)
             replay, method, why = self._capture(case)
             kernel = []
             for i in range(repeats):
@@ -608,7 +679,8 @@ def run_case(case: Case, timer, repeats: int) -> Dict:
         row["capture_error"] = t.capture_error
     row["value_from"] = "kernel" if t.kernel_ms is not None else "op"
     med = row[f"{row['value_from']}_median_ms"]
-    scale = 1e9 if case.unit in ("TFLOP/s", "TOPS") else 1e6
+    # work per ms -> the unit: FLOPs -> TFLOP/s, bytes -> GB/s, batch items -> items/s
+    scale = 1e9 if case.unit in ("TFLOP/s", "TOPS") else 1e-3 if case.unit == "items/s" else 1e6
     row["value"] = case.work / med / scale if med > 0 else float("inf")
     if case.check is not None:
         try:
@@ -738,13 +810,19 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--no-analysis", action="store_true",
                    help="without a GPU, skip the analysis (emulator counts, SASS, modeled time)")
+    p.add_argument("--model", metavar="MODEL.onnx",
+                   help="time this ONNX model end to end (InferenceSession against ONNX Runtime) "
+                        "instead of the op families")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --model: a symbolic input dimension, e.g. the batch (repeatable; default 1)")
 
 
 def _cases(name: str, env: Env, rows: List[Dict]) -> List[Case]:
     """The provider's cases; a provider that raises gives a failed row and the cases it made."""
     cases = []
+    provider = model_cases if name == "model" else PROVIDERS[name]
     try:
-        for case in PROVIDERS[name](env):
+        for case in provider(env):
             cases.append(case)
     except Exception as exc:
         rows.append(_failed(dict(op=name, dtype="-", variant="(making the cases)", size="-", unit="-",
@@ -784,9 +862,14 @@ def collect(args, gpu: bool, doc: Dict) -> None:
         env = Env(np, False, tuple(args.sizes or (CPU_QUICK_SIZES if args.quick else CPU_SIZES)),
                   args.variants, args.quick)
     progress = not args.no_progress and sys.stderr.isatty()
-    for name in args.ops or PROVIDERS:
+    if args.model:
+        from .ir.run import parse_dims
+
+        env.extra.update(model=args.model, dims=parse_dims(args.dim))
+        meta["model"] = args.model
+    for name in ["model"] if args.model else args.ops or PROVIDERS:
         run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
-    if not gpu and not args.no_analysis:
+    if not gpu and not args.no_analysis and not args.model:
         doc["analysis"] = no_gpu_analysis(args, progress)
 
 
@@ -834,9 +917,36 @@ def _write_json(doc: Dict, where: str) -> None:
     os.replace(tmp, where)
 
 
+def _model_usage_error(args) -> Optional[str]:
+    if args.model is None:
+        if args.dim:
+            return "--dim is for --model"
+        return None
+    if args.ops or args.variants or args.sizes:
+        return "--model times the model alone: drop --ops, --variants and --sizes (--dim sets its input dims)"
+    if not os.path.isfile(args.model):
+        return f"--model {args.model}: no such file"
+    from .ir.run import parse_dims
+
+    try:
+        parse_dims(args.dim)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def main(args) -> int:
+    bad = _model_usage_error(args)
+    if bad:
+        print(f"pygpu-ops bench: {bad}", file=sys.stderr)
+        return 2
     why = backends.problem("cuda")
-    if why is None:
+    if args.model:
+        print(f"pygpu-ops bench --model: {args.model} end to end, InferenceSession against ONNX Runtime, "
+              + ("on the GPU (op time: wall clock, device synchronized)" if why is None else
+                 f"no GPU here ({why}): the numpy backend against ONNX Runtime's CPU provider, "
+                 f"wall clock on this CPU"))
+    elif why is None:
         print("pygpu-ops bench: timing the CUDA kernels against the vendor libraries (TF32 off)")
     else:
         print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against plain "

@@ -257,3 +257,34 @@ def test_bench_model_without_onnxruntime(capsys, monkeypatch):
 def test_bench_model_errors(capsys, argv, message):
     rc, out, err = _cli(capsys, "bench", *argv)
     assert rc == 2 and message in err
+
+
+# ---------------------------------------------------------------------------------------------
+# examples/export_torchvision.py, the parts that need no PyTorch
+# ---------------------------------------------------------------------------------------------
+def _export_example():
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return importlib.import_module("export_torchvision")
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+
+
+def test_export_torchvision_without_torch(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)     # import torch -> ImportError
+    assert _export_example().main(["--model", "resnet18"]) == 2
+    assert "needs PyTorch and torchvision" in capsys.readouterr().err
+
+
+def test_export_torchvision_compare_model(capsys):
+    pytest.importorskip("onnxruntime")
+    ex = _export_example()
+    x = rand(2, 1, 8, 8, seed=21)
+    want = ort_run(__import__("onnx").load(DIGITS), {"x": x})[0]
+    assert ex.compare_model(DIGITS, x, "numpy", 1e-4, torch_out=want)
+    out = capsys.readouterr().out
+    assert "vs ONNX Runtime CPU" in out and "vs PyTorch" in out and "ABOVE" not in out
+    assert not ex.compare_model(DIGITS, x, "numpy", 1e-4, torch_out=want + np.float32(0.01))
+    assert "vs PyTorch:          max abs 0.01" in capsys.readouterr().out

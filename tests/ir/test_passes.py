@@ -230,8 +230,8 @@ def test_fold_bn_preconditions():
 # ---------------------------------------------------------------------------------------------
 def test_fuse_conv_relu_alone(host_backend):
     inits = {"w": rand(3, 2, 3, 3, seed=51), "b": rand(3, seed=52)}
-    m = model([mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), mk("Relu", ["c"], ["y"], name="relu")],
-              {"x": rand(2, 2, 4, 4)}, {"y": 4}, inits)
+    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), mk("Relu", ["c"], ["y"], name="relu")]
+    m = model(nodes, {"x": rand(2, 2, 4, 4)}, {"y": 4}, inits)
     g = imported(m)
     out = passes.fuse_conv_activation(g)
     assert ops_of(g) == ["Conv", "Relu"] and ops_of(out) == ["FusedConv"]

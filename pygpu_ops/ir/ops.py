@@ -286,6 +286,11 @@ def conv(node, ins, ctx):
     if node.attr("kernel_shape") is not None and _ints(node.attr("kernel_shape")) != k:
         raise ValueError(f"kernel_shape {node.attr('kernel_shape')} differs from W's {k}")
     group = int(node.attr("group", 1))
+    # Set only by the pass that fuses Conv + Relu (FusedConv, pygpu_ops.ir.passes); the ONNX checker
+    # refuses the attribute on a Conv from a file.
+    act = node.attr("activation")
+    if act not in (None, "relu"):
+        raise Unsupported(f"activation={act!r}: the conv epilogue has relu only")
     s, d, heads, tails = _geometry_attrs(node, x, k)
     if heads == tails:
         padding = tuple(heads)
@@ -303,10 +308,12 @@ def conv(node, ins, ctx):
     else:
         fn = _po().conv2d
         kw = dict(stride=tuple(s), padding=padding, dilation=tuple(d), groups=group)
+    kw["activation"] = act
     from ..conv import CONV_GEMM
 
     name = "conv1d" if rank == 3 else "conv2d"
-    return Step([Info(shape, x.dtype, layout="NCHW" if rank == 4 else "")], ctx.label(name, CONV_GEMM.kernel.symbol),
+    label = ctx.label(name, CONV_GEMM.kernel.symbol) + (f"+{act}" if act else "")
+    return Step([Info(shape, x.dtype, layout="NCHW" if rank == 4 else "")], label,
                 lambda a: [fn(a[0], a[1], a[2] if len(a) > 2 else None, backend=ctx.backend, **kw)])
 
 

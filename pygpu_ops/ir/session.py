@@ -18,8 +18,11 @@ How it works:
 3. `run`: checks the feed, picks the plan and executes its steps, each inside an NVTX range
    ``node:<op_type>`` (domain ``pygpu_ops``) around the op's own range.
 
-``optimize`` is accepted and recorded; this version runs the graph as imported (the graph passes:
-constant folding, BatchNormalization folding, epilogue fusion, dead-node elimination, come later).
+``optimize=True`` (the default) runs the graph passes (`pygpu_ops.ir.passes`: constant folding,
+BatchNormalization folding, Conv + Relu into the conv epilogue, dead-node elimination) between
+import and step 1's last walk, so ``session.graph`` is the optimized IR and its nodes' ``kernel``
+name what runs; ``session.applied_passes`` lists the passes that changed it. ``optimize=False``
+runs the graph as imported.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import numpy as np
 
 from .._runtime import backends
 from .._runtime.nvtx import op_range
-from . import ops
+from . import ops, passes
 from .graph import Graph, Tensor, format_shape
 
 _ORT_TYPES = {np.dtype(k): v for k, v in {
@@ -42,6 +45,38 @@ _ORT_TYPES = {np.dtype(k): v for k, v in {
 def ort_type(dtype) -> str:
     """ONNX Runtime's type string of a tensor element type, e.g. ``"tensor(float)"``."""
     return f"tensor({_ORT_TYPES.get(np.dtype(dtype), str(np.dtype(dtype)))})"
+
+
+def declared_feeds(graph: Graph) -> Dict[str, "ops.Info"]:
+    """The graph inputs as declared (shapes possibly symbolic), as the handlers see them."""
+    return {n: ops.Info(graph.tensors[n].shape, graph.tensors[n].dtype) for n in graph.inputs}
+
+
+def walk(graph: Graph, feeds: Dict[str, "ops.Info"], backend: str):
+    """Every node's handler in order on ``feeds``: [(node, step)] and the Info of every tensor.
+    An op or attribute the package cannot run is a ``NotImplementedError`` naming the op, the node
+    and the opset; an inconsistent model a ``ValueError``."""
+    ctx = ops.Ctx(graph.opset, backend)
+    env: Dict[str, ops.Info] = dict(feeds)
+    for name, arr in graph.initializers.items():
+        env[name] = ops.Info(tuple(arr.shape), arr.dtype, arr, host=True)
+    steps = []
+    for node in graph.nodes:
+        where = f"{node.op_type} node {node.name!r} (opset {graph.opset})"
+        ins = [env[i] if i else None for i in node.inputs]
+        try:
+            step = passes.handler(node, graph.opset)(node, ins, ctx)
+            if any(node.outputs[len(step.outs):]):
+                raise ops.Unsupported(f"outputs {[o for o in node.outputs[len(step.outs):] if o]} are not supported")
+        except ops.Unsupported as e:
+            raise NotImplementedError(f"{where}: {e}") from None
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        for o, info in zip(node.outputs, step.outs):
+            if o:
+                env[o] = info
+        steps.append((node, step))
+    return steps, env
 
 
 @dataclass(frozen=True)
@@ -90,8 +125,8 @@ class InferenceSession:
     """Runs an ONNX model with pygpu_ops, as ``onnxruntime.InferenceSession`` does with its
     providers. ``model``: a path, the file's bytes or an ``onnx.ModelProto``. ``backend``:
     ``"auto"`` (CuPy / CUDA feeds run on ``cuda``, NumPy feeds on the default backend), ``"numpy"``,
-    ``"emulator"`` or ``"cuda"``. ``optimize``: accepted; the graph passes are not part of this
-    version, which runs the graph as imported."""
+    ``"emulator"`` or ``"cuda"``. ``optimize``: run the graph passes (`pygpu_ops.ir.passes.PASSES`)
+    on the imported graph; False runs it as imported."""
 
     def __init__(self, model, *, backend: str = "auto", optimize: bool = True):
         from . import onnx_import
@@ -109,12 +144,19 @@ class InferenceSession:
         self.graph: Graph = onnx_import.to_graph(onnx_import.load(model))
         self._declared = {n: self.graph.tensors[n] for n in self.graph.inputs + self.graph.outputs
                           if n in self.graph.tensors}
+        # The model's constants, for the feed check's message after the passes dropped some.
+        self._model_initializers = frozenset(self.graph.initializers)
         for name in self.graph.inputs:
             if self.graph.tensors[name].shape is None:
                 raise NotImplementedError(f"input {name!r} has no shape (not even a rank); the session needs one")
         label_backend = backend if backend != "auto" else backends.default_backend()
-        feeds = {n: ops.Info(self.graph.tensors[n].shape, self.graph.tensors[n].dtype) for n in self.graph.inputs}
-        steps, infos = self._walk(feeds, label_backend)
+        self.applied_passes: List[str] = []
+        if self.optimize:
+            # The imported graph is walked first, so that an unsupported op is refused under its
+            # own name even where a pass would have rewritten it.
+            walk(self.graph, declared_feeds(self.graph), label_backend)
+            self.graph, self.applied_passes = passes.optimize(self.graph)
+        steps, infos = self._walk(declared_feeds(self.graph), label_backend)
         for node, step in steps:
             node.kernel = step.kernel
         for name, info in infos.items():
@@ -146,28 +188,7 @@ class InferenceSession:
     # Planning
     # -----------------------------------------------------------------------------------------
     def _walk(self, feeds: Dict[str, "ops.Info"], backend: str):
-        g = self.graph
-        ctx = ops.Ctx(g.opset, backend)
-        env: Dict[str, ops.Info] = dict(feeds)
-        for name, arr in g.initializers.items():
-            env[name] = ops.Info(tuple(arr.shape), arr.dtype, arr, host=True)
-        steps = []
-        for node in g.nodes:
-            where = f"{node.op_type} node {node.name!r} (opset {g.opset})"
-            ins = [env[i] if i else None for i in node.inputs]
-            try:
-                step = ops.lookup(node.op_type, g.opset)(node, ins, ctx)
-                if any(node.outputs[len(step.outs):]):
-                    raise ops.Unsupported(f"outputs {[o for o in node.outputs[len(step.outs):] if o]} are not supported")
-            except ops.Unsupported as e:
-                raise NotImplementedError(f"{where}: {e}") from None
-            except (ValueError, TypeError, IndexError, KeyError) as e:
-                raise ValueError(f"{where}: {e}") from None
-            for o, info in zip(node.outputs, step.outs):
-                if o:
-                    env[o] = info
-            steps.append((node, step))
-        return steps, env
+        return walk(self.graph, feeds, backend)
 
     def plan(self, shapes: Dict[str, Sequence[int]], backend: Optional[str] = None) -> Plan:
         """The plan for inputs of these shapes (dtypes as declared), built once and cached."""
@@ -232,7 +253,7 @@ class InferenceSession:
         names = self.graph.inputs
         for n in input_feed:
             if n not in names:
-                what = "an initializer (a constant of the model)" if n in self.graph.initializers else "not an input"
+                what = "an initializer (a constant of the model)" if n in self._model_initializers else "not an input"
                 raise ValueError(f"run: input_feed has {n!r}, which is {what}; inputs are {names}")
         missing = [n for n in names if n not in input_feed]
         if missing:

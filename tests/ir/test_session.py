@@ -41,13 +41,14 @@ def test_symbolic_batch_one_session(host_backend):
 
 def test_graph_and_introspection():
     sess = po.InferenceSession(small_cnn(), backend="numpy")
-    assert [n.op_type for n in sess.graph.nodes] == ["Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Softmax"]
+    # session.graph is the optimized IR: Conv + Relu run as one FusedConv (tests/ir/test_passes.py)
+    assert [n.op_type for n in sess.graph.nodes] == ["FusedConv", "MaxPool", "Flatten", "Gemm", "Softmax"]
     kernels = {n.op_type: n.kernel for n in sess.graph.nodes}
-    assert kernels["Conv"] == "conv2d:numpy" and kernels["Flatten"] == "view:flatten"
+    assert kernels["FusedConv"] == "conv2d:numpy+relu" and kernels["Flatten"] == "view:flatten"
     assert sess.graph.tensors["f"].shape == ("N", 36)
-    assert sess.graph.producer("r1").name == "relu" and [n.name for n in sess.graph.consumers("r1")] == ["pool"]
+    assert sess.graph.producer("r1").name == "conv" and [n.name for n in sess.graph.consumers("r1")] == ["pool"]
     table = str(sess.graph)
-    assert "Conv" in table and "(N, 4, 6, 6)" in table and "conv2d:numpy" in table
+    assert "FusedConv" in table and "(N, 4, 6, 6)" in table and "conv2d:numpy+relu" in table
     (i,), (o,) = sess.get_inputs(), sess.get_outputs()
     assert (i.name, i.shape, i.type) == ("x", ["N", 2, 6, 6], "tensor(float)")
     assert (o.name, o.shape, o.type) == ("y", ["N", 5], "tensor(float)")
@@ -58,13 +59,13 @@ def test_device_kernel_labels():
     """Kernel labels on the device backends; creating the session runs no kernel."""
     sess = po.InferenceSession(small_cnn(), backend="emulator")
     kernels = {n.op_type: n.kernel for n in sess.graph.nodes}
-    assert kernels["Conv"] == "conv2d:conv_gemm_warptile"
+    assert kernels["FusedConv"] == "conv2d:conv_gemm_warptile+relu"
     assert kernels["Gemm"] == f"gemm:{po.sgemm_variants()[-1]}"
     assert kernels["MaxPool"] == "max_pool2d:max_pool2d_nchw"
 
 
 def test_plan_liveness_and_peak():
-    sess = po.InferenceSession(small_cnn(), backend="numpy")
+    sess = po.InferenceSession(small_cnn(), backend="numpy", optimize=False)   # Conv and Relu apart
     plan = sess.plan({"x": (2, 2, 6, 6)})
     assert [s.op_type for s in plan.steps] == ["Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Softmax"]
     frees = {s.op_type: s.frees for s in plan.steps}

@@ -1,0 +1,288 @@
+"""Graph passes: rewrites of the operator IR before it is planned, as ONNX Runtime's graph transformers.
+
+Each pass is a function ``pass_(graph) -> Graph`` with a precondition and a rewrite. Where the
+precondition holds nowhere the pass returns the very graph it was given (``result is graph``), so
+"did it apply" is an identity test; otherwise it returns a new `Graph` (the input is not mutated:
+nodes are replaced, not edited, and folded weights are new initializers, so a weight shared with
+another node is left as it was). `optimize` runs `PASSES` in their fixed order; the session runs
+it when created with ``optimize=True`` (the default), and ``session.graph`` is the result.
+
+The passes, in order:
+
+1. ``fold_constants``: a node whose outputs are known at creation, whatever the batch size, becomes
+   initializers. "Known" is what the op handlers say when run on the declared input shapes: a host
+   step (Constant, Shape, and Gather / Slice / Cast / Concat / Unsqueeze / Reshape / arithmetic on
+   shape data or constants) whose every output has a value free of symbolic dimensions. So
+   ``Shape(x)[1]`` of an (N, C, H, W) input folds to C, but ``Shape(x)[0]`` stays (it is N), and so
+   does everything computed from it. Nothing that runs a kernel is folded.
+2. ``fold_batch_norm``: BatchNormalization (inference) after a Conv, or after a Gemm (its channel
+   axis 1 is the Gemm's output column), is folded into that node's weights:
+   ``a = scale / sqrt(var + eps)``, ``W' = W * a`` per output channel, ``b' = (b - mean) * a + B``
+   (for Gemm ``C' = beta * C * a + B - mean * a`` with ``beta = 1``), in float64, each result
+   rounded once to the weight's dtype. Only when W, the bias / C and the four BN parameters are
+   initializers, the parameters have one value per output channel, and the BN node is the only
+   reader of the Conv / Gemm output (which is not a graph output): otherwise the BN runs as the
+   channel-wise affine kernel.
+3. ``fuse_conv_activation``: Conv followed by Relu becomes one ``FusedConv`` node (domain
+   `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"``: ``conv2d`` / ``conv1d`` apply
+   the bias and the ReLU in the GEMM epilogue, so the Conv output is never written unactivated.
+   Only the activations the conv epilogue has (`CONV_EPILOGUES`; ``conv.py``'s ``_ACT`` holds
+   relu only) fuse: Clip(0, 6) after a Conv stays a Clip node. Not fused at all: Gemm + Relu
+   (``po.gemm`` has no activation epilogue) and Add + Relu after a residual (the package has no
+   fused add-relu op); both stay two nodes.
+4. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
+   supported op is pure), then initializers that no node reads.
+
+Limits: passes see one graph (no subgraphs: the importer refuses them). Constant folding trusts
+the handlers' host evaluation, so it folds exactly what planning would compute on the host anyway;
+its gain is a smaller graph and a plan with no host steps for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import ops
+from .graph import Graph, Node, Tensor
+
+#: The domain of the nodes the passes create (never met in a model file).
+DOMAIN = "pygpu_ops"
+
+#: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it. Clip(0, 6) is not
+#: here because ``conv2d`` has no relu6 epilogue.
+CONV_EPILOGUES = {"Relu": "relu"}
+
+#: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
+#: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue.
+HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv}
+
+
+def handler(node: Node, opset: int) -> ops.Handler:
+    """The handler that runs ``node``: a fused op of `DOMAIN`, or the ONNX op table's entry."""
+    if node.domain == DOMAIN:
+        if node.op_type not in HANDLERS:
+            raise ops.Unsupported(f"no fused op {node.op_type!r} in domain {DOMAIN!r}")
+        return HANDLERS[node.op_type]
+    return ops.lookup(node.op_type, opset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuilding a graph
+# ---------------------------------------------------------------------------------------------
+def _rebuilt(graph: Graph, nodes: Sequence[Node], initializers: Dict[str, np.ndarray]) -> Graph:
+    """A new graph with these nodes and initializers; tensors nobody references any more are dropped,
+    and each new initializer gets its Tensor."""
+    used = set(graph.inputs) | set(graph.outputs) | set(initializers)
+    for n in nodes:
+        used.update(x for x in n.inputs + n.outputs if x)
+    tensors = {k: t for k, t in graph.tensors.items() if k in used}
+    for k, v in initializers.items():
+        if k not in graph.initializers or graph.initializers[k] is not v:
+            tensors[k] = Tensor(k, v.dtype, v.shape)
+    return Graph(nodes, tensors, initializers, graph.inputs, graph.outputs, graph.opset, graph.name)
+
+
+def _replace(graph: Graph, old: Sequence[Node], new: Node, new_inits: Dict[str, np.ndarray]) -> Graph:
+    """``old`` nodes replaced by ``new`` (placed where the first of them was), plus initializers."""
+    gone = {id(n) for n in old}
+    nodes: List[Node] = []
+    for n in graph.nodes:
+        if id(n) == id(old[0]):
+            nodes.append(new)
+        elif id(n) not in gone:
+            nodes.append(n)
+    return _rebuilt(graph, nodes, {**graph.initializers, **new_inits})
+
+
+def _fresh(graph: Graph, base: str, taken: set) -> str:
+    """A tensor name not yet used in the graph (nor in ``taken``), derived from ``base``."""
+    names = set(graph.tensors) | set(graph.initializers) | taken
+    names.update(o for n in graph.nodes for o in n.outputs)
+    name, k = base, 1
+    while name in names:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _sole_reader(graph: Graph, tensor: str, node: Node) -> bool:
+    """``node`` is the only reader of ``tensor`` and the tensor is not a graph output: then folding
+    or fusing ``tensor``'s producer into ``node`` loses nothing anyone sees."""
+    readers = graph.consumers(tensor)
+    return tensor not in graph.outputs and len(readers) == 1 and readers[0] is node
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Constant folding
+# ---------------------------------------------------------------------------------------------
+def fold_constants(graph: Graph) -> Graph:
+    """Host steps whose outputs are known for every batch size become initializers."""
+    from .session import declared_feeds, walk   # the session imports this module
+
+    steps, env = walk(graph, declared_feeds(graph), "numpy")
+    folded: Dict[str, np.ndarray] = {}
+    keep: List[Node] = []
+    for node, step in steps:
+        outs = [o for o in node.outputs if o]
+        known = [env[o].value for o in outs]
+        # A host step has no run closure and is no view; its value is None (or an object array
+        # holding symbolic dimensions) where it depends on the input shapes.
+        if (step.run is None and not step.view and outs
+                and all(v is not None and np.asarray(v).dtype != object for v in known)):
+            for o, v in zip(outs, known):
+                folded[o] = np.array(v, dtype=env[o].dtype, order="C")   # not ascontiguousarray: it makes 0-d 1-d
+        else:
+            keep.append(node)
+    if not folded:
+        return graph
+    return _rebuilt(graph, keep, {**graph.initializers, **folded})
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. BatchNormalization folding
+# ---------------------------------------------------------------------------------------------
+def _bn_affine(graph: Graph, bn: Node, channels: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(a, d) in float64 with ``BN(y) = a * y + d`` per channel, or None where the node is not an
+    inference BN on constant per-channel parameters of length ``channels``."""
+    if len(bn.inputs) < 5 or any(o for o in bn.outputs[1:]) or int(bn.attr("training_mode", 0)) != 0:
+        return None
+    if graph.opset < 9 and int(bn.attr("spatial", 1)) != 1:
+        return None
+    params = [graph.initializers.get(n) for n in bn.inputs[1:5]]
+    if any(p is None or p.shape != (channels,) or p.dtype.kind != "f" for p in params):
+        return None
+    scale, bias, mean, var = (p.astype(np.float64) for p in params)
+    a = scale / np.sqrt(var + float(bn.attr("epsilon", 1e-5)))
+    return a, bias - mean * a
+
+
+def _fold_into_conv(graph: Graph, conv: Node, bn: Node, taken: set):
+    w = graph.initializers.get(conv.input(1))
+    b_name = conv.input(2)
+    b = graph.initializers.get(b_name) if b_name else None
+    if w is None or w.ndim < 3 or (b_name and b is None):
+        return None
+    ad = _bn_affine(graph, bn, w.shape[0])
+    if ad is None:
+        return None
+    a, d = ad
+    w2 = w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))
+    b2 = (0.0 if b is None else b.astype(np.float64)) * a + d
+    names = [_fresh(graph, f"{conv.input(1)}_bnfold", taken), _fresh(graph, f"{conv.name}_bias_bnfold", taken)]
+    node = Node(conv.op_type, conv.name, [conv.input(0)] + names, list(bn.outputs[:1]), dict(conv.attrs), conv.domain)
+    return node, {names[0]: w2.astype(w.dtype), names[1]: b2.astype(w.dtype)}
+
+
+def _fold_into_gemm(graph: Graph, gemm: Node, bn: Node, taken: set):
+    b = graph.initializers.get(gemm.input(1))
+    c_name = gemm.input(2)
+    c = graph.initializers.get(c_name) if c_name else None
+    if b is None or b.ndim != 2 or (c_name and c is None):
+        return None
+    trans_b = bool(gemm.attr("transB", 0))
+    ad = _bn_affine(graph, bn, b.shape[0] if trans_b else b.shape[1])
+    if ad is None:
+        return None
+    a, d = ad
+    # Output column j is alpha * A @ B[:, j] (B[j, :] with transB): scale that column of B by a[j].
+    b2 = b.astype(np.float64) * (a[:, None] if trans_b else a[None, :])
+    beta = float(gemm.attr("beta", 1.0))
+    c2 = d if c is None or beta == 0.0 else beta * c.astype(np.float64) * a + d
+    names = [_fresh(graph, f"{gemm.input(1)}_bnfold", taken), _fresh(graph, f"{gemm.name}_C_bnfold", taken)]
+    attrs = {**gemm.attrs, "beta": 1.0}
+    node = Node(gemm.op_type, gemm.name, [gemm.input(0)] + names, list(bn.outputs[:1]), attrs, gemm.domain)
+    return node, {names[0]: b2.astype(b.dtype), names[1]: np.asarray(c2).astype(b.dtype)}
+
+
+_BN_TARGETS = {"Conv": _fold_into_conv, "Gemm": _fold_into_gemm}
+
+
+def fold_batch_norm(graph: Graph) -> Graph:
+    """BatchNormalization folded into the Conv / Gemm before it (channel-wise, float64 then rounded)."""
+    out = graph
+    taken: set = set()
+    while True:
+        for bn in out.nodes:
+            if bn.op_type != "BatchNormalization" or bn.domain:
+                continue
+            src = out.producer(bn.input(0))
+            if src is None or src.domain or src.op_type not in _BN_TARGETS or not _sole_reader(out, bn.input(0), bn):
+                continue
+            folded = _BN_TARGETS[src.op_type](out, src, bn, taken)
+            if folded is not None:
+                out = _replace(out, [src, bn], *folded)
+                break
+        else:
+            return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Conv + activation into the GEMM epilogue
+# ---------------------------------------------------------------------------------------------
+def fuse_conv_activation(graph: Graph) -> Graph:
+    """Conv + Relu -> FusedConv(activation="relu"); only the activations in `CONV_EPILOGUES`."""
+    out = graph
+    while True:
+        for act in out.nodes:
+            if act.op_type not in CONV_EPILOGUES or act.domain:
+                continue
+            src = out.producer(act.input(0))
+            if src is None or src.op_type != "Conv" or src.domain or not _sole_reader(out, act.input(0), act):
+                continue
+            attrs = {**src.attrs, "activation": CONV_EPILOGUES[act.op_type]}
+            fused = Node("FusedConv", src.name, list(src.inputs), list(act.outputs), attrs, DOMAIN)
+            out = _replace(out, [src, act], fused, {})
+            break
+        else:
+            return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Dead nodes
+# ---------------------------------------------------------------------------------------------
+def eliminate_dead_nodes(graph: Graph) -> Graph:
+    """Nodes whose outputs reach no graph output, then initializers no node reads."""
+    live = set(graph.outputs)
+    keep: List[Node] = []
+    for n in reversed(graph.nodes):
+        if any(o in live for o in n.outputs if o):
+            keep.append(n)
+            live.update(i for i in n.inputs if i)
+    inits = {k: v for k, v in graph.initializers.items() if k in live}
+    if len(keep) == len(graph.nodes) and len(inits) == len(graph.initializers):
+        return graph
+    return _rebuilt(graph, keep[::-1], inits)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fixed list
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    rewrite: Callable[[Graph], Graph]
+
+
+#: The passes `optimize` runs, in this order: folding constants first turns Constant weights into
+#: initializers the BN fold can read; the BN fold runs before the fusion so that Conv + BN + Relu
+#: becomes one FusedConv; dead nodes last, after the folds have orphaned shape subgraphs.
+PASSES: Tuple[Pass, ...] = (
+    Pass("fold_constants", fold_constants),
+    Pass("fold_batch_norm", fold_batch_norm),
+    Pass("fuse_conv_activation", fuse_conv_activation),
+    Pass("eliminate_dead_nodes", eliminate_dead_nodes),
+)
+
+
+def optimize(graph: Graph, passes: Sequence[Pass] = PASSES) -> Tuple[Graph, List[str]]:
+    """The graph after ``passes``, in order, and the names of those that changed it."""
+    applied = []
+    for p in passes:
+        new = p.rewrite(graph)
+        if new is not graph:
+            applied.append(p.name)
+            graph = new
+    return graph, applied

@@ -98,7 +98,9 @@ def test_random_integer_and_bool_inputs():
 
 
 def test_profile(capsys, tmp_path):
-    rc, out, err = _cli(capsys, "run", DIGITS, "--profile", "--repeats", "2", "--dim", "N=2")
+    # the graph as written (the passes would fuse each Conv + Relu: checked at the end)
+    rc, out, err = _cli(capsys, "run", DIGITS, "--profile", "--repeats", "2", "--dim", "N=2",
+                        "--no-optimize")
     assert rc == 0, err
     assert "wall time per node on this CPU (numpy backend)" in out
     node_part = out.split("per node, slowest first:")[1].split("per op type:")[0]
@@ -118,6 +120,11 @@ def test_profile(capsys, tmp_path):
         assert float(r[2]) == pytest.approx(per_node[r[0]], abs=1e-3 * (counts[r[0]] + 1))
     tms = [float(r[2]) for r in type_rows]
     assert tms == sorted(tms, reverse=True)
+    rc, out, err = _cli(capsys, "run", DIGITS, "--profile", "--repeats", "1", "--dim", "N=2")
+    assert rc == 0, err
+    type_rows = [l.split() for l in out.split("per op type:")[1].strip().splitlines()[1:]]
+    counts = {r[0]: int(r[1]) for r in type_rows}
+    assert counts == {"FusedConv": 2, "MaxPool": 2, "Flatten": 1, "Gemm": 1, "Softmax": 1}
 
 
 def test_profile_restores_the_plan_and_labels_the_emulator():

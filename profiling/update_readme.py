@@ -239,24 +239,24 @@ def update(readme: Path, results_dir: Path) -> bool:
 
 def add(path: Path, results_dir: Path) -> Path:
     doc = json.loads(path.read_text())
-    meta = doc.get("meta", {})
     why = _schema_problem(doc)
     if why:
         raise SystemExit(f"{path}: {why}; nothing recorded")
-    stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{meta.get('device', 'gpu')}_{meta.get('date', '')}").strip("_")
-    dest = results_dir / f"{stem}.json"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(doc, indent=1) + "\n")
-    return dest
+    return _record(doc, results_dir, "")
 
 
 def add_ncu(path: Path, results_dir: Path) -> Path:
     doc = json.loads(path.read_text())
-    meta = doc.get("meta", {})
-    if meta.get("tool") != "ncu":
+    if doc.get("meta", {}).get("tool") != "ncu":
         raise SystemExit(f"{path}: not written by profiling/ncu_counters.py; nothing recorded")
+    return _record(doc, results_dir, NCU)
+
+
+def _record(doc, results_dir: Path, prefix: str) -> Path:
+    """Files ``doc`` as ``results_dir/<prefix><device>_<date>.json``."""
+    meta = doc.get("meta", {})
     stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{meta.get('device', 'gpu')}_{meta.get('date', '')}").strip("_")
-    dest = results_dir / f"{NCU}{stem}.json"
+    dest = results_dir / f"{prefix}{stem}.json"
     results_dir.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(doc, indent=1) + "\n")
     return dest

@@ -881,21 +881,19 @@ def no_gpu_analysis(args, progress: bool) -> Dict:
     """Without a GPU the bench also shows ``pygpu-ops analyze`` for the SGEMM ladder and the
     memory-bound ops: counts from the emulator and a modeled time, never measurements. Returns
     the analysis document, or ``{"unavailable": why}`` (no C++ compiler for the emulator)."""
-    from ._runtime import backends as _backends
     from .analysis import analyze
 
-    why = _backends.problem("emulator")
+    why = backends.problem("emulator")
     if why is not None:
         return {"unavailable": f"the emulator is unavailable ({why})"}
     ops = [o for o in ANALYSIS_OPS if not args.ops or o in args.ops]
     if not ops:
         return {"unavailable": f"no op family of the analysis ({', '.join(ANALYSIS_OPS)}) chosen"}
     sizes = args.sizes or ((1024,) if args.quick else None)
-    doc = analyze.analyze(ops, sizes, args.variants, sample_blocks=4 if args.quick else
-                          analyze.DEFAULT_SAMPLE, progress=progress)
     # the ladder without DGEMM: the bench's no-GPU view is the SGEMM ladder
-    doc["rows"] = [r for r in doc["rows"] if r.get("group") != "dgemm"]
-    return doc
+    return analyze.analyze(ops, sizes, args.variants, sample_blocks=4 if args.quick else
+                           analyze.DEFAULT_SAMPLE, progress=progress,
+                           skip_groups=("dgemm",))
 
 
 class Terminated(KeyboardInterrupt):
@@ -906,7 +904,8 @@ def _on_sigterm(signum, frame):
     raise Terminated("SIGTERM")
 
 
-def _write_json(doc: Dict, where: str) -> None:
+def write_json(doc: Dict, where: str) -> None:
+    """``doc`` as indented JSON to ``where`` ('-': stdout), written to a temporary file first."""
     text = json.dumps(doc, indent=1)
     if where == "-":
         print(text)
@@ -985,7 +984,7 @@ def main(args) -> int:
             print(f"analysis: {analysis['unavailable']}" if "unavailable" in analysis
                   else analyze.format_table(analysis))
         if args.json:
-            _write_json(doc, args.json)
+            write_json(doc, args.json)
     if args.plot:
         try:
             written = plot(rows, args.plot)

@@ -44,6 +44,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from . import activations
 from ._runtime import backends, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -92,8 +93,6 @@ GEOMETRY = np.dtype([("n", "<i8", (MAX_DIMS,)), ("s0", "<i8", (MAX_DIMS,)), ("s1
 _BLOCK = 256
 _MAX_GRID_X = 1 << 16
 _MAX_GRID_Y = 65535
-#: Enough resident blocks of the unary kernels to saturate any current GPU; the loop strides on.
-_MAX_UNARY_BLOCKS = 8192
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,12 +106,6 @@ def rows_launch(rows: int, inner: int) -> Launch:
     by = _BLOCK // bx
     return Launch(grid=(max(1, min(ceil_div(inner, bx), _MAX_GRID_X)), max(1, min(ceil_div(rows, by), _MAX_GRID_Y))),
                   block=(bx, by))
-
-
-def unary_launch(n: int, itemsize: int) -> Launch:
-    """Launch of the vec128 kernels: one 16-byte vector per thread-iteration, 256 threads."""
-    per_vec = 16 // itemsize
-    return Launch(grid=(max(1, min(ceil_div(ceil_div(n, per_vec), _BLOCK), _MAX_UNARY_BLOCKS)),), block=(_BLOCK,))
 
 
 def _merge_dims(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> List[Tuple[int, List[int]]]:
@@ -320,7 +313,8 @@ def _unary(op: str, x, backend: str, bounds=None):
         n = int(src.size)
         if n:
             args = (src.reshape(-1), out.reshape(-1), np.int64(n)) + (bounds or ())
-            dev.launch(UNARY[(op, dtype)], unary_launch(n, dtype.itemsize), args)
+            # the same vec128 loop as relu (cuda_src/common/vec128.cuh): its launch configuration
+            dev.launch(UNARY[(op, dtype)], activations.launch_config(n, dtype.itemsize), args)
         return dev.result(out)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import pygpu_ops as po
-from pygpu_ops import elementwise as ew
+from pygpu_ops import activations, elementwise as ew
 from pygpu_ops._runtime import backends
 
 FLOATS = [np.float32, np.float64]
@@ -490,7 +490,7 @@ def test_unary_kernel_alignment_paths(dtype):
         n = 203 - max(ix, iy)
         out = dev.empty((203,), dtype)
         out[...] = -7
-        dev.launch(ew.UNARY[("sigmoid", dtype)], ew.unary_launch(n, dtype.itemsize),
+        dev.launch(ew.UNARY[("sigmoid", dtype)], activations.launch_config(n, dtype.itemsize),
                    (xd[ix:ix + n], out[iy:iy + n], np.int64(n)))
         got = np.array(out)
         check_ulps(got[iy:iy + n], x[ix:ix + n], "sigmoid")

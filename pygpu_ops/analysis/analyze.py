@@ -121,10 +121,12 @@ def _failed(case: _cases.Case, exc: BaseException) -> Dict:
 
 
 def analyze(ops: Optional[Sequence[str]] = None, sizes=None, variants=None, gpu: str = DEFAULT_GPU,
-            sample_blocks: Optional[int] = DEFAULT_SAMPLE, progress: bool = False) -> Dict:
-    """Runs the cases and returns ``{"meta": ..., "rows": [...]}`` (one row per launch)."""
+            sample_blocks: Optional[int] = DEFAULT_SAMPLE, progress: bool = False,
+            skip_groups: Sequence[str] = ()) -> Dict:
+    """Runs the cases (but those of ``skip_groups``) and returns ``{"meta": ..., "rows": [...]}``
+    (one row per launch)."""
     g = _gpus.get_gpu(gpu)
-    chosen = _cases.cases(ops, sizes, variants)
+    chosen = [c for c in _cases.cases(ops, sizes, variants) if c.group not in skip_groups]
     registry = _registry()
     sass_cache: Dict = {}
     rows: List[Dict] = []
@@ -276,21 +278,17 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    import json
+    from ..bench import write_json
 
     if args.sample_blocks < 0:
         print("pygpu-ops analyze: --sample-blocks must be >= 0", file=sys.stderr)
         return 2
     doc = analyze(args.ops, args.sizes, args.variants, gpu=args.gpu,
                   sample_blocks=args.sample_blocks or None, progress=sys.stderr.isatty())
-    if args.json == "-":
-        print(json.dumps(doc, indent=1))
-    else:
+    if args.json != "-":
         print(format_table(doc))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
+    if args.json:
+        write_json(doc, args.json)
     if args.plot:
         for path in plot(doc, args.plot):
             print(f"wrote {path}")

@@ -174,7 +174,7 @@ PROVIDERS: Dict[str, Callable] = {
 def launch_work(case: Case, kernel: str, blocks: int, all_blocks: Dict[str, int]) -> Work:
     """The work of one launch of ``kernel`` in ``case``: the entry whose prefix the kernel name
     starts with (the longest), split over that entry's launches by their share of blocks."""
-    best = max((p for p in case.work if kernel.startswith(p)), key=len, default=None)
+    best = prefix_of(case, kernel)
     if best is None:
         return (0.0, "fp32", 0.0)
     flops, kind, nbytes = case.work[best]
@@ -183,6 +183,7 @@ def launch_work(case: Case, kernel: str, blocks: int, all_blocks: Dict[str, int]
 
 
 def prefix_of(case: Case, kernel: str) -> Optional[str]:
+    """The longest key of ``case.work`` that ``kernel`` starts with (None: no work recorded)."""
     return max((p for p in case.work if kernel.startswith(p)), key=len, default=None)
 
 

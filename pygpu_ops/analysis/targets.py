@@ -126,8 +126,9 @@ def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _first(symbol: str, kernels: Sequence[Kernel]) -> Optional[Kernel]:
-    return next((k for k in kernels if k.symbol == symbol), None)
+def _first(symbol: str, kernels: Sequence[Kernel]) -> Kernel:
+    """The first registered instantiation of ``symbol`` (`check` has made sure there is one)."""
+    return next(k for k in kernels if k.symbol == symbol)
 
 
 def _calls(kernel: Kernel, arch: str, nvrtc: int) -> int:
@@ -148,12 +149,9 @@ def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
         fails.append(f"fast-path math {_pct(share)} < {_pct(target.min_fastpath_math)}")
     if target.at_least_as:
         other = _first(target.at_least_as, kernels)
-        if other is None:
-            fails.append(f"no registered kernel {target.at_least_as!r} to compare with")
-        else:
-            ref = sass.sass_stats(other, arch=arch, nvrtc=nvrtc).fastpath_math_fraction
-            if share is None or ref is None or share + 1e-9 < ref:
-                fails.append(f"fast-path math {_pct(share)} < {target.at_least_as}'s {_pct(ref)}")
+        ref = sass.sass_stats(other, arch=arch, nvrtc=nvrtc).fastpath_math_fraction
+        if share is None or ref is None or share + 1e-9 < ref:
+            fails.append(f"fast-path math {_pct(share)} < {target.at_least_as}'s {_pct(ref)}")
     if target.no_local:
         local = st.spill_bytes + st.stack_bytes + st.mix.get("LDL", 0) + st.mix.get("STL", 0)
         figs["local"] = f"spill {st.spill_bytes} B, stack {st.stack_bytes} B, " \
@@ -170,11 +168,8 @@ def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
         if target.no_calls and calls:
             fails.append(f"{calls} CALL instructions")
         if target.calls_at_most_as:
-            other = _first(target.calls_at_most_as, kernels)
-            ref = None if other is None else _calls(other, arch, nvrtc)
-            if ref is None:
-                fails.append(f"no registered kernel {target.calls_at_most_as!r} to compare with")
-            elif calls > ref:
+            ref = _calls(_first(target.calls_at_most_as, kernels), arch, nvrtc)
+            if calls > ref:
                 fails.append(f"{calls} CALL instructions > {target.calls_at_most_as}'s {ref}")
     for cls, most in target.max_mix:
         figs[cls] = st.mix.get(cls, 0)
@@ -186,15 +181,11 @@ def evaluate(target: Target, kernel: Kernel, arch: str, nvrtc: int,
             fails.append(f"{st.instructions} instructions > {target.max_instructions}")
     if target.max_instructions_vs is not None:
         name, ratio = target.max_instructions_vs
-        other = _first(name, kernels)
+        ref = sass.sass_stats(_first(name, kernels), arch=arch, nvrtc=nvrtc).instructions
         figs["instructions"] = st.instructions
-        if other is None:
-            fails.append(f"no registered kernel {name!r} to compare with")
-        else:
-            ref = sass.sass_stats(other, arch=arch, nvrtc=nvrtc).instructions
-            figs[f"vs {name}"] = f"{st.instructions / ref:.2f}x"
-            if st.instructions > ratio * ref:
-                fails.append(f"{st.instructions} instructions > {ratio} x {name}'s {ref}")
+        figs[f"vs {name}"] = f"{st.instructions / ref:.2f}x"
+        if st.instructions > ratio * ref:
+            fails.append(f"{st.instructions} instructions > {ratio} x {name}'s {ref}")
     return Result(target, kernel.name_expression, arch, st.compiler, not fails, fails, figs)
 
 
@@ -205,6 +196,13 @@ def check(nvrtc: Iterable[int] = (12, 13), archs: Optional[Sequence[str]] = None
     missing."""
     targets = TARGETS if targets is None else targets
     kernels = all_kernels()
+    symbols = {k.symbol for k in kernels}
+    for t in targets:
+        refs = [t.at_least_as, t.calls_at_most_as,
+                t.max_instructions_vs[0] if t.max_instructions_vs else None]
+        for name in [r for r in refs if r and r not in symbols]:
+            raise ValueError(f"SASS target for {t.symbol!r} compares with {name!r}: no registered "
+                             "kernel has that symbol")
     out: List[Result] = []
     for major in nvrtc:
         for t in targets:

@@ -84,8 +84,9 @@ class SiteCounters:
 
     @property
     def key(self) -> str:
-        return {"global": "gld", "shared": "lds"}[self.space] if self.op == "load" else \
-            {"global": "gst", "shared": "sts"}[self.space]
+        """``gld``, ``gst``, ``lds`` or ``sts``: the prefix of this site's counts in the totals."""
+        kind = "ld" if self.op == "load" else "st"
+        return "g" + kind if self.space == "global" else kind + "s"
 
 
 @dataclass

@@ -2,25 +2,33 @@
 
     python examples/export_torchvision.py [--model resnet18|mobilenet_v2|all] [--weights FILE.pth]
         [--out-dir DIR] [--backend numpy|emulator|cuda] [--batch N] [--size PIXELS] [--opset 13]
+        [--repeat 5]
 
 For each model:
 
-1. build it with torchvision (``weights=None``) and, with ``--weights``, load a state_dict saved
+1. build it with torchvision (``weights=None``), or, where torchvision does not import, from
+   `torchvision_nets.py` beside this file (the same modules and state_dict keys in plain
+   ``torch.nn``), and, with ``--weights``, load a state_dict saved
    by ``torch.save(model.state_dict(), FILE)`` (a checkpoint dict holding ``"state_dict"`` and the
    ``module.`` prefix of ``nn.DataParallel`` are accepted; it is read with ``weights_only=True``,
-   so a pickled whole model is refused). Without it the weights are torchvision's random
-   initialization, which is enough to check that the numbers agree;
+   so a pickled whole model is refused). Without it the weights are random (PyTorch's default
+   initialization) and every BatchNorm gets random statistics, so its folding is exercised: enough
+   to check that the numbers agree;
 2. export it in eval mode with ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``
    where that argument exists, at ``--opset``; the batch dimension symbolic, named ``N``) to
    ``DIR/<model>.onnx``;
 3. run the file through ``pygpu_ops.InferenceSession`` on ``--backend`` and compare its output
    with ONNX Runtime's CPU provider and with PyTorch itself on the same random input: the largest
    absolute difference and the relative one (``max|diff| / max|reference|``), which must stay
-   within ``--rtol``; the wall time of one run of each is printed as well (on a CPU backend this
-   is a CPU time, not a GPU one).
+   within ``--rtol``;
+4. time the three on the CPU (``--repeat`` runs after one warm-up each, the median printed, at
+   PyTorch's and ONNX Runtime's default thread counts): the latency comparison against PyTorch
+   for a model that came from it, which ``pygpu-ops bench --model`` cannot make from the ``.onnx``
+   alone. With ``--backend cuda`` pygpu_ops' time is the GPU's; PyTorch and ONNX Runtime stay on
+   the CPU here.
 
-Exit status 0 when every comparison is within ``--rtol``, 1 otherwise, 2 when PyTorch or
-torchvision is not installed or an argument is wrong. The emulator runs the CUDA kernels on the
+Exit status 0 when every comparison is within ``--rtol``, 1 otherwise, 2 when PyTorch is not
+installed or an argument is wrong. The emulator runs the CUDA kernels on the
 CPU: use a small ``--size`` (e.g. 32) there, a 224 x 224 ResNet-18 takes long. For a TensorFlow
 ``.pb`` or SavedModel, convert it with ``tf2onnx`` (``python -m tf2onnx.convert --saved-model DIR
 --output model.onnx``) and give the ``.onnx`` to ``pygpu-ops run``.
@@ -63,11 +71,29 @@ def load_state_dict(torch, path: str) -> dict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def export(torch, torchvision, name: str, weights, path: str, batch: int, size: int, opset: int):
-    """Writes ``path`` and returns (the eval-mode torch model, the example input)."""
-    net = getattr(torchvision.models, name)(weights=None)
+def build(torch, name: str):
+    """(torchvision's ``name`` with ``weights=None``, "torchvision"), or where torchvision does not
+    import, (the same architecture from `torchvision_nets`, "torch.nn")."""
+    try:
+        import torchvision
+    except Exception:   # ImportError, or the RuntimeError of a torchvision built for another torch
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import torchvision_nets
+
+        return torchvision_nets.build(torch, name), "torch.nn (torchvision_nets.py)"
+    return getattr(torchvision.models, name)(weights=None), "torchvision"
+
+
+def export(torch, name: str, weights, path: str, batch: int, size: int, opset: int):
+    """Writes ``path`` and returns (the eval-mode torch model, the example input, where it came from)."""
+    net, source = build(torch, name)
     if weights is not None:
         net.load_state_dict(load_state_dict(torch, weights))
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import torchvision_nets
+
+        torchvision_nets.randomize_bn_stats(torch, net)
     net.eval()
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset,
@@ -76,13 +102,19 @@ def export(torch, torchvision, name: str, weights, path: str, batch: int, size: 
         kwargs["dynamo"] = False     # the TorchScript exporter: opset chosen here, classic op set
     with torch.no_grad():
         torch.onnx.export(net, (x,), path, **kwargs)
-    return net, x
+    return net, x, source
 
 
 def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, (time.perf_counter() - t0) * 1e3
+
+
+def median_ms(fn, repeat: int) -> float:
+    """The median wall time of ``repeat`` calls of ``fn`` after one warm-up call, in ms."""
+    fn()
+    return float(np.median([_timed(fn)[1] for _ in range(repeat)]))
 
 
 def _diff(got: np.ndarray, ref: np.ndarray):
@@ -124,6 +156,29 @@ def compare_model(path: str, x: np.ndarray, backend: str, rtol: float, torch_out
     return ok
 
 
+def time_model(torch, net, x, path: str, backend: str, repeat: int) -> dict:
+    """Median latency (ms) of PyTorch, ONNX Runtime CPU (where installed) and pygpu_ops on
+    ``backend``, printed as a table with each one's ratio to PyTorch."""
+    sess = po.InferenceSession(path, backend=backend)
+    feed = {sess.graph.inputs[0]: x.numpy()}
+    rows = {}
+    with torch.no_grad():
+        rows[f"PyTorch CPU ({torch.get_num_threads()} threads)"] = median_ms(lambda: net(x), repeat)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        o = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        rows["ONNX Runtime CPU"] = median_ms(lambda: o.run(None, feed), repeat)
+    rows[f"pygpu_ops {backend}"] = median_ms(lambda: [to_host(v) for v in sess.run(None, feed)], repeat)
+    base = next(iter(rows.values()))
+    print(f"  latency, batch {x.shape[0]}, median of {repeat}:")
+    for k, v in rows.items():
+        print(f"    {k:<28} {v:10.2f} ms  {v / base:6.2f}x PyTorch")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all", choices=MODELS + ("all",))
@@ -134,35 +189,38 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per framework (default 5; 0: no timing)")
     args = ap.parse_args(argv)
     try:
         import torch
-        import torchvision
     except ImportError as e:
-        print(f"export_torchvision: needs PyTorch and torchvision ({e}); pip install torch torchvision",
+        print(f"export_torchvision: needs PyTorch ({e}); pip install torch (torchvision is optional)",
               file=sys.stderr)
         return 2
     names = MODELS if args.model == "all" else (args.model,)
     if args.weights and len(names) > 1:
         print("export_torchvision: --weights needs one --model (resnet18 or mobilenet_v2)", file=sys.stderr)
         return 2
-    if args.batch < 1 or args.size < 32:
-        print("export_torchvision: --batch must be >= 1 and --size >= 32", file=sys.stderr)
+    if args.batch < 1 or args.size < 32 or args.repeat < 0:
+        print("export_torchvision: --batch must be >= 1, --size >= 32 and --repeat >= 0", file=sys.stderr)
         return 2
     os.makedirs(args.out_dir, exist_ok=True)
     ok = True
     for name in names:
         path = os.path.join(args.out_dir, f"{name}.onnx")
         try:
-            net, x = export(torch, torchvision, name, args.weights, path, args.batch, args.size, args.opset)
+            net, x, source = export(torch, name, args.weights, path, args.batch, args.size, args.opset)
         except ValueError as e:
             print(f"export_torchvision: {e}", file=sys.stderr)
             return 2
         with torch.no_grad():
             ref, ms = _timed(lambda: net(x).numpy())
-        print(f"{name}: {'weights ' + args.weights if args.weights else 'random weights'}, exported to {path} "
-              f"(opset {args.opset}, {os.path.getsize(path) / 2**20:.1f} MiB); PyTorch CPU {ms:.1f} ms")
+        print(f"{name} from {source}: {'weights ' + args.weights if args.weights else 'random weights'}, "
+              f"exported to {path} (opset {args.opset}, {os.path.getsize(path) / 2**20:.1f} MiB); "
+              f"PyTorch CPU {ms:.1f} ms")
         ok = compare_model(path, x.numpy(), args.backend, args.rtol, torch_out=ref) and ok
+        if args.repeat:
+            time_model(torch, net, x, path, args.backend, args.repeat)
     return 0 if ok else 1
 
 

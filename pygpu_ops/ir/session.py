@@ -330,4 +330,4 @@ class InferenceSession:
         from .._runtime.device import get_device
 
         dev = get_device("cuda")
-        return lambda v: dev.asarray(np.ascontiguousarray(v))
+        return dev.upload      # a host-to-device copy (asarray would take the NumPy array for a tensor)

@@ -30,6 +30,15 @@ class ndarray(np.ndarray):
         _refuse_during_capture(self._module, "ndarray.get")
         return np.array(self)
 
+    # CuPy runs an assignment or a fill as a kernel on the current stream, so a capture records
+    # it; here too, so a graph replay sees writes in launch order (other array arithmetic still
+    # runs at once: a replay that depends on it gives wrong numbers, which a test notices).
+    def __setitem__(self, key, value):
+        _ordered(self._module, np.ndarray.__setitem__, self, key, value)
+
+    def fill(self, value):
+        _ordered(self._module, np.ndarray.fill, self, value)
+
 
 ndarray.__module__ = "cupy"
 _current = {}
@@ -416,6 +425,15 @@ def _invalidating_sync(mod, what):
         s._invalidated = f"{what} during the capture"
     if capturing:
         raise RuntimeError(f"cudaErrorStreamCaptureUnsupported: {what}: operation not permitted when stream is capturing")
+
+
+def _ordered(mod, fn, *args):
+    """``fn(*args)`` now, or recorded when ``mod``'s current stream captures."""
+    stream = _current_stream(mod) if mod is not None and "streams" in mod._state else None
+    if stream is not None and stream.is_capturing():
+        stream._captured.append(lambda: fn(*args))
+    else:
+        fn(*args)
 
 
 def _stream_ordered(mod, fn):

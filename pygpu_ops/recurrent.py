@@ -210,19 +210,31 @@ def run_layer(op: str, name: str, L: Layer):
 # ---------------------------------------------------------------------------------------------
 # Pieces both paths share
 # ---------------------------------------------------------------------------------------------
-def _bias_parts(L: Layer, xp, D: int, GH: int, H: int):
-    """(bias of the input projection (D*G*H,), b_hn (D, H) or None) in float32.
+def _bias_parts(L: Layer, empty, view, D: int, GH: int, H: int):
+    """(bias of the input projection (D, G*H), b_hn (D, H) or None), float32, made with the
+    backend's ``empty`` and in-place array methods only (no array-module functions: the arrays
+    may be CuPy's).
 
     The projection carries b_ih + b_hh, except GRU's b_hn under linear_before_reset = 1, which is
     multiplied by r and goes to the cell kernel instead."""
-    zeros = xp.zeros((D, GH), dtype=F32)
-    bi = zeros if L.b_ih is None else xp.asarray(L.b_ih, dtype=F32)
-    bh = zeros if L.b_hh is None else xp.asarray(L.b_hh, dtype=F32)
-    bhn = None
-    if L.kind == "gru" and L.linear_before_reset:
-        bhn = xp.ascontiguousarray(bh[:, 2 * H:])
-        bh = xp.concatenate([bh[:, :2 * H], xp.zeros((D, H), dtype=F32)], axis=1)
-    return (bi + bh).reshape(D * GH), bhn
+    bias = empty((D, GH), F32)
+    if L.b_ih is None:
+        bias.fill(0)
+    else:
+        bias[...] = view(L.b_ih)
+    split = L.kind == "gru" and L.linear_before_reset
+    bhn = empty((D, H), F32) if split else None
+    if L.b_hh is None:
+        if split:
+            bhn.fill(0)
+    else:
+        bh = view(L.b_hh)
+        if split:
+            bias[:, :2 * H] += bh[:, :2 * H]
+            bhn[...] = bh[:, 2 * H:]
+        else:
+            bias += bh
+    return bias, bhn
 
 
 def _y_strides(order: str, S: int, B: int, D: int, H: int) -> Tuple[Tuple[int, ...], Tuple[int, int, int]]:
@@ -251,8 +263,8 @@ def _numpy_layer(L: Layer):
     GH = G * H
     x = np.asarray(L.x)
     w, r = np.asarray(L.w), np.asarray(L.r)
-    bias, bhn = _bias_parts(L, np, D, GH, H)
-    xw = np.matmul(x.reshape(-1, E), w.reshape(D * GH, E).T) + bias          # (rows, D*GH), float32
+    bias, bhn = _bias_parts(L, np.empty, np.asarray, D, GH, H)
+    xw = np.matmul(x.reshape(-1, E), w.reshape(D * GH, E).T) + bias.reshape(D * GH)         # (rows, D*GH), float32
     xw = xw.reshape((B, S, D, GH) if L.batch_first else (S, B, D, GH))
     if L.batch_first:
         xw = xw.transpose(1, 0, 2, 3)
@@ -321,10 +333,8 @@ def _device_layer(dev, L: Layer):
     G = GATES[L.kind]
     GH = G * H
     xp = dev.xp
-    # The small parameters (biases, initial states) are combined with the backend's array module:
-    # NumPy for the emulator (then copied into guarded device memory), CuPy on a GPU.
     small = dev.view
-    bias, bhn = _bias_parts(L, xp, D, GH, H)
+    bias, bhn = _bias_parts(L, dev.empty, small, D, GH, H)
     rows = S * B
     y_shape, (y_st, y_sd, y_sb) = _y_strides(L.y_order, S, B, D, H)
     y = dev.empty(y_shape, F32)
@@ -340,8 +350,7 @@ def _device_layer(dev, L: Layer):
     x2 = dev.contiguous(L.x).reshape(rows, E)
     wt = linalg._kernel_operand(dev, dev.asarray(L.w).reshape(D * GH, E).T)    # (E, D*GH), packed once
     xw = dev.empty((1, rows, D * GH), F32)
-    bias_dev = dev.contiguous(bias)
-    _gemm_into(dev, x2[None], wt[None], xw, xp.broadcast_to(bias_dev.reshape(1, 1, D * GH), (1, rows, D * GH)))
+    _gemm_into(dev, x2[None], wt[None], xw, xp.broadcast_to(bias.reshape(1, 1, D * GH), (1, rows, D * GH)))
     xw_st, xw_sb = (D * GH, S * D * GH) if L.batch_first else (B * D * GH, D * GH)
     lens = dev.upload(np.full(B, S, np.int32) if L.lengths is None else L.lengths)
     bits = np.int32(sum(1 << d for d, rv in enumerate(L.reverse) if rv))
@@ -370,8 +379,7 @@ def _device_layer(dev, L: Layer):
             head = lambda: (hr, peep, np.int32(has_peep), h, c)
             kernel = LSTM_CELL
         elif L.kind == "gru":
-            bhn_dev = dev.contiguous(bhn)
-            head = lambda: (hr, bhn_dev, h)
+            head = lambda: (hr, bhn, h)
             kernel = GRU_CELL
         else:
             head = lambda: (hr, h)

@@ -40,7 +40,8 @@ Arguments (PyTorch's ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with one layer):
 * ``lengths``: None (every row has S steps) or B ints in [0, S]: row b has ``lengths[b]`` valid
   steps (what ``torch.nn.utils.rnn.pack_padded_sequence`` describes; ONNX's ``sequence_lens``).
   The reverse direction starts at the row's last valid step. Y is 0 past a row's length and the
-  final state is the one after its last valid step (h0 for a length of 0).
+  final state is the one after its last valid step; a row of length 0 gets zeros for h_n and c_n
+  (what ONNX Runtime's RNN, GRU and LSTM give; PyTorch refuses a length of 0).
 
 Results: ``y`` (S, B, D*H) (or (B, S, D*H) with ``batch_first``; the forward direction in the first
 H features), ``h_n`` (D, B, H) and, for ``lstm``, ``c_n`` (D, B, H), as PyTorch returns them.
@@ -237,6 +238,17 @@ def _bias_parts(L: Layer, empty, view, D: int, GH: int, H: int):
     return bias, bhn
 
 
+def _zero_empty_rows(L: Layer, h, c) -> None:
+    """Rows of length 0 end with a zero state, as in ONNX Runtime: their initial state is zeroed
+    before the steps, which never touch them (one slice assignment per such row)."""
+    if L.lengths is None:
+        return
+    for b in np.nonzero(L.lengths == 0)[0]:
+        for state in (h, c):
+            if state is not None:
+                state[:, int(b)] = 0
+
+
 def _y_strides(order: str, S: int, B: int, D: int, H: int) -> Tuple[Tuple[int, ...], Tuple[int, int, int]]:
     """(shape of Y in ``order``, its (time, direction, batch) strides in elements)."""
     ext = {"S": S, "B": B, "D": D, "H": H}
@@ -274,6 +286,7 @@ def _numpy_layer(L: Layer):
     if L.kind == "lstm":
         c = np.zeros((D, B, H), F32) if L.c0 is None else np.array(L.c0, dtype=F32)
     lens = np.full(B, S, np.int32) if L.lengths is None else L.lengths
+    _zero_empty_rows(L, h, c)
     y = np.zeros((S, D, B, H), F32)
     rev = np.array(L.reverse)[:, None]
     rows = np.arange(B)[None, :]
@@ -344,6 +357,7 @@ def _device_layer(dev, L: Layer):
     if L.kind == "lstm":
         c = dev.empty((D, B, H), F32)
         c[...] = 0 if L.c0 is None else small(L.c0)
+    _zero_empty_rows(L, h, c)
     if y.size == 0:
         return dev.result(y), dev.result(h), None if c is None else dev.result(c)
     # 1. Input projections of all steps and directions: xw (rows, D*GH), rows in x's order.

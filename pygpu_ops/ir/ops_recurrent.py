@@ -102,6 +102,7 @@ def _recurrent(op_type: str):
         on_device = {}
 
         def run(a):
+            a = list(a) + [None] * (8 - len(a))      # trailing optional inputs left out of the node
             if not on_device:
                 on_device.update(_to_backend(ctx.backend, params))
             swap = (lambda v: v) if not layout else (lambda v: None if v is None else _swap01(ctx.backend, v))

@@ -14,6 +14,7 @@ from .elementwise import add, batch_norm, clip, concat, div, mul, sigmoid, sub, 
 from .linalg import gemm, matmul, sgemm_variants
 from .normalization import log_softmax, softmax, softmax_variants
 from .pooling import avg_pool2d, global_avg_pool2d, max_pool2d
+from .recurrent import gru, lstm, rnn
 from .quantization import (dequantize, int8_gemm, int8_gemm_variants, qconv2d, qlinear_matmul, quant_params,
                            quantize)
 
@@ -59,6 +60,9 @@ __all__ = [
     "quantize",
     "sgemm_variants",
     "use_backend",
+    "gru",
+    "lstm",
+    "rnn",
 ]
 
 

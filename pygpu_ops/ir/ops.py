@@ -829,3 +829,4 @@ def cast(node, ins, ctx):
     if to == x.dtype:
         return Step([Info(x.shape, x.dtype, layout=x.layout)], "view:cast", lambda a: [a[0]], view=True)
     raise Unsupported(f"Cast of a runtime {x.dtype} tensor to {to}; supported on constants and shape data only")
+from . import ops_recurrent  # noqa: E402,F401  (RNN, GRU, LSTM register themselves)

@@ -290,9 +290,9 @@ def conv_integer(node, ins, ctx):
     if O % G:
         raise ValueError(f"W has {O} output channels, not a multiple of group={G}")
     # A runtime x zero point (DynamicQuantizeLinear's, in dynamic models) is read back per call.
-    zxv = _param(zx, "x_zero_point", None, 0) if zx is None or zx.host else None
     if zx is not None and zx.shape is not None and dim_prod(zx.shape) != 1:
         raise Unsupported("a per-channel x_zero_point: the column trick pads with one zero point")
+    zxv = _param(zx, "x_zero_point", None, 0) if zx is None or zx.host else None
     zwv = _param(zw, "w_zero_point", O, 0)
     if zx is not None:
         _want(zx, (xdt,), "x_zero_point")

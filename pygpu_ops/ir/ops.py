@@ -275,6 +275,21 @@ def _geometry_attrs(node: Node, x: Info, k: Sequence[int]):
     return s, d, heads, tails
 
 
+def conv_padding(node: Node, x: Info, k: Sequence[int]):
+    """(strides, dilations, padding as conv2d takes it, output spatial dims) of a Conv-like node."""
+    s, d, heads, tails = _geometry_attrs(node, x, k)
+    if heads == tails:
+        padding = tuple(heads)
+    elif all(si == 1 for si in s) and all((h, t) == ((di * (ki - 1)) // 2, di * (ki - 1) - (di * (ki - 1)) // 2)
+                                          for h, t, ki, di in zip(heads, tails, k, d)):
+        padding = "same"   # conv2d's own split: the odd pad at the bottom / right (stride 1 only)
+    else:
+        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}) with strides {s}: conv2d takes symmetric "
+                          f"padding, or 'same' (the extra pad at the end) at stride 1")
+    out = [_out_size(sz, ki, si, di, h, t) for sz, ki, si, di, h, t in zip(x.shape[2:], k, s, d, heads, tails)]
+    return s, d, padding, out
+
+
 @register("Conv", 1)
 def conv(node, ins, ctx):
     x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
@@ -291,16 +306,7 @@ def conv(node, ins, ctx):
     act = node.attr("activation")
     if act not in (None, "relu"):
         raise Unsupported(f"activation={act!r}: the conv epilogue has relu only")
-    s, d, heads, tails = _geometry_attrs(node, x, k)
-    if heads == tails:
-        padding = tuple(heads)
-    elif all(si == 1 for si in s) and all((h, t) == ((di * (ki - 1)) // 2, di * (ki - 1) - (di * (ki - 1)) // 2)
-                                          for h, t, ki, di in zip(heads, tails, k, d)):
-        padding = "same"   # conv2d's own split: the odd pad at the bottom / right (stride 1 only)
-    else:
-        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}) with strides {s}: conv2d takes symmetric "
-                          f"padding, or 'same' (the extra pad at the end) at stride 1")
-    out = [_out_size(sz, ki, si, di, h, t) for sz, ki, si, di, h, t in zip(x.shape[2:], k, s, d, heads, tails)]
+    s, d, padding, out = conv_padding(node, x, k)
     shape = (x.shape[0], w.shape[0], *out)
     if rank == 3:
         fn = _po().conv1d
@@ -828,5 +834,13 @@ def cast(node, ins, ctx):
         return _host_step([Info(x.shape, to, value)], "cast")
     if to == x.dtype:
         return Step([Info(x.shape, x.dtype, layout=x.layout)], "view:cast", lambda a: [a[0]], view=True)
-    raise Unsupported(f"Cast of a runtime {x.dtype} tensor to {to}; supported on constants and shape data only")
+    if to == F32 and x.dtype in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32)):
+        from .ops_quant import int_to_float   # the int8 family's device cast (dequantize at scale 1)
+
+        return int_to_float(x, ctx)
+    raise Unsupported(f"Cast of a runtime {x.dtype} tensor to {to}; supported on constants, shape data and "
+                      f"int8 / uint8 / int32 -> float32 only")
+
+
+from . import ops_quant  # noqa: E402,F401  (registers the quantized ops)
 from . import ops_recurrent  # noqa: E402,F401  (RNN, GRU, LSTM register themselves)

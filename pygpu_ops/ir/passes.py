@@ -15,7 +15,11 @@ The passes, in order:
    shape data or constants) whose every output has a value free of symbolic dimensions. So
    ``Shape(x)[1]`` of an (N, C, H, W) input folds to C, but ``Shape(x)[0]`` stays (it is N), and so
    does everything computed from it. Nothing that runs a kernel is folded.
-2. ``fold_batch_norm``: BatchNormalization (inference) after a Conv, or after a Gemm (its channel
+2. ``fuse_qdq`` (`pygpu_ops.ir.passes_quant`): the QDQ format's DequantizeLinear -> Conv / MatMul /
+   Gemm (-> Relu) -> QuantizeLinear groups become one int8 node each (QLinearConv, QLinearMatMul,
+   or QLinearGemm in domain `DOMAIN`), so no float convolution runs on dequantized values; its
+   module docstring lists when a group stays as written.
+3. ``fold_batch_norm``: BatchNormalization (inference) after a Conv, or after a Gemm (its channel
    axis 1 is the Gemm's output column), is folded into that node's weights:
    ``a = scale / sqrt(var + eps)``, ``W' = W * a`` per output channel, ``b' = (b - mean) * a + B``
    (for Gemm ``C' = beta * C * a + B - mean * a`` with ``beta = 1``), in float64, each result
@@ -23,14 +27,14 @@ The passes, in order:
    initializers, the parameters have one value per output channel, and the BN node is the only
    reader of the Conv / Gemm output (which is not a graph output): otherwise the BN runs as the
    channel-wise affine kernel.
-3. ``fuse_conv_activation``: Conv followed by Relu becomes one ``FusedConv`` node (domain
+4. ``fuse_conv_activation``: Conv followed by Relu becomes one ``FusedConv`` node (domain
    `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"``: ``conv2d`` / ``conv1d`` apply
    the bias and the ReLU in the GEMM epilogue, so the Conv output is never written unactivated.
    Only the activations the conv epilogue has (`CONV_EPILOGUES`; ``conv.py``'s ``_ACT`` holds
    relu only) fuse: Clip(0, 6) after a Conv stays a Clip node. Not fused at all: Gemm + Relu
    (``po.gemm`` has no activation epilogue) and Add + Relu after a residual (the package has no
    fused add-relu op); both stay two nodes.
-4. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
+5. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
    supported op is pure), then initializers that no node reads.
 
 Limits: passes see one graph (no subgraphs: the importer refuses them). Constant folding trusts
@@ -46,6 +50,7 @@ import numpy as np
 
 from . import ops
 from .graph import Graph, Node, Tensor
+from .passes_quant import fuse_qdq
 
 #: The domain of the nodes the passes create (never met in a model file).
 DOMAIN = "pygpu_ops"
@@ -56,7 +61,8 @@ CONV_EPILOGUES = {"Relu": "relu"}
 
 #: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
 #: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue.
-HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv}
+HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "QLinearConv": ops.ops_quant.qlinear_conv,
+                                     "QLinearGemm": ops.ops_quant.qlinear_gemm}
 
 
 def handler(node: Node, opset: int) -> ops.Handler:
@@ -267,10 +273,11 @@ class Pass:
 
 
 #: The passes `optimize` runs, in this order: folding constants first turns Constant weights into
-#: initializers the BN fold can read; the BN fold runs before the fusion so that Conv + BN + Relu
+#: initializers the BN fold and the QDQ fusion (`passes_quant`) can read; the BN fold runs before the fusion so that Conv + BN + Relu
 #: becomes one FusedConv; dead nodes last, after the folds have orphaned shape subgraphs.
 PASSES: Tuple[Pass, ...] = (
     Pass("fold_constants", fold_constants),
+    Pass("fuse_qdq", fuse_qdq),
     Pass("fold_batch_norm", fold_batch_norm),
     Pass("fuse_conv_activation", fuse_conv_activation),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),

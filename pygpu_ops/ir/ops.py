@@ -26,11 +26,14 @@ Three kinds of step:
   tensors of the model never take this path unless they are constants reshaped (views).
 
 Limits: 1-D and 2-D Conv (3-D / 4-D inputs), 2-D pooling (4-D inputs), float32 convolutions,
-float32 / float64 elsewhere. Pads that the public ops cannot take exactly are refused rather than
-emulated: asymmetric Conv pads except the stride-1 "same" split ``conv2d`` implements, asymmetric
-pooling pads, and pooling pads beyond half the effective kernel. With ``ceil_mode`` a last window
-that would start in the right padding is dropped, as ONNX Runtime and PyTorch (and the pools) do;
-the ONNX shape-inference formula alone would keep it. The elementwise ops (``po.add``...,
+float32 / float64 elsewhere. ``pads`` (begin != end included) and ``auto_pad`` SAME_UPPER /
+SAME_LOWER at any stride go to the public ops as ``((top, bottom), (left, right))``, which take
+them exactly (ONNX Runtime's semantics for the pools' divisor and ceil_mode windows); at creation,
+SAME at stride > 1 on a symbolic spatial dimension leaves the pads and the output size open until
+the shapes are known. Pooling pads must be smaller than the effective kernel (ONNX Runtime refuses
+pads >= kernel too); larger ones are refused. With ``ceil_mode`` a last window that would start in
+the right padding is dropped, as ONNX Runtime and PyTorch (and the pools) do; the ONNX
+shape-inference formula alone would keep it. The elementwise ops (``po.add``...,
 ``po.batch_norm``, ``po.transpose``, ``po.concat``) are looked up when a node needs them; where the
 package lacks one the node is refused.
 """
@@ -227,7 +230,8 @@ def _view(x: Info, shape: Shape, kernel: str, host_fn=None) -> Step:
 # Convolution and pooling geometry
 # ---------------------------------------------------------------------------------------------
 def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
-    """(head pads, tail pads) per spatial axis from ``pads`` / ``auto_pad``."""
+    """(head pads, tail pads) per spatial axis from ``pads`` / ``auto_pad``; a pad is None where it
+    depends on a symbolic size (SAME at stride > 1)."""
     auto = node.attr("auto_pad", "NOTSET")
     n = len(k)
     if auto == "NOTSET":
@@ -247,8 +251,9 @@ def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
         elif s[i] == 1:
             total = eff - 1       # independent of the size at stride 1
         else:
-            raise Unsupported(f"auto_pad={auto} with stride {s[i]} on a symbolic spatial dimension: whether the "
-                              f"padding is symmetric depends on the size")
+            heads.append(None)    # known once the size is: every split runs
+            tails.append(None)
+            continue
         small = total // 2
         heads.append(small if auto == "SAME_UPPER" else total - small)
         tails.append(total - heads[-1])
@@ -257,6 +262,8 @@ def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
 
 def _out_size(size: Dim, k: int, s: int, d: int, head: int, tail: int, ceil_mode: bool = False) -> Dim:
     eff = (k - 1) * d + 1
+    if head is None:
+        return unknown_dim()
     if isinstance(size, int):
         num = size + head + tail - eff
         return (-(-num // s) if ceil_mode else num // s) + 1
@@ -292,19 +299,12 @@ def conv(node, ins, ctx):
     if act not in (None, "relu"):
         raise Unsupported(f"activation={act!r}: the conv epilogue has relu only")
     s, d, heads, tails = _geometry_attrs(node, x, k)
-    if heads == tails:
-        padding = tuple(heads)
-    elif all(si == 1 for si in s) and all((h, t) == ((di * (ki - 1)) // 2, di * (ki - 1) - (di * (ki - 1)) // 2)
-                                          for h, t, ki, di in zip(heads, tails, k, d)):
-        padding = "same"   # conv2d's own split: the odd pad at the bottom / right (stride 1 only)
-    else:
-        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}) with strides {s}: conv2d takes symmetric "
-                          f"padding, or 'same' (the extra pad at the end) at stride 1")
+    padding = tuple(zip(heads, tails))   # (begin, end) per axis: conv2d / conv1d take any split
     out = [_out_size(sz, ki, si, di, h, t) for sz, ki, si, di, h, t in zip(x.shape[2:], k, s, d, heads, tails)]
     shape = (x.shape[0], w.shape[0], *out)
     if rank == 3:
         fn = _po().conv1d
-        kw = dict(stride=s[0], padding=padding if padding == "same" else padding[0], dilation=d[0], groups=group)
+        kw = dict(stride=s[0], padding=padding[0], dilation=d[0], groups=group)
     else:
         fn = _po().conv2d
         kw = dict(stride=tuple(s), padding=padding, dilation=tuple(d), groups=group)
@@ -326,21 +326,19 @@ def _pool_geometry(node: Node, x: Info, kind: str):
     d = _ints(node.attr("dilations", [1, 1]))
     ceil_mode = bool(node.attr("ceil_mode", 0))
     heads, tails = _spatial_pads(node, x.shape[2:], k, s, d)
-    if heads != tails:
-        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}): the pools take symmetric padding")
-    for p, ki, di in zip(heads, k, d):
-        if p > ((ki - 1) * di + 1) // 2:
-            raise Unsupported(f"pads {heads} larger than half the effective kernel {k} (dilations {d}): the pools "
-                              f"take at most half, as PyTorch")
+    for h, t, ki, di in zip(heads, tails, k, d):
+        if h is not None and max(h, t) >= (ki - 1) * di + 1:
+            raise Unsupported(f"pads (head {heads}, tail {tails}) not smaller than the effective kernel {k} "
+                              f"(dilations {d}): the pools take smaller pads (ONNX Runtime: smaller than the kernel)")
     out = []
-    for sz, ki, si, di, p in zip(x.shape[2:], k, s, d, heads):
-        o = _out_size(sz, ki, si, di, p, p, ceil_mode)
+    for sz, ki, si, di, p, t in zip(x.shape[2:], k, s, d, heads, tails):
+        o = _out_size(sz, ki, si, di, p, t, ceil_mode)
         if ceil_mode and isinstance(o, int) and (o - 1) * si >= sz + p:
             o -= 1   # a last window that would start in the right padding is dropped (ONNX Runtime, PyTorch)
         elif ceil_mode and not isinstance(o, int):
             o = unknown_dim()
         out.append(o)
-    return k, s, d, tuple(heads), ceil_mode, (x.shape[0], x.shape[1], *out)
+    return k, s, d, tuple(zip(heads, tails)), ceil_mode, (x.shape[0], x.shape[1], *out)
 
 
 @register("MaxPool", 1)

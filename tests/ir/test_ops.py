@@ -27,7 +27,8 @@ CONV_CASES = [
      (0, 0, 1, 1), (2, 2), (1, 1), 1),   # total pad (3-1)*2+3-6 = 1: the extra one at the end
     ("same_lower_s2", (1, 2, 6, 5), (2, 2, 3, 2), dict(auto_pad="SAME_LOWER", strides=[2, 2]),
      (1, 1, 0, 0), (2, 2), (1, 1), 1),   # totals 1 and 1: at the beginning
-    ("split_1201", (1, 2, 5, 6), (2, 2, 3, 3), dict(pads=[1, 0, 2, 1], strides=[2, 3]), (1, 0, 2, 1), (2, 3), (1, 1), 1),
+    ("split_1201", (1, 2, 5, 6), (2, 2, 3, 3), dict(pads=[1, 0, 2, 1], strides=[2, 3]), (1, 0, 2, 1),
+     (2, 3), (1, 1), 1),
     ("same_lower_odd_k", (1, 2, 5, 5), (2, 2, 3, 3), dict(auto_pad="SAME_LOWER"), (1, 1, 1, 1), (1, 1), (1, 1), 1),
     ("valid", (1, 2, 5, 4), (2, 2, 3, 3), dict(auto_pad="VALID"), (0, 0, 0, 0), (1, 1), (1, 1), 1),
     ("explicit_same_split", (1, 2, 4, 4), (2, 2, 2, 2), dict(pads=[0, 0, 1, 1]), (0, 0, 1, 1), (1, 1), (1, 1), 1),

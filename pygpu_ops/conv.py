@@ -314,8 +314,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
 
     NCHW ``x`` (N, C, H, W) gives (N, C*kh*kw, OH*OW), row ``(c*kh + i)*kw + j`` (as
     ``torch.nn.functional.unfold``); NHWC ``x`` (N, H, W, C) gives (N, OH*OW, kh*kw*C), column
-    ``(i*kw + j)*C + c``. Padding positions are 0. ``padding`` may be an int, a pair, ``"valid"`` or
-    ``"same"``. float32 or float64. The whole matrix is returned (no memory cap here).
+    ``(i*kw + j)*C + c``. Padding positions are 0. ``padding`` may be an int, a pair, ``((top,
+    bottom), (left, right))``, ``"valid"`` or ``"same"``. float32 or float64. The whole matrix is returned (no memory cap here).
     """
     op = "im2col"
     name = backends.resolve(op, backend, {"x": x})

@@ -19,7 +19,10 @@ conv2d / conv1d take float32 only (a ``TypeError`` names float32); ``im2col`` an
 also take other dtypes (im2col: float32 / float64; transposes: any 1, 2, 4 or 8-byte dtype).
 
 Limits, the same on every backend: ``stride``, ``padding``, ``dilation`` and ``groups`` are ints
-(Python or NumPy, checked by value) up to 2**31 - 1; kernel sizes are at least 1; C, H, W and the
+(Python or NumPy, checked by value) up to 2**31 - 1; ``padding`` may be asymmetric,
+``((top, bottom), (left, right))`` (conv1d: ``(left, right)``): only the begin pads and the output
+size enter the im2col indexing (a window at output oh starts at oh * sh - top), the end pads only
+the output size, so every backend takes any split; kernel sizes are at least 1; C, H, W and the
 padded sizes H + pt + pb, W + pl + pr are at most 2**31 - 1 (they bound every window coordinate
 the im2col kernels hold in an int). The device paths also need C*kh*kw, OH*OW and O at most
 2**31 - 257 (the GEMM's int tile indices run a tile past its dimensions).
@@ -157,6 +160,30 @@ def _ints(op: str, name: str, v, n: int, minimum: int) -> Tuple[int, ...]:
     return tuple(validate.check_int(op, name, e, lo=minimum, hi=INT32_MAX) for e in t)
 
 
+def padding_pairs(op: str, padding, nd: int) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) from an int, a tuple of ``nd`` entries, each an int (both sides)
+    or a (begin, end) pair, or for ``nd == 1`` also a bare (left, right) pair. 1-D: top = bottom = 0."""
+    def side_pair(e):
+        if isinstance(e, (tuple, list)):
+            if len(e) != 2:
+                raise TypeError(f"{op}: padding entries must be an int or a (begin, end) pair; got {e!r}")
+            return _ints(op, "padding", tuple(e), 2, 0)
+        return _ints(op, "padding", e, 1, 0) * 2
+
+    if nd == 1:
+        if isinstance(padding, (tuple, list)) and len(padding) == 2:
+            return (0, 0) + side_pair(tuple(padding))       # (left, right)
+        if isinstance(padding, (tuple, list)) and len(padding) == 1:
+            return (0, 0) + side_pair(padding[0])
+        return (0, 0) + side_pair(padding)
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise TypeError(f"{op}: padding must be an int, a pair, or ((top, bottom), (left, right)); "
+                            f"got {padding!r}")
+        return side_pair(padding[0]) + side_pair(padding[1])
+    return side_pair(padding) * 2
+
+
 def _cdiv(a: int, b: int) -> int:
     """ceil(a / b) for b > 0, exact on Python ints."""
     return -(-a // b)
@@ -254,8 +281,7 @@ def _geometry(op: str, N, C, H, W, O, G, KH, KW, stride, padding, dilation, nd: 
         else:
             raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same'; got {padding!r}")
     else:
-        ph, pw = _ints(op, "padding", padding, nd, 0) if nd == 2 else (0,) + _ints(op, "padding", padding, 1, 0)
-        pads = (ph, ph, pw, pw)
+        pads = padding_pairs(op, padding, nd)
     pt, pb, pl, pr = pads
     eh, ew = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     hp, wp = H + pt + pb, W + pl + pr
@@ -288,8 +314,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW", ba
 
     NCHW ``x`` (N, C, H, W) gives (N, C*kh*kw, OH*OW), row ``(c*kh + i)*kw + j`` (as
     ``torch.nn.functional.unfold``); NHWC ``x`` (N, H, W, C) gives (N, OH*OW, kh*kw*C), column
-    ``(i*kw + j)*C + c``. Padding positions are 0. ``padding`` may be an int, a pair, ``"valid"`` or
-    ``"same"``. float32 or float64. The whole matrix is returned (no memory cap here).
+    ``(i*kw + j)*C + c``. Padding positions are 0. ``padding`` may be an int, a pair, ``((top,
+    bottom), (left, right))``, ``"valid"`` or ``"same"``. float32 or float64. The whole matrix is returned (no memory cap here).
     """
     op = "im2col"
     name = backends.resolve(op, backend, {"x": x})
@@ -414,8 +440,9 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
 
     NCHW: ``x`` (N, C, H, W), ``w`` (O, C/groups, kh, kw), result (N, O, OH, OW).
     NHWC: ``x`` (N, H, W, C), ``w`` (O, kh, kw, C/groups), result (N, OH, OW, O).
-    ``stride``, ``dilation``: int or pair; ``padding``: int, pair, ``"valid"`` or ``"same"`` (stride
-    1 only; an odd total pads one more at the bottom / right). ``activation``: None or ``"relu"``.
+    ``stride``, ``dilation``: int or pair; ``padding``: int, pair (h, w), ``((top, bottom), (left,
+    right))`` (asymmetric, as ONNX ``pads``; an axis may also be one int), ``"valid"`` or ``"same"``
+    (stride 1 only; an odd total pads one more at the bottom / right). ``activation``: None or ``"relu"``.
     float32 only. The zero padding is multiplied like any input (0 * inf is NaN), except that an
     empty ``x`` (a dimension of 0) gives ``activation(bias)`` on every output.
     """
@@ -462,6 +489,7 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
            backend="auto"):
     """1-D cross-correlation (as ``torch.nn.functional.conv1d``): ``x`` (N, C, L), ``w`` (O, C/groups, K),
     result (N, O, OL); then ``+ bias`` and ``activation`` (None or ``"relu"``). float32 only.
+    ``padding``: an int (both ends), a (left, right) pair, ``"valid"`` or ``"same"``.
 
     Runs as conv2d with H = 1 (NCHW).
     """

@@ -4,7 +4,13 @@
 (default: the kernel size), ``padding`` and ``dilation`` (max only) are an int or a pair (h, w);
 the output size is ``floor((H + 2p - d(k-1) - 1) / s) + 1`` (``ceil`` with ``ceil_mode``, where a
 window that would start in the right padding is dropped); padding may be at most half the
-effective kernel ``((k-1)d + 1) // 2``. Max pooling pads with -inf, propagates NaN and returns
+effective kernel ``((k-1)d + 1) // 2``. ``padding`` may also be asymmetric, ``((top, bottom),
+(left, right))`` (an axis may be one int), as ONNX ``pads`` with ONNX Runtime's semantics (checked
+against it): ``2p`` above becomes begin + end, a ceil_mode window is dropped when it would start
+past ``H + begin``, the count_include_pad divisor clips a window to ``H + end``, and each pad must
+be smaller than the effective kernel (ONNX Runtime's limit; the half-kernel one is PyTorch's, kept
+for the int forms). Windows start at ``o * s - begin``: the end pads only size the output (max)
+and clip the divisor (average). Max pooling pads with -inf, propagates NaN and returns
 int64 indices flat into each H * W plane (``h * W + w``) with ``return_indices=True``. Average
 pooling pads with zeros; with ``count_include_pad`` the divisor is the window clipped to the padded
 input (so with ``ceil_mode`` the part of a window past the padded input is not counted), else the
@@ -91,13 +97,32 @@ def _pair(op: str, name: str, v, minimum: int) -> Tuple[int, int]:
     return (_int(op, name, v, minimum),) * 2
 
 
-def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """PyTorch's ``pooling_output_shape`` for one axis (may be < 1 for a too-small input)."""
-    num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, p_end=None) -> int:
+    """PyTorch's ``pooling_output_shape`` for one axis (may be < 1 for a too-small input), with
+    ``p_end`` (default ``p``) the end padding: ONNX Runtime's rule for asymmetric pads (the sum of
+    both pads in the size; a ceil_mode window is dropped when it would start past ``size + p``)."""
+    p_end = p if p_end is None else p_end
+    num = size + p + p_end - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
     out = num // s + 1  # floor division, as PyTorch's div_rtn
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1  # the last window would start in the right padding
     return out
+
+
+def _pads(op: str, padding):
+    """((top, bottom), (left, right)) and whether the form was asymmetric (a pair of pairs)."""
+    if isinstance(padding, (tuple, list)) and any(isinstance(e, (tuple, list)) for e in padding):
+        if len(padding) != 2:
+            raise ValueError(f"{op}: padding must be an int, a pair, or ((top, bottom), (left, right)); got "
+                             f"{len(padding)} values {tuple(padding)!r}")
+        out = []
+        for e in padding:
+            if isinstance(e, (tuple, list)) and len(e) != 2:
+                raise ValueError(f"{op}: padding entries must be an int or a (begin, end) pair; got {tuple(e)!r}")
+            out.append(_pair(op, "padding", e, 0))
+        return tuple(out), True
+    ph, pw = _pair(op, "padding", padding, 0)
+    return ((ph, ph), (pw, pw)), False
 
 
 def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout):
@@ -106,14 +131,19 @@ def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout
     validate.check_ndim(op, "x", x, 4, layout)
     k = _pair(op, "kernel_size", kernel_size, 1)
     s = k if stride is None else _pair(op, "stride", stride, 1)
-    p = _pair(op, "padding", padding, 0)
+    p, asym = _pads(op, padding)
     d = _pair(op, "dilation", dilation, 1)
     ceil_mode = validate.check_bool(op, "ceil_mode", ceil_mode)
     for ax in range(2):
         eff = (k[ax] - 1) * d[ax] + 1
-        if p[ax] > eff // 2:
+        if asym and max(p[ax]) >= eff:
+            # ONNX Runtime's limit ("pad should be smaller than kernel"), with the dilated extent.
+            raise ValueError(f"{op}: each padding (begin, end) must be smaller than the effective kernel size "
+                             f"(kernel_size - 1) * dilation + 1 = {eff}; got padding={p[ax]}, "
+                             f"kernel_size={k[ax]}, dilation={d[ax]}")
+        if not asym and p[ax][0] > eff // 2:
             raise ValueError(f"{op}: padding must be at most half the effective kernel size "
-                             f"((kernel_size - 1) * dilation + 1) // 2 = {eff // 2}; got padding={p[ax]}, "
+                             f"((kernel_size - 1) * dilation + 1) // 2 = {eff // 2}; got padding={p[ax][0]}, "
                              f"kernel_size={k[ax]}, dilation={d[ax]}")
     if layout == "NCHW":
         N, C, H, W = (int(v) for v in x.shape)
@@ -121,12 +151,12 @@ def _check_pool(op, x, kernel_size, stride, padding, dilation, ceil_mode, layout
         N, H, W, C = (int(v) for v in x.shape)
     out = []
     for ax, size in enumerate((H, W)):
-        o = pool_output_size(size, k[ax], s[ax], p[ax], d[ax], ceil_mode)
+        o = pool_output_size(size, k[ax], s[ax], p[ax][0], d[ax], ceil_mode, p[ax][1])
         if size == 0:
             o = 0
         elif o < 1:
             raise ValueError(f"{op}: output size is too small: input {'HW'[ax]}={size} with kernel_size={k[ax]}, "
-                             f"stride={s[ax]}, padding={p[ax]}, dilation={d[ax]} gives {o}")
+                             f"stride={s[ax]}, padding={p[ax] if asym else p[ax][0]}, dilation={d[ax]} gives {o}")
         out.append(o)
     OH, OW = out
     if H * W > INT32_MAX or OH * OW > INT32_MAX:
@@ -175,8 +205,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """
     op = "max_pool2d"
     name = backends.resolve(op, backend, {"x": x})
-    dtype, (N, C, H, W), (OH, OW), k, s, p, d, ceil_mode = _check_pool(
+    dtype, (N, C, H, W), (OH, OW), k, s, pads, d, ceil_mode = _check_pool(
         op, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+    # -inf padding: the end pads only size the output; windows start at o * s - begin.
+    p = (pads[0][0], pads[1][0])
     return_indices = validate.check_bool(op, "return_indices", return_indices)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
@@ -301,6 +333,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     name = backends.resolve(op, backend, {"x": x})
     dtype, (N, C, H, W), (OH, OW), k, s, p, _, ceil_mode = _check_pool(
         op, x, kernel_size, stride, padding, 1, ceil_mode, layout)
+    (pt, pb), (pl, pr) = p
     count_include_pad = validate.check_bool(op, "count_include_pad", count_include_pad)
     out_shape = _out_shape(layout, N, C, OH, OW)
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
@@ -312,7 +345,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         y = dev.empty(out_shape, dtype)
         total = N * C * OH * OW
         if total:
-            geo = (np.int32(OH), np.int32(OW)) + tuple(np.int32(v) for v in (k + s + p)) + \
+            geo = (np.int32(OH), np.int32(OW)) + tuple(np.int32(v) for v in (k + s + (pt, pb, pl, pr))) + \
                 (np.int32(count_include_pad),)
             if layout == "NCHW":
                 args = (xd, y, np.int64(total), np.int32(H), np.int32(W)) + geo
@@ -323,9 +356,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def _avg_divisor(size, OS, k, s, p, count_include_pad):
-    o = np.arange(OS)
-    start = o * s - p
-    end = np.minimum(start + k, size + p)
+    """Per output along one axis, with ``p`` = (begin, end) pads: the window clipped to the padded
+    input (``count_include_pad``) or to the input."""
+    o = np.arange(OS, dtype=np.int64)
+    start = o * s - p[0]
+    end = np.minimum(start + k, size + p[1])
     padded = end - start
     valid = np.minimum(end, size) - np.maximum(start, 0)
     return padded if count_include_pad else np.maximum(valid, 0)
@@ -336,7 +371,7 @@ def _numpy_avg_pool(x, layout, k, s, p, OH, OW, count_include_pad):
     over the divisor of each window."""
     ah, aw = _spatial_axes(layout)
     H, W = x.shape[ah], x.shape[aw]
-    acc = _sum_axis(_sum_axis(x, ah, k[0], s[0], p[0], OH), aw, k[1], s[1], p[1], OW)
+    acc = _sum_axis(_sum_axis(x, ah, k[0], s[0], p[0][0], OH), aw, k[1], s[1], p[1][0], OW)
     if acc.size:
         along_h, along_w = [1, 1, 1, 1], [1, 1, 1, 1]
         along_h[ah], along_w[aw] = OH, OW

@@ -1,7 +1,9 @@
 // 2-D average pooling, NCHW, with PyTorch's semantics.
 //
 // One thread per output element, ow fastest (coalesced writes; input rows
-// shared by neighbouring windows come from cache). Padding counts as zeros.
+// shared by neighbouring windows come from cache). Padding counts as zeros;
+// the begin pads (pt, pl) place the windows, the end pads (pb, pr) clip the
+// count_include_pad divisor (ONNX pads may differ; PyTorch passes equal ones).
 // The divisor is the window clipped to the padded input when
 // count_include_pad != 0 -- with ceil_mode the part of a last window past the
 // padded input is not counted -- else the number of taps inside the input.
@@ -17,7 +19,7 @@
 template <typename T>
 __global__ void __launch_bounds__(256) avg_pool2d_nchw(
     const T* __restrict__ x, T* __restrict__ y, long long total, int H, int W, int OH, int OW,
-    int kh, int kw, int sh, int sw, int ph, int pw, int count_include_pad)
+    int kh, int kw, int sh, int sw, int pt, int pb, int pl, int pr, int count_include_pad)
 {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= total)
@@ -26,8 +28,8 @@ __global__ void __launch_bounds__(256) avg_pool2d_nchw(
     const long long plane = t / ohw;
     const int r = (int)(t - plane * ohw);
     const int oh = r / OW, ow = r % OW;
-    const AvgSpan hs = avg_span(oh, H, kh, sh, ph);
-    const AvgSpan ws = avg_span(ow, W, kw, sw, pw);
+    const AvgSpan hs = avg_span(oh, H, kh, sh, pt, pb);
+    const AvgSpan ws = avg_span(ow, W, kw, sw, pl, pr);
     if (hs.start >= hs.end || ws.start >= ws.end) {
         y[t] = T(0);  // no tap inside the input (PyTorch writes 0)
         return;

@@ -14,7 +14,7 @@
 template <typename T>
 __global__ void __launch_bounds__(256) avg_pool2d_nhwc(
     const T* __restrict__ x, T* __restrict__ y, long long total, int H, int W, int C, int OH, int OW,
-    int kh, int kw, int sh, int sw, int ph, int pw, int count_include_pad)
+    int kh, int kw, int sh, int sw, int pt, int pb, int pl, int pr, int count_include_pad)
 {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= total)
@@ -25,8 +25,8 @@ __global__ void __launch_bounds__(256) avg_pool2d_nhwc(
     const long long n = pix / ohw;
     const int r = (int)(pix - n * ohw);
     const int oh = r / OW, ow = r % OW;
-    const AvgSpan hs = avg_span(oh, H, kh, sh, ph);
-    const AvgSpan ws = avg_span(ow, W, kw, sw, pw);
+    const AvgSpan hs = avg_span(oh, H, kh, sh, pt, pb);
+    const AvgSpan ws = avg_span(ow, W, kw, sw, pl, pr);
     if (hs.start >= hs.end || ws.start >= ws.end) {
         y[t] = T(0);  // no tap inside the input (PyTorch writes 0)
         return;

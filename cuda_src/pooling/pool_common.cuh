@@ -33,20 +33,21 @@ __device__ __forceinline__ MaxSpan max_span(int o, int size, int k, int s, int p
     return MaxSpan{start, (int)min(start, (long long)end), end};
 }
 
-// Average-pool window along one axis for output position o: [start, end)
-// clipped to the input, and `padded`, the window's extent clipped to the
-// padded input (H + p on the right) -- the count_include_pad divisor. With
-// ceil_mode a last window may reach past the padded input; that part counts
-// neither way (PyTorch's semantics). 64-bit window arithmetic as in max_span;
-// padded <= k.
+// Average-pool window along one axis for output position o, with begin pad
+// p and end pad q (equal for PyTorch's symmetric padding; ONNX pads may
+// differ): [start, end) clipped to the input, and `padded`, the window's
+// extent clipped to the padded input (size + q on the right) -- the
+// count_include_pad divisor. With ceil_mode a last window may reach past the
+// padded input; that part counts neither way (PyTorch's and ONNX Runtime's
+// semantics). 64-bit window arithmetic as in max_span; padded <= k.
 struct AvgSpan {
     int start, end, padded;
 };
 
-__device__ __forceinline__ AvgSpan avg_span(int o, int size, int k, int s, int p)
+__device__ __forceinline__ AvgSpan avg_span(int o, int size, int k, int s, int p, int q)
 {
     const long long start = (long long)o * s - p;
-    const long long end = min(start + k, (long long)size + p);
+    const long long end = min(start + k, (long long)size + q);
     const int padded = (int)(end - start);
     const int first = (int)max(0LL, min(start, (long long)size));
     return AvgSpan{first, (int)max((long long)first, min(end, (long long)size)), padded};

@@ -26,13 +26,19 @@ Three kinds of step:
   tensors of the model never take this path unless they are constants reshaped (views).
 
 Limits: 1-D and 2-D Conv (3-D / 4-D inputs), 2-D pooling (4-D inputs), float32 convolutions,
-float32 / float64 elsewhere. Pads that the public ops cannot take exactly are refused rather than
-emulated: asymmetric Conv pads except the stride-1 "same" split ``conv2d`` implements, asymmetric
-pooling pads, and pooling pads beyond half the effective kernel. With ``ceil_mode`` a last window
-that would start in the right padding is dropped, as ONNX Runtime and PyTorch (and the pools) do;
-the ONNX shape-inference formula alone would keep it. The elementwise ops (``po.add``...,
-``po.batch_norm``, ``po.transpose``, ``po.concat``) are looked up when a node needs them; where the
-package lacks one the node is refused.
+float32 / float64 elsewhere. ``pads`` (begin != end included) and ``auto_pad`` SAME_UPPER /
+SAME_LOWER at any stride go to the public ops as ``((top, bottom), (left, right))``, which take
+them exactly (ONNX Runtime's semantics for the pools' divisor and ceil_mode windows); at creation,
+SAME at stride > 1 on a symbolic spatial dimension leaves the pads and the output size open until
+the shapes are known. Pooling pads must be smaller than the effective kernel (ONNX Runtime refuses
+pads >= kernel too); larger ones are refused. With ``ceil_mode`` a last window that would start in
+the right padding is dropped, as ONNX Runtime and PyTorch (and the pools) do; the ONNX
+shape-inference formula alone would keep it. A node with ``attrs["layout"] == "NHWC"`` (set only
+by the layout pass, `pygpu_ops.ir.layout`) reads and writes channels-last: Conv (its W already
+(O, kh, kw, C/group)), the pools and BatchNormalization then call the NHWC variants and name them
+in the kernel label. The elementwise ops (``po.add``..., ``po.batch_norm``, ``po.transpose``,
+``po.concat``) are looked up when a node needs them; where the package lacks one the node is
+refused.
 """
 from __future__ import annotations
 
@@ -227,7 +233,8 @@ def _view(x: Info, shape: Shape, kernel: str, host_fn=None) -> Step:
 # Convolution and pooling geometry
 # ---------------------------------------------------------------------------------------------
 def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
-    """(head pads, tail pads) per spatial axis from ``pads`` / ``auto_pad``."""
+    """(head pads, tail pads) per spatial axis from ``pads`` / ``auto_pad``; a pad is None where it
+    depends on a symbolic size (SAME at stride > 1)."""
     auto = node.attr("auto_pad", "NOTSET")
     n = len(k)
     if auto == "NOTSET":
@@ -247,8 +254,9 @@ def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
         elif s[i] == 1:
             total = eff - 1       # independent of the size at stride 1
         else:
-            raise Unsupported(f"auto_pad={auto} with stride {s[i]} on a symbolic spatial dimension: whether the "
-                              f"padding is symmetric depends on the size")
+            heads.append(None)    # known once the size is: every split runs
+            tails.append(None)
+            continue
         small = total // 2
         heads.append(small if auto == "SAME_UPPER" else total - small)
         tails.append(total - heads[-1])
@@ -257,6 +265,8 @@ def _spatial_pads(node: Node, size: Sequence[Dim], k: Sequence[int], s, d):
 
 def _out_size(size: Dim, k: int, s: int, d: int, head: int, tail: int, ceil_mode: bool = False) -> Dim:
     eff = (k - 1) * d + 1
+    if head is None:
+        return unknown_dim()
     if isinstance(size, int):
         num = size + head + tail - eff
         return (-(-num // s) if ceil_mode else num // s) + 1
@@ -265,28 +275,36 @@ def _out_size(size: Dim, k: int, s: int, d: int, head: int, tail: int, ceil_mode
     return unknown_dim()
 
 
+def _nhwc(node: Node) -> bool:
+    """The node runs channels-last: set by the layout pass (`pygpu_ops.ir.layout`) only."""
+    return node.attr("layout") == "NHWC"
+
+
+def _spatial(x: Info, nhwc: bool) -> Shape:
+    return x.shape[1:-1] if nhwc else x.shape[2:]
+
+
+def _image(n: Dim, c: Dim, spatial: Sequence[Dim], nhwc: bool) -> Shape:
+    """An image tensor's shape in the node's layout."""
+    return (n, *spatial, c) if nhwc else (n, c, *spatial)
+
+
 def _geometry_attrs(node: Node, x: Info, k: Sequence[int]):
     n = len(k)
     s = _ints(node.attr("strides", [1] * n))
     d = _ints(node.attr("dilations", [1] * n))
     if len(s) != n or len(d) != n:
         raise ValueError(f"strides / dilations must have {n} values")
-    heads, tails = _spatial_pads(node, x.shape[2:], k, s, d)
+    heads, tails = _spatial_pads(node, _spatial(x, _nhwc(node)), k, s, d)
     return s, d, heads, tails
 
 
-def conv_padding(node: Node, x: Info, k: Sequence[int]):
-    """(strides, dilations, padding as conv2d takes it, output spatial dims) of a Conv-like node."""
+def conv_padding(node: Node, x: Info, k: Sequence[int], nhwc: bool = False):
+    """(strides, dilations, padding as conv2d / qconv2d take it: (begin, end) per axis, any split,
+    output spatial dims) of a Conv-like node."""
     s, d, heads, tails = _geometry_attrs(node, x, k)
-    if heads == tails:
-        padding = tuple(heads)
-    elif all(si == 1 for si in s) and all((h, t) == ((di * (ki - 1)) // 2, di * (ki - 1) - (di * (ki - 1)) // 2)
-                                          for h, t, ki, di in zip(heads, tails, k, d)):
-        padding = "same"   # conv2d's own split: the odd pad at the bottom / right (stride 1 only)
-    else:
-        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}) with strides {s}: conv2d takes symmetric "
-                          f"padding, or 'same' (the extra pad at the end) at stride 1")
-    out = [_out_size(sz, ki, si, di, h, t) for sz, ki, si, di, h, t in zip(x.shape[2:], k, s, d, heads, tails)]
+    padding = tuple(zip(heads, tails))
+    out = [_out_size(sz, ki, si, di, h, t) for sz, ki, si, di, h, t in zip(_spatial(x, nhwc), k, s, d, heads, tails)]
     return s, d, padding, out
 
 
@@ -295,9 +313,14 @@ def conv(node, ins, ctx):
     x, w, b = ins[0], ins[1], ins[2] if len(ins) > 2 else None
     _want_float([x, w, b], (F32,), ("X", "W", "B"))
     rank = _want_rank(x, (3, 4), "Conv (1-D and 2-D)")
-    if w.shape is None or not all(isinstance(v, int) for v in w.shape[2:]) or len(w.shape) != rank:
+    nhwc = _nhwc(node)
+    if nhwc and rank != 4:
+        raise Unsupported("layout NHWC: 2-D convolutions only")
+    # NHWC (the layout pass): x (N, H, W, C), W transposed once to (O, kh, kw, C/group).
+    kdims = w.shape[1:3] if nhwc and w.shape is not None else None if w.shape is None else w.shape[2:]
+    if w.shape is None or not all(isinstance(v, int) for v in kdims) or len(w.shape) != rank:
         raise Unsupported(f"W must have static kernel dims and rank {rank}; got {w.shape}")
-    k = list(w.shape[2:])
+    k = list(kdims)
     if node.attr("kernel_shape") is not None and _ints(node.attr("kernel_shape")) != k:
         raise ValueError(f"kernel_shape {node.attr('kernel_shape')} differs from W's {k}")
     group = int(node.attr("group", 1))
@@ -306,20 +329,22 @@ def conv(node, ins, ctx):
     act = node.attr("activation")
     if act not in (None, "relu"):
         raise Unsupported(f"activation={act!r}: the conv epilogue has relu only")
-    s, d, padding, out = conv_padding(node, x, k)
-    shape = (x.shape[0], w.shape[0], *out)
+    s, d, padding, out = conv_padding(node, x, k, nhwc)
+    shape = _image(x.shape[0], w.shape[0], out, nhwc)
     if rank == 3:
         fn = _po().conv1d
-        kw = dict(stride=s[0], padding=padding if padding == "same" else padding[0], dilation=d[0], groups=group)
+        kw = dict(stride=s[0], padding=padding[0], dilation=d[0], groups=group)
     else:
         fn = _po().conv2d
-        kw = dict(stride=tuple(s), padding=padding, dilation=tuple(d), groups=group)
+        kw = dict(stride=tuple(s), padding=padding, dilation=tuple(d), groups=group,
+                  layout="NHWC" if nhwc else "NCHW")
     kw["activation"] = act
     from ..conv import CONV_GEMM
 
     name = "conv1d" if rank == 3 else "conv2d"
-    label = ctx.label(name, CONV_GEMM.kernel.symbol) + (f"+{act}" if act else "")
-    return Step([Info(shape, x.dtype, layout="NCHW" if rank == 4 else "")], label,
+    variant = ("im2col_nhwc+" if nhwc else "") + CONV_GEMM.kernel.symbol
+    label = ctx.label(name, variant) + (f"+{act}" if act else "")
+    return Step([Info(shape, x.dtype, layout="" if rank == 3 else "NHWC" if nhwc else "NCHW")], label,
                 lambda a: [fn(a[0], a[1], a[2] if len(a) > 2 else None, backend=ctx.backend, **kw)])
 
 
@@ -331,22 +356,22 @@ def _pool_geometry(node: Node, x: Info, kind: str):
     s = _ints(node.attr("strides", [1, 1]))
     d = _ints(node.attr("dilations", [1, 1]))
     ceil_mode = bool(node.attr("ceil_mode", 0))
-    heads, tails = _spatial_pads(node, x.shape[2:], k, s, d)
-    if heads != tails:
-        raise Unsupported(f"asymmetric pads (head {heads}, tail {tails}): the pools take symmetric padding")
-    for p, ki, di in zip(heads, k, d):
-        if p > ((ki - 1) * di + 1) // 2:
-            raise Unsupported(f"pads {heads} larger than half the effective kernel {k} (dilations {d}): the pools "
-                              f"take at most half, as PyTorch")
+    nhwc = _nhwc(node)
+    heads, tails = _spatial_pads(node, _spatial(x, nhwc), k, s, d)
+    for h, t, ki, di in zip(heads, tails, k, d):
+        if h is not None and max(h, t) >= (ki - 1) * di + 1:
+            raise Unsupported(f"pads (head {heads}, tail {tails}) not smaller than the effective kernel {k} "
+                              f"(dilations {d}): the pools take smaller pads (ONNX Runtime: smaller than the kernel)")
     out = []
-    for sz, ki, si, di, p in zip(x.shape[2:], k, s, d, heads):
-        o = _out_size(sz, ki, si, di, p, p, ceil_mode)
+    for sz, ki, si, di, p, t in zip(_spatial(x, nhwc), k, s, d, heads, tails):
+        o = _out_size(sz, ki, si, di, p, t, ceil_mode)
         if ceil_mode and isinstance(o, int) and (o - 1) * si >= sz + p:
             o -= 1   # a last window that would start in the right padding is dropped (ONNX Runtime, PyTorch)
         elif ceil_mode and not isinstance(o, int):
             o = unknown_dim()
         out.append(o)
-    return k, s, d, tuple(heads), ceil_mode, (x.shape[0], x.shape[1], *out)
+    c = x.shape[-1] if nhwc else x.shape[1]
+    return k, s, d, tuple(zip(heads, tails)), ceil_mode, _image(x.shape[0], c, out, nhwc)
 
 
 @register("MaxPool", 1)
@@ -357,8 +382,9 @@ def max_pool(node, ins, ctx):
         raise Unsupported("the Indices output is not supported")
     k, s, d, p, ceil_mode, shape = _pool_geometry(node, x, "MaxPool")
     fn = _po().max_pool2d
-    return Step([Info(shape, x.dtype, layout="NCHW")], ctx.label("max_pool2d", "max_pool2d_nchw"),
-                lambda a: [fn(a[0], tuple(k), tuple(s), p, tuple(d), ceil_mode, backend=ctx.backend)])
+    lo = "NHWC" if _nhwc(node) else "NCHW"
+    return Step([Info(shape, x.dtype, layout=lo)], ctx.label("max_pool2d", f"max_pool2d_{lo.lower()}"),
+                lambda a: [fn(a[0], tuple(k), tuple(s), p, tuple(d), ceil_mode, layout=lo, backend=ctx.backend)])
 
 
 @register("AveragePool", 7)
@@ -370,8 +396,9 @@ def average_pool(node, ins, ctx):
     k, s, _, p, ceil_mode, shape = _pool_geometry(node, x, "AveragePool")
     include = bool(node.attr("count_include_pad", 0))
     fn = _po().avg_pool2d
-    return Step([Info(shape, x.dtype, layout="NCHW")], ctx.label("avg_pool2d", "avg_pool2d_nchw"),
-                lambda a: [fn(a[0], tuple(k), tuple(s), p, ceil_mode, include, backend=ctx.backend)])
+    lo = "NHWC" if _nhwc(node) else "NCHW"
+    return Step([Info(shape, x.dtype, layout=lo)], ctx.label("avg_pool2d", f"avg_pool2d_{lo.lower()}"),
+                lambda a: [fn(a[0], tuple(k), tuple(s), p, ceil_mode, include, layout=lo, backend=ctx.backend)])
 
 
 @register("GlobalAveragePool", 1)
@@ -380,9 +407,11 @@ def global_average_pool(node, ins, ctx):
     _want_float(ins)
     _want_rank(x, (4,), "GlobalAveragePool (2-D)")
     fn = _po().global_avg_pool2d
-    return Step([Info((x.shape[0], x.shape[1], 1, 1), x.dtype, layout="NCHW")],
-                ctx.label("global_avg_pool2d", "global_avg_pool2d_nchw"),
-                lambda a: [fn(a[0], backend=ctx.backend)])
+    nhwc = _nhwc(node)
+    lo = "NHWC" if nhwc else "NCHW"
+    return Step([Info(_image(x.shape[0], x.shape[-1] if nhwc else x.shape[1], (1, 1), nhwc), x.dtype, layout=lo)],
+                ctx.label("global_avg_pool2d", f"global_avg_pool2d_{lo.lower()}"),
+                lambda a: [fn(a[0], lo, backend=ctx.backend)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,8 +562,9 @@ def batch_norm(node, ins, ctx):
         raise ValueError(f"X must have rank >= 2; got {x.shape}")
     eps = float(node.attr("epsilon", 1e-5))
     fn = public_op("batch_norm")
+    lo = "NHWC" if _nhwc(node) else "NCHW"   # one kernel; NHWC: channels on the last axis
     return Step([Info(x.shape, x.dtype, layout=x.layout)], ctx.label("batch_norm", "batch_norm"),
-                lambda a: [fn(a[0], a[1], a[2], a[3], a[4], epsilon=eps, layout="NCHW", backend=ctx.backend)])
+                lambda a: [fn(a[0], a[1], a[2], a[3], a[4], epsilon=eps, layout=lo, backend=ctx.backend)])
 
 
 def _softmax(log: bool, coerce_2d: bool):
@@ -705,7 +735,7 @@ def transpose(node, ins, ctx):
         return _host_step([Info(shape, x.dtype, None if x.value is None else np.transpose(x.value, perm))], "transpose")
     _want_float(ins)
     fn = public_op("transpose")
-    return Step([Info(shape, x.dtype)], ctx.label("transpose", "transpose"),
+    return Step([Info(shape, x.dtype, layout=node.attr("layout", ""))], ctx.label("transpose", "transpose"),
                 lambda a: [fn(a[0], tuple(perm), backend=ctx.backend)])
 
 
@@ -730,7 +760,7 @@ def concat(node, ins, ctx):
         return _host_step([Info(shape, parts[0].dtype, value)], "concat")
     _want_float(parts, FLOATS, [f"inputs[{i}]" for i in range(len(parts))])
     fn = public_op("concat")
-    return Step([Info(shape, parts[0].dtype)], ctx.label("concat", "concat"),
+    return Step([Info(shape, parts[0].dtype, layout=parts[0].layout)], ctx.label("concat", "concat"),
                 lambda a: [fn([v for v in a if v is not None], axis, backend=ctx.backend)])
 
 

@@ -6,7 +6,7 @@ How it works:
    its declared shape and dtype (`random_feed`: standard normal floats, integers in [0, 10),
    random booleans; seeded by ``--seed``). A named symbolic dimension takes its value from
    ``--dim name=value`` (default 1); an unnamed one is 1.
-2. The session (``--backend``, ``--no-optimize``) runs the model once; each output is printed
+2. The session (``--backend``, ``--no-optimize``, ``--layout``) runs the model once; each output is printed
    (shape, dtype, range) and, with ``--output-dir``, saved as ``<output name>.npy``.
 3. ``--compare-ort`` runs the same feed through ONNX Runtime's CPU execution provider and prints,
    per output, the largest absolute difference and the relative one, ``max|ours - ort| /
@@ -52,6 +52,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", choices=("auto",) + backends.BACKENDS,
                    help="where the session runs (default auto: the default backend for NumPy inputs)")
     p.add_argument("--no-optimize", action="store_true", help="InferenceSession(optimize=False)")
+    p.add_argument("--layout", default="NCHW", choices=("NCHW", "NHWC"),
+                   help="InferenceSession(layout=...): NHWC runs the CNN channels-last (default NCHW)")
     p.add_argument("--compare-ort", action="store_true",
                    help="max abs and rel difference per output against ONNX Runtime (CPU provider)")
     p.add_argument("--rtol", type=float, default=1e-4,
@@ -361,7 +363,8 @@ def main(args) -> int:
     from .session import InferenceSession
 
     try:
-        sess = InferenceSession(args.model, backend=args.backend, optimize=not args.no_optimize)
+        sess = InferenceSession(args.model, backend=args.backend, optimize=not args.no_optimize,
+                                layout=args.layout)
         given = load_inputs(args.input, sess.graph.inputs)
         feed = random_feed(sess, parse_dims(args.dim), args.seed, given)
         if args.plot and not args.profile:

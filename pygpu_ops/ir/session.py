@@ -22,7 +22,8 @@ How it works:
 BatchNormalization folding, Conv + Relu into the conv epilogue, dead-node elimination) between
 import and step 1's last walk, so ``session.graph`` is the optimized IR and its nodes' ``kernel``
 name what runs; ``session.applied_passes`` lists the passes that changed it. ``optimize=False``
-runs the graph as imported.
+runs the graph as imported. ``layout="NHWC"`` then runs the layout pass (`pygpu_ops.ir.layout`)
+on that graph: the CNN part channels-last, transposes at its edges.
 """
 from __future__ import annotations
 
@@ -126,14 +127,20 @@ class InferenceSession:
     providers. ``model``: a path, the file's bytes or an ``onnx.ModelProto``. ``backend``:
     ``"auto"`` (CuPy / CUDA feeds run on ``cuda``, NumPy feeds on the default backend), ``"numpy"``,
     ``"emulator"`` or ``"cuda"``. ``optimize``: run the graph passes (`pygpu_ops.ir.passes.PASSES`)
-    on the imported graph; False runs it as imported."""
+    on the imported graph; False runs it as imported. ``layout``: ``"NCHW"`` (the model's own) or
+    ``"NHWC"``: the CNN part runs on the channels-last kernels, with transposes only where image
+    tensors enter or leave it (`pygpu_ops.ir.layout.to_nhwc`); feeds and outputs stay as the
+    model declares them."""
 
-    def __init__(self, model, *, backend: str = "auto", optimize: bool = True):
+    def __init__(self, model, *, backend: str = "auto", optimize: bool = True, layout: str = "NCHW"):
         from . import onnx_import
 
         if not isinstance(backend, str) or backend not in backends.BACKENDS + ("auto",):
             raise ValueError(f"InferenceSession: backend must be one of 'auto', "
                              f"{', '.join(repr(b) for b in backends.BACKENDS)}; got {backend!r}")
+        if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"InferenceSession: layout must be 'NCHW' or 'NHWC'; got {layout!r}")
+        self.layout = layout
         if not isinstance(optimize, (bool, np.bool_)):
             raise TypeError(f"InferenceSession: optimize must be a bool; got {type(optimize).__name__}")
         if backend != "auto":
@@ -156,6 +163,15 @@ class InferenceSession:
             # own name even where a pass would have rewritten it.
             walk(self.graph, declared_feeds(self.graph), label_backend)
             self.graph, self.applied_passes = passes.optimize(self.graph)
+        if layout == "NHWC":
+            from .layout import to_nhwc
+
+            if not self.optimize:   # refuse an unsupported op under its own name, as above
+                walk(self.graph, declared_feeds(self.graph), label_backend)
+            nhwc = to_nhwc(self.graph)
+            if nhwc is not self.graph:
+                self.graph = nhwc
+                self.applied_passes.append("to_nhwc")
         steps, infos = self._walk(declared_feeds(self.graph), label_backend)
         for node, step in steps:
             node.kernel = step.kernel

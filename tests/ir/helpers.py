@@ -67,9 +67,10 @@ def has(*names):
 
 
 def conv_ref(x, w, b, stride, pads, dilation, group):
-    """tests/test_conv.py's direct-loop float64 convolution; pads (top, left, bottom, right), either
-    symmetric or conv2d's stride-1 "same" split (the only asymmetric pads the session runs)."""
+    """tests/test_conv.py's direct-loop float64 convolution; pads (top, left, bottom, right) as ONNX,
+    any split: x is zero-padded here, then convolved without padding."""
     from test_conv import ref_conv2d_nchw
 
-    padding = (pads[0], pads[1]) if pads[:2] == pads[2:] else "same"
-    return ref_conv2d_nchw(x, w, b, stride, padding, dilation, group, relu=False)[0]
+    t, l, b_, r = pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (t, b_), (l, r)))
+    return ref_conv2d_nchw(xp, w, b, stride, 0, dilation, group, relu=False)[0]

@@ -337,3 +337,22 @@ def test_refused_at_creation(case):
                    [_vi("y", TP.INT32, [1, 2, 4, 4])], dict(w=np.ones((2, 2, 1, 1), np.int8), zx=np.zeros(2, np.uint8)))
     with pytest.raises(NotImplementedError):
         po.InferenceSession(m.SerializeToString(), backend="numpy")
+
+
+@pytest.mark.parametrize("pads,strides", [([0, 1, 2, 0], [2, 2]), ([1, 0, 0, 2], [1, 1])], ids=["s2", "s1"])
+def test_qlinear_conv_asymmetric_pads(model_backend, pads, strides):
+    """ONNX pads with begin != end go to qconv2d as (begin, end) pairs; the padding holds x's zero
+    point, as ONNX Runtime's QLinearConv."""
+    r = np.random.default_rng(12)
+    x = r.integers(0, 256, (2, 3, 7, 6)).astype(np.uint8)
+    w = r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    bias = r.integers(-2000, 2000, 4).astype(np.int32)
+    m = _model([mk("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"], pads=pads,
+                   strides=strides)],
+               [_vi("x", TP.UINT8, ["N", 3, 7, 6])], [_vi("y", TP.UINT8, ["N", 4, "H", "W"])],
+               dict(w=w, sx=np.float32(0.02), zx=np.uint8(117), sw=np.float32(0.01), zw=np.int8(0),
+                    sy=np.float32(0.05), zy=np.uint8(128), b=bias))
+    _, got = _run(m, {"x": x}, model_backend)
+    want = ort_run(m, {"x": x})[0]
+    assert got[0].shape == want.shape
+    np.testing.assert_array_equal(got[0], want)

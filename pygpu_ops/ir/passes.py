@@ -23,13 +23,14 @@ The passes, in order:
    initializers, the parameters have one value per output channel, and the BN node is the only
    reader of the Conv / Gemm output (which is not a graph output): otherwise the BN runs as the
    channel-wise affine kernel.
-3. ``fuse_conv_activation``: Conv followed by Relu becomes one ``FusedConv`` node (domain
-   `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"``: ``conv2d`` / ``conv1d`` apply
-   the bias and the ReLU in the GEMM epilogue, so the Conv output is never written unactivated.
-   Only the activations the conv epilogue has (`CONV_EPILOGUES`; ``conv.py``'s ``_ACT`` holds
-   relu only) fuse: Clip(0, 6) after a Conv stays a Clip node. Not fused at all: Gemm + Relu
-   (``po.gemm`` has no activation epilogue) and Add + Relu after a residual (the package has no
-   fused add-relu op); both stay two nodes.
+3. ``fuse_conv_activation``: Conv followed by Relu, or by Clip with bounds exactly (0, 6), becomes
+   one ``FusedConv`` node (domain `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"`` /
+   ``"relu6"``: ``conv2d`` / ``conv1d`` apply the bias and the activation in the GEMM epilogue, so
+   the Conv output is never written unactivated. Clip's bounds are attributes before opset 11 and
+   constant inputs from it; a Clip with any other bounds (-0.0 included: Clip gives the bound's
+   -0.0 where relu6 gives +0.0) stays a Clip node. Both epilogues compare as the Relu / Clip kernels do (``v < 0``, ``v > 6``),
+   so the fused output is the unfused one bit for bit, NaN included. Not fused yet: Gemm + Relu
+   and Add + Relu after a residual; both stay two nodes.
 4. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
    supported op is pure), then initializers that no node reads.
 
@@ -39,6 +40,7 @@ its gain is a smaller graph and a plan with no host steps for it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -50,9 +52,11 @@ from .graph import Graph, Node, Tensor
 #: The domain of the nodes the passes create (never met in a model file).
 DOMAIN = "pygpu_ops"
 
-#: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it. Clip(0, 6) is not
-#: here because ``conv2d`` has no relu6 epilogue.
-CONV_EPILOGUES = {"Relu": "relu"}
+#: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it (``conv.py``'s
+#: ``CONV_ACTIVATIONS``). A Clip is "relu6" only with bounds exactly `RELU6_BOUNDS`; any other Clip
+#: stays a Clip node (see `epilogue_activation`).
+CONV_EPILOGUES = {"Relu": "relu", "Clip": "relu6"}
+RELU6_BOUNDS = (0.0, 6.0)
 
 #: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
 #: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue.
@@ -220,24 +224,62 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Conv + activation into the GEMM epilogue
+# 3. Activations into the epilogue of the op before them
 # ---------------------------------------------------------------------------------------------
-def fuse_conv_activation(graph: Graph) -> Graph:
-    """Conv + Relu -> FusedConv(activation="relu"); only the activations in `CONV_EPILOGUES`."""
+def _scalar_init(graph: Graph, name: str) -> Optional[float]:
+    """The value of a one-element initializer, or None (no such input, or not a constant)."""
+    v = graph.initializers.get(name) if name else None
+    if v is None or v.size != 1 or v.dtype.kind != "f":
+        return None
+    return float(v.reshape(-1)[0])
+
+
+def epilogue_activation(graph: Graph, node: Node) -> Optional[str]:
+    """The epilogue ``activation`` that computes ``node`` exactly, or None: Relu is "relu", Clip with
+    bounds exactly (0, 6) is "relu6" (attributes before opset 11, constant inputs from it). Both
+    are ``v < 0 ? 0 : v`` (and ``v > 6 ? 6 : v``), the Clip kernel's comparisons, so NaN stays NaN."""
+    if node.domain or node.op_type not in CONV_EPILOGUES:
+        return None
+    if node.op_type == "Clip":
+        if graph.opset < 11:
+            bounds = (node.attr("min"), node.attr("max"))
+            bounds = tuple(None if b is None else float(b) for b in bounds)
+        else:
+            bounds = (_scalar_init(graph, node.input(1)), _scalar_init(graph, node.input(2)))
+        if bounds != RELU6_BOUNDS or math.copysign(1.0, bounds[0]) < 0:
+            return None
+    return CONV_EPILOGUES[node.op_type]
+
+
+def _fuse_into(graph: Graph, sources, make) -> Graph:
+    """Each epilogue activation whose input is the output of a ``sources`` op read by it alone, fused:
+    ``make(graph, src, act, activation, taken)`` gives (fused node, new initializers) or None."""
     out = graph
+    taken: set = set()
     while True:
         for act in out.nodes:
-            if act.op_type not in CONV_EPILOGUES or act.domain:
+            activation = epilogue_activation(out, act)
+            if activation is None:
                 continue
             src = out.producer(act.input(0))
-            if src is None or src.op_type != "Conv" or src.domain or not _sole_reader(out, act.input(0), act):
+            if src is None or src.domain or src.op_type not in sources or not _sole_reader(out, act.input(0), act):
                 continue
-            attrs = {**src.attrs, "activation": CONV_EPILOGUES[act.op_type]}
-            fused = Node("FusedConv", src.name, list(src.inputs), list(act.outputs), attrs, DOMAIN)
-            out = _replace(out, [src, act], fused, {})
-            break
+            fused = make(out, src, act, activation, taken)
+            if fused is not None:
+                out = _replace(out, [src, act], *fused)
+                break
         else:
             return out
+
+
+def _fused_conv(graph, conv, act, activation, taken):
+    attrs = {**conv.attrs, "activation": activation}
+    return Node("FusedConv", conv.name, list(conv.inputs), list(act.outputs), attrs, DOMAIN), {}
+
+
+def fuse_conv_activation(graph: Graph) -> Graph:
+    """Conv + Relu -> FusedConv(activation="relu"), Conv + Clip(0, 6) -> FusedConv(activation="relu6")."""
+    return _fuse_into(graph, ("Conv",), _fused_conv)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import conv_ref, helper, model, rand
+from .helpers import conv_ref, helper, model, ort_run, rand
 
 import pygpu_ops as po
 from pygpu_ops.ir import onnx_import, passes
@@ -257,29 +257,68 @@ def test_fuse_conv1d_relu():
     np.testing.assert_array_equal(opt[0], plain[0])
 
 
+def clip_node(x, y, lo, hi, opset, name="clip"):
+    """Clip(lo, hi): attributes before opset 11, initializer inputs "lo" / "hi" from it."""
+    if opset < 11:
+        return mk("Clip", [x], [y], min=lo, max=hi, name=name), {}
+    return mk("Clip", [x, "lo", "hi"], [y], name=name), {"lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+def test_fuse_conv_clip06(host_backend, opset):
+    """Conv + Clip(0, 6) -> FusedConv(activation="relu6"); outputs equal the unfused graph's and are
+    within float32 tolerance of ONNX Runtime and of a float64 reference. x is scaled so that
+    outputs pass 6 and fall below 0, and holds a NaN."""
+    inits = {"w": rand(5, 3, 3, 3, seed=56), "b": rand(5, seed=57)}
+    clip, bounds = clip_node("c", "y", 0.0, 6.0, opset)
+    m = model([mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), clip], {"x": rand(2, 3, 5, 7)},
+              {"y": 4}, {**inits, **bounds}, opset=opset)
+    g = imported(m)
+    out = passes.fuse_conv_activation(g)
+    assert ops_of(g) == ["Conv", "Clip"] and ops_of(out) == ["FusedConv"]
+    assert out.nodes[0].attrs["activation"] == "relu6" and out.nodes[0].outputs == ["y"]
+    x = rand(2, 3, 5, 7, seed=58) * 4
+    plain, opt, sess = both(m, {"x": x}, host_backend)
+    variant = "numpy" if host_backend == "numpy" else "conv_gemm_warptile"
+    assert [n.kernel for n in sess.graph.nodes] == [f"conv2d:{variant}+relu6"]
+    assert "lo" not in sess.graph.initializers    # the bounds are read by nobody once fused
+    np.testing.assert_array_equal(opt[0], plain[0])
+    ref = np.clip(conv_ref(x, inits["w"], inits["b"], (1, 1), (1, 1, 1, 1), (1, 1), 1), 0, 6)
+    assert (ref == 6).any() and (ref == 0).any()
+    np.testing.assert_allclose(opt[0], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    xn = x.copy()
+    xn[1, 2, 3, 4] = np.nan
+    plain, opt, _ = both(m, {"x": xn}, host_backend)
+    assert np.isnan(opt[0]).any()
+    np.testing.assert_array_equal(opt[0], plain[0])
+
+
 def test_unfused_activations_stay(host_backend):
-    """Clip(0, 6) after a Conv (conv2d's epilogue has relu only), Relu after a Gemm (po.gemm has no
-    activation), Add + Relu after a residual (no fused add-relu op), and a Conv whose output has a
-    second reader: the fusion pass returns the very graph."""
-    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
-        po.conv2d(rand(1, 1, 2, 2), rand(1, 1, 1, 1), activation="relu6", backend="numpy")
-    lo_hi = {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    """Not fused into the conv epilogue: Clip with bounds other than exactly (0, 6) (here (0, 5),
+    (-1, 6), (-0.0, 6), (0, no max)), Clip(0, 6) of a Conv output that is also a graph output, and
+    a Conv whose output has a second reader: the fusion pass returns the very graph and the
+    session gives the unfused graph's outputs bit for bit."""
     w = rand(2, 2, 1, 1, seed=61)
+    lo_hi = {"lo": np.array(0, np.float32), "hi": np.array(5, np.float32)}
     cases = [
-        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4}, {"w": w, **lo_hi}),
-        ([mk("Flatten", ["x"], ["f"]), mk("Gemm", ["f", "g"], ["h"]), mk("Relu", ["h"], ["y"])], {"y": 2},
-         {"g": rand(8, 3, seed=62)}),
-        ([mk("Conv", ["x", "w"], ["c"]), mk("Add", ["c", "x"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 4}, {"w": w}),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4}, {"w": w, **lo_hi}, {}, 13),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c"], ["y"], min=-1.0, max=6.0)], {"y": 4}, {"w": w}, {}, 10),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c"], ["y"], min=-0.0, max=6.0)], {"y": 4}, {"w": w}, {}, 10),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo"], ["y"])], {"y": 4}, {"w": w, "lo": lo_hi["lo"]}, {},
+         13),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4, "c": 4},
+         {"w": w, "lo": lo_hi["lo"], "hi": np.array(6, np.float32)}, {}, 13),
         ([mk("Conv", ["x", "w"], ["c"]), mk("Relu", ["c"], ["y"]), mk("Sigmoid", ["c"], ["z"])], {"y": 4, "z": 4},
-         {"w": w}),
+         {"w": w}, {}, 13),
     ]
     x = rand(1, 2, 2, 2, seed=63) * 8
-    for nodes, outs, inits in cases:
-        m = model(nodes, {"x": x}, outs, inits)
+    for nodes, outs, inits, runtime, opset in cases:
+        m = model(nodes, {"x": x, **runtime}, outs, inits, opset=opset)
         g = imported(m)
         before = snapshot(g)
         assert passes.fuse_conv_activation(g) is g and snapshot(g) == before
-        plain, opt, sess = both(m, {"x": x}, host_backend)
+        plain, opt, sess = both(m, {"x": x, **runtime}, host_backend)
         assert ops_of(sess.graph) == ops_of(g) and sess.applied_passes == []
         for p, o in zip(plain, opt):
             np.testing.assert_array_equal(o, p)

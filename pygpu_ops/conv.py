@@ -9,7 +9,9 @@ and stores straight into the output layout, so neither costs an extra pass.
   images (Caffe's layout, all images of a chunk side by side), the GEMM is W (O, C*kh*kw) times it,
   and the epilogue scatters each column to its image, giving (N, O, OH, OW) directly.
 * NHWC: the column buffer is (pixels, kh*kw*C) per group, the GEMM is it times W^T, giving rows of
-  (N*OH*OW, O) = (N, OH, OW, O) directly; no transposes of activations.
+  (N*OH*OW, O) = (N, OH, OW, O) directly; no transposes of activations. A pointwise convolution
+  (1x1, stride 1, no padding, one group) has x itself as the column matrix: no im2col, no buffer
+  (the graph passes run a Gemm + Relu this way, ``pygpu_ops.ir.passes``).
 * groups: ``blockIdx.z`` of the GEMM is the group (depthwise included).
 * Memory: the column buffer holds at most ``get_column_buffer_limit()`` bytes (default 256 MiB,
   ``set_column_buffer_limit``); larger problems run in chunks of the flattened (image, pixel)
@@ -618,12 +620,19 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * g.OH * g.OW
-    per = _chunk(total, g.G * Kg * 4, min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
-    col = dev.empty((g.G * Kg * per,), np.float32)
+    most = min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0])
+    # A pointwise convolution (1x1, stride 1, no padding, one group) reads x's rows as they are:
+    # the column matrix would be a copy of x, so x is the GEMM's A (no im2col, no buffer).
+    direct = (g.KH, g.KW, g.SH, g.SW, g.PT, g.PB, g.PL, g.PR, g.G) == (1, 1, 1, 1, 0, 0, 0, 0, 1)
+    per = most if direct else _chunk(total, g.G * Kg * 4, most)
+    col = None if direct else dev.empty((g.G * Kg * per,), np.float32)
     for q0 in range(0, total, per):
         nr = min(per, total - q0)
-        colv = col[:g.G * nr * Kg]
-        _launch_im2col_nhwc(dev, xd, g, np.dtype(np.float32), q0, nr, colv)
+        if direct:
+            colv = xd.reshape(-1)[q0 * Kg:(q0 + nr) * Kg]
+        else:
+            colv = col[:g.G * nr * Kg]
+            _launch_im2col_nhwc(dev, xd, g, np.dtype(np.float32), q0, nr, colv)
         for g0 in range(0, g.G, MAX_GRID_YZ):
             ng = min(MAX_GRID_YZ, g.G - g0)
             args = (np.int32(nr), np.int32(Og), np.int32(Kg),

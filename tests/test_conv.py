@@ -244,6 +244,30 @@ def test_conv1d_and_empty_input_relu6(backend, to):
     np.testing.assert_array_equal(r[0, :, 1, 2], [6.0, 0.0, np.nan, 3.0])
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (37, 1, 1, 5, 3), (3, 7, 5, 9, 130)], ids=str)
+def test_conv2d_nhwc_pointwise_reads_x_directly(backend, to, monkeypatch, shape):
+    """A 1x1, stride-1, unpadded, one-group NHWC conv2d (a Gemm, x (M, K) as (M, 1, 1, K)) runs the
+    GEMM on x itself: no im2col launch; a NaN in x reaches its row only."""
+    N, H, W, C, O = shape
+    rng = np.random.default_rng(sum(shape))
+    x, w, b = make(rng, "NHWC", N, C, H, W, O, 1, 1, True)
+    x[-1, -1, -1, -1] = np.nan
+    launches = []
+    if backend != "numpy":
+        from pygpu_ops._runtime.device import get_device
+
+        dev = get_device(backend)
+        orig = dev.launch
+        monkeypatch.setattr(dev, "launch", lambda k, l, a: (launches.append(k.symbol), orig(k, l, a))[1])
+    got = to.host(cv.conv2d(to(x), to(w), to(b), layout="NHWC", activation="relu6", backend=backend))
+    with np.errstate(invalid="ignore"):
+        lin, bound = ref_conv2d(x, w, b, 1, 0, 1, 1, False, "NHWC")
+        assert_close_bound(got, np.minimum(np.maximum(lin, 0), 6), bound, str(shape))
+    assert np.isnan(got[-1, -1, -1]).all() and not np.isnan(got.reshape(-1, O)[:-1]).any()
+    if backend != "numpy":
+        assert launches == ["conv_gemm_warptile"], launches
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_conv2d_chunked_column_buffer(backend, to, layout, monkeypatch):
     """A tiny column-buffer limit: same result, the work split into many chunks (some crossing

@@ -29,9 +29,20 @@ The passes, in order:
    the Conv output is never written unactivated. Clip's bounds are attributes before opset 11 and
    constant inputs from it; a Clip with any other bounds (-0.0 included: Clip gives the bound's
    -0.0 where relu6 gives +0.0) stays a Clip node. Both epilogues compare as the Relu / Clip kernels do (``v < 0``, ``v > 6``),
-   so the fused output is the unfused one bit for bit, NaN included. Not fused yet: Gemm + Relu
-   and Add + Relu after a residual; both stay two nodes.
-4. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
+   so the fused output is the unfused one bit for bit, NaN included. Not fused yet: Add + Relu
+   after a residual (it stays two nodes).
+4. ``fuse_gemm_activation``: Gemm (+ bias) followed by Relu or Clip(0, 6) becomes one
+   ``FusedGemm`` node ``activation(A @ W^T + bias)``, which runs as the NHWC pointwise
+   convolution it is (``ops_fused``): ``conv2d`` of A viewed (M, 1, 1, K) with W (N, 1, 1, K)
+   gives (M, N) row-major, with the bias and the activation in the conv GEMM's epilogue, and
+   reads A in place (no im2col for a pointwise conv). No new GEMM kernel: ``po.gemm`` has an
+   ``alpha * AB + beta * C`` epilogue but no activation, and the conv GEMM runs the same
+   warp-tiled main loop. Only where that is the Gemm's arithmetic: float32, ``alpha = 1``,
+   ``transA = 0``, B an initializer (with ``transB = 0`` it is transposed once into a new
+   initializer), C absent, ignored (``beta = 0``) or an initializer per output column (shape (),
+   (1,), (N,) or (1, N), made an (N,) bias) added with ``beta = 1``; and the Gemm output read by
+   the activation alone and not a graph output. Otherwise Gemm and activation stay two nodes.
+5. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
    supported op is pure), then initializers that no node reads.
 
 Limits: passes see one graph (no subgraphs: the importer refuses them). Constant folding trusts
@@ -46,7 +57,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import ops
+from . import ops, ops_fused
 from .graph import Graph, Node, Tensor
 
 #: The domain of the nodes the passes create (never met in a model file).
@@ -59,8 +70,9 @@ CONV_EPILOGUES = {"Relu": "relu", "Clip": "relu6"}
 RELU6_BOUNDS = (0.0, 6.0)
 
 #: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
-#: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue.
-HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv}
+#: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue. The others
+#: are in ``ops_fused``.
+HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "FusedGemm": ops_fused.fused_gemm}
 
 
 def handler(node: Node, opset: int) -> ops.Handler:
@@ -224,7 +236,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Activations into the epilogue of the op before them
+# 3, 4. Activations into the epilogue of the op before them
 # ---------------------------------------------------------------------------------------------
 def _scalar_init(graph: Graph, name: str) -> Optional[float]:
     """The value of a one-element initializer, or None (no such input, or not a constant)."""
@@ -282,8 +294,47 @@ def fuse_conv_activation(graph: Graph) -> Graph:
     return _fuse_into(graph, ("Conv",), _fused_conv)
 
 
+def _fused_gemm(graph, gemm, act, activation, taken):
+    """FusedGemm (A, W (N, K), bias (N,)) of a Gemm whose result is ``A @ B (+ C)`` exactly as the
+    pointwise conv computes it, else None: float32, alpha 1, no transA, B an initializer, and C
+    absent, ignored (beta 0) or a per-column initializer added with beta 1."""
+    # A's dtype is declared only where A is a graph input; ONNX's Gemm types A, B and C alike, so
+    # B's float32 says A's (a FusedGemm handed another A refuses it at session creation).
+    a_t = graph.tensors.get(gemm.input(0))
+    b = graph.initializers.get(gemm.input(1))
+    if ((a_t is not None and a_t.dtype != np.float32) or b is None or b.dtype != np.float32 or b.ndim != 2
+            or float(gemm.attr("alpha", 1.0)) != 1.0 or int(gemm.attr("transA", 0))):
+        return None
+    trans_b = bool(gemm.attr("transB", 0))
+    n = b.shape[0] if trans_b else b.shape[1]
+    inits: Dict[str, np.ndarray] = {}
+    w_name = gemm.input(1)
+    if not trans_b:    # the conv takes W (N, K): B transposed once, here, into a new initializer
+        w_name = _fresh(graph, f"{gemm.input(1)}_T", taken)
+        inits[w_name] = np.ascontiguousarray(b.T)
+    inputs = [gemm.input(0), w_name]
+    c_name = gemm.input(2)
+    beta = float(gemm.attr("beta", 1.0))
+    if c_name and beta != 0.0:
+        c = graph.initializers.get(c_name)
+        if beta != 1.0 or c is None or c.dtype != np.float32 or c.shape not in ((), (1,), (n,), (1, n)):
+            return None
+        if c.shape != (n,):   # a scalar or a (1, N) row: the same values as the (N,) bias
+            bias_name = _fresh(graph, f"{gemm.name}_bias", taken)
+            inits[bias_name] = np.ascontiguousarray(np.broadcast_to(c.reshape(-1), (n,)))
+            c_name = bias_name
+        inputs.append(c_name)
+    node = Node("FusedGemm", gemm.name, inputs, list(act.outputs), {"activation": activation}, DOMAIN)
+    return node, inits
+
+
+def fuse_gemm_activation(graph: Graph) -> Graph:
+    """Gemm (+ bias) + Relu / Clip(0, 6) -> FusedGemm, where the Gemm is a pointwise conv (`_fused_gemm`)."""
+    return _fuse_into(graph, ("Gemm",), _fused_gemm)
+
+
 # ---------------------------------------------------------------------------------------------
-# 4. Dead nodes
+# 5. Dead nodes
 # ---------------------------------------------------------------------------------------------
 def eliminate_dead_nodes(graph: Graph) -> Graph:
     """Nodes whose outputs reach no graph output, then initializers no node reads."""
@@ -309,12 +360,14 @@ class Pass:
 
 
 #: The passes `optimize` runs, in this order: folding constants first turns Constant weights into
-#: initializers the BN fold can read; the BN fold runs before the fusion so that Conv + BN + Relu
-#: becomes one FusedConv; dead nodes last, after the folds have orphaned shape subgraphs.
+#: initializers the BN fold can read; the BN fold runs before the fusions so that Conv + BN + Relu
+#: becomes one FusedConv (Gemm + BN + Relu one FusedGemm); dead nodes last, after the folds and
+#: fusions have orphaned shape subgraphs and Clip bounds.
 PASSES: Tuple[Pass, ...] = (
     Pass("fold_constants", fold_constants),
     Pass("fold_batch_norm", fold_batch_norm),
     Pass("fuse_conv_activation", fuse_conv_activation),
+    Pass("fuse_gemm_activation", fuse_gemm_activation),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
 )
 

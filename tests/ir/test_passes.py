@@ -325,6 +325,109 @@ def test_unfused_activations_stay(host_backend):
 
 
 # ---------------------------------------------------------------------------------------------
+# fuse_gemm_activation
+# ---------------------------------------------------------------------------------------------
+def gemm_act_model(trans_b=True, c_shape=(5,), act="Relu", opset=13, beta=1.0, alpha=1.0, extra_reader=False):
+    """Flatten(x) (N, 6) -> Gemm with B (5, 6) / (6, 5) and C of ``c_shape`` -> Relu / Clip(0, 6)."""
+    inits = {"B": rand(*((5, 6) if trans_b else (6, 5)), seed=64)}
+    if c_shape is not None:
+        inits["C"] = rand(*c_shape, seed=65) if c_shape else np.array(0.75, np.float32)
+    nodes = [mk("Flatten", ["x"], ["f"], name="flat"),
+             mk("Gemm", ["f", "B"] + (["C"] if c_shape is not None else []), ["h"], transB=int(trans_b), beta=beta,
+                alpha=alpha, name="fc")]
+    if act == "Relu":
+        nodes.append(mk("Relu", ["h"], ["y"], name="relu"))
+    else:
+        clip, bounds = clip_node("h", "y", 0.0, 6.0, opset)
+        nodes.append(clip)
+        inits.update(bounds)
+    outs = {"y": 2}
+    if extra_reader:
+        nodes.append(mk("Sigmoid", ["h"], ["z"], name="sig"))
+        outs["z"] = 2
+    return model(nodes, {"x": rand(3, 2, 3)}, outs, inits, opset=opset, input_shapes={"x": ["N", 2, 3]}), inits
+
+
+def gemm_ref(x, inits, trans_b, c_shape, act, alpha=1.0, beta=1.0):
+    b = inits["B"].astype(np.float64)
+    y = alpha * x.reshape(len(x), -1).astype(np.float64) @ (b.T if trans_b else b)
+    if c_shape is not None:
+        y = y + beta * inits["C"].astype(np.float64)
+    return np.maximum(y, 0) if act == "Relu" else np.clip(y, 0, 6)
+
+
+@pytest.mark.parametrize("trans_b, c_shape, act, opset", [
+    (True, (5,), "Relu", 13), (False, (1, 5), "Relu", 13), (True, None, "Clip", 13), (False, (), "Clip", 10),
+    (True, (1,), "Relu", 11)], ids=["transB-bias-relu", "B-row-relu", "nobias-clip", "B-scalar-clip10",
+                                    "bias1-relu11"])
+def test_fuse_gemm_activation(host_backend, trans_b, c_shape, act, opset):
+    """Gemm + bias + Relu / Clip(0, 6) -> one FusedGemm node (the pointwise conv with the epilogue);
+    outputs equal the unfused graph's within the module's bound, and match ONNX Runtime and a
+    float64 reference within float32 tolerance, at two batch sizes; a NaN reaches its row only."""
+    m, inits = gemm_act_model(trans_b, c_shape, act, opset)
+    g = imported(m)
+    before = snapshot(g)
+    out = passes.fuse_gemm_activation(g)
+    assert snapshot(g) == before
+    assert ops_of(g) == ["Flatten", "Gemm", act] and ops_of(out) == ["Flatten", "FusedGemm"]
+    fused = out.nodes[1]
+    assert (fused.domain, fused.name, fused.outputs) == (passes.DOMAIN, "fc", ["y"])
+    assert fused.attrs == {"activation": "relu" if act == "Relu" else "relu6"}
+    w = out.initializers[fused.inputs[1]]
+    np.testing.assert_array_equal(w, inits["B"] if trans_b else inits["B"].T)
+    assert (fused.inputs[1] == "B") == trans_b           # transB=1: B itself, no copy
+    if c_shape is None:
+        assert len(fused.inputs) == 2
+    else:
+        np.testing.assert_array_equal(out.initializers[fused.inputs[2]], np.broadcast_to(inits["C"].reshape(-1), (5,)))
+    assert passes.fuse_gemm_activation(out) is out
+    sess = po.InferenceSession(m, backend=host_backend)
+    plain_sess = po.InferenceSession(m, backend=host_backend, optimize=False)
+    assert ops_of(sess.graph) == ["Flatten", "FusedGemm"] and "fuse_gemm_activation" in sess.applied_passes
+    variant = "numpy" if host_backend == "numpy" else "conv_gemm_warptile"
+    assert sess.graph.nodes[1].kernel == f"conv2d:{variant}+{fused.attrs['activation']}"
+    for n in (4, 1):
+        x = rand(n, 2, 3, seed=66 + n) * 4
+        opt, plain = sess.run(None, {"x": x}), plain_sess.run(None, {"x": x})
+        ref = gemm_ref(x, inits, trans_b, c_shape, act)
+        assert (ref == 0).any() and (act == "Relu" or (ref == 6).any() or n == 1)
+        assert_same_within_bound(plain, opt, [ref])
+        np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    x = rand(4, 2, 3, seed=67)
+    x[2, 1, 1] = np.nan
+    got = sess.run(None, {"x": x})[0]
+    assert np.isnan(got[2]).all() and not np.isnan(got[[0, 1, 3]]).any()
+
+
+def test_gemm_activation_preconditions(host_backend):
+    """Not fused (the pass returns the very graph; the session runs Gemm and the activation as they
+    are): the Gemm output read twice; alpha != 1; beta != 1 with C; C per row (N, 1) or full (M, N);
+    B a runtime input; Clip(0, 5); and a float64 Gemm."""
+    cases = [dict(extra_reader=True), dict(alpha=0.5), dict(beta=2.0), dict(c_shape=(3, 1)), dict(c_shape=(3, 5)),
+             dict(act="Clip5")]
+    x = rand(3, 2, 3, seed=68)
+    for kw in cases:
+        clip5 = kw.pop("act", None) == "Clip5"
+        m, inits = gemm_act_model(act="Clip" if clip5 else "Relu", **kw)
+        if clip5:
+            m.graph.initializer[-1].CopyFrom(helper.make_tensor("hi", 1, [], [5.0]))
+        g = imported(m)
+        assert passes.fuse_gemm_activation(g) is g, kw
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert "FusedGemm" not in ops_of(sess.graph) and "Gemm" in ops_of(sess.graph), kw
+        for p, o in zip(plain, opt):
+            np.testing.assert_array_equal(o, p)
+    # B fed at run time, and float64 throughout
+    b = rand(5, 6, seed=69)
+    nodes = [mk("Gemm", ["a", "B"], ["h"], transB=1), mk("Relu", ["h"], ["y"])]
+    for feeds, inits in (({"a": rand(3, 6), "B": b}, {}), ({"a": rand(3, 6).astype(np.float64)},
+                                                           {"B": b.astype(np.float64)})):
+        outs = {"y": (2, next(iter(feeds.values())).dtype)}
+        g = imported(model(nodes, feeds, outs, inits))
+        assert passes.fuse_gemm_activation(g) is g
+
+
+# ---------------------------------------------------------------------------------------------
 # eliminate_dead_nodes
 # ---------------------------------------------------------------------------------------------
 def test_eliminate_dead_nodes_alone():

@@ -12,10 +12,13 @@ other inputs is refused with `Unsupported` rather than run wrongly.
   row-major order, with the bias and the activation in the conv GEMM's epilogue. The conv2d NHWC
   path multiplies A by W^T in the same warp-tiled GEMM as ``po.gemm`` and reads A in place for a
   pointwise convolution (no im2col), so nothing is copied that the plain Gemm would not read.
+* ``FusedAdd`` (inputs ``A``, ``B``; attribute ``activation``): ``activation(A + B)`` with NumPy
+  broadcasting, float32 or float64, the residual Add + Relu / Clip(0, 6): ``po.add(...,
+  activation=)``, one pass of the broadcasting binary kernel instead of two.
 """
 from __future__ import annotations
 
-from .ops import F32, Info, Step, Unsupported, _po
+from .ops import F32, FLOATS, Info, Step, Unsupported, _po, _want_float, broadcast_shapes, public_op
 
 
 def _want(info, what: str, rank: int) -> None:
@@ -53,3 +56,18 @@ def fused_gemm(node, ins, ctx) -> Step:
         return [y.reshape(m, n)]
     label = ctx.label("conv2d", CONV_GEMM.kernel.symbol) + f"+{act}"
     return Step([Info((a.shape[0], w.shape[0]), F32)], label, run)
+
+
+def fused_add(node, ins, ctx) -> Step:
+    from ..elementwise import ADD_ACTIVATIONS
+
+    a, b = ins
+    if a.shape is None or b.shape is None:
+        raise Unsupported("operands of unknown rank")
+    _want_float(ins, FLOATS, ("A", "B"))
+    act = node.attr("activation")
+    if act not in ADD_ACTIVATIONS:
+        raise Unsupported(f"activation={act!r}: add's fused activations are {', '.join(ADD_ACTIVATIONS)}")
+    fn = public_op("add")
+    return Step([Info(broadcast_shapes(a.shape, b.shape), a.dtype, layout=a.layout or b.layout)],
+                ctx.label("add", "add") + f"+{act}", lambda v: [fn(v[0], v[1], activation=act, backend=ctx.backend)])

@@ -28,9 +28,9 @@ The passes, in order:
    ``"relu6"``: ``conv2d`` / ``conv1d`` apply the bias and the activation in the GEMM epilogue, so
    the Conv output is never written unactivated. Clip's bounds are attributes before opset 11 and
    constant inputs from it; a Clip with any other bounds (-0.0 included: Clip gives the bound's
-   -0.0 where relu6 gives +0.0) stays a Clip node. Both epilogues compare as the Relu / Clip kernels do (``v < 0``, ``v > 6``),
-   so the fused output is the unfused one bit for bit, NaN included. Not fused yet: Add + Relu
-   after a residual (it stays two nodes).
+   -0.0 where relu6 gives +0.0) stays a Clip node. Both epilogues compare as the Relu / Clip
+   kernels do (``v < 0``, ``v > 6``), so the fused output is the unfused one bit for bit, NaN
+   included.
 4. ``fuse_gemm_activation``: Gemm (+ bias) followed by Relu or Clip(0, 6) becomes one
    ``FusedGemm`` node ``activation(A @ W^T + bias)``, which runs as the NHWC pointwise
    convolution it is (``ops_fused``): ``conv2d`` of A viewed (M, 1, 1, K) with W (N, 1, 1, K)
@@ -42,7 +42,13 @@ The passes, in order:
    initializer), C absent, ignored (``beta = 0``) or an initializer per output column (shape (),
    (1,), (N,) or (1, N), made an (N,) bias) added with ``beta = 1``; and the Gemm output read by
    the activation alone and not a graph output. Otherwise Gemm and activation stay two nodes.
-5. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
+5. ``fuse_add_activation``: Add followed by Relu or Clip(0, 6), the residual connection's, becomes
+   one ``FusedAdd`` node: ``po.add(a, b, activation=...)`` runs the broadcasting binary kernel
+   with the activation applied to each rounded sum, so the sum is written once, activated,
+   instead of written, read back and written again. Bit for bit the two nodes' result.
+   Passes 3-5 fuse only where the activation is the only reader of the op's output and that
+   output is not a graph output (else the unactivated value would be lost).
+6. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
    supported op is pure), then initializers that no node reads.
 
 Limits: passes see one graph (no subgraphs: the importer refuses them). Constant folding trusts
@@ -72,7 +78,8 @@ RELU6_BOUNDS = (0.0, 6.0)
 #: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
 #: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue. The others
 #: are in ``ops_fused``.
-HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "FusedGemm": ops_fused.fused_gemm}
+HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "FusedGemm": ops_fused.fused_gemm,
+                                    "FusedAdd": ops_fused.fused_add}
 
 
 def handler(node: Node, opset: int) -> ops.Handler:
@@ -236,7 +243,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3, 4. Activations into the epilogue of the op before them
+# 3-5. Activations into the epilogue of the op before them
 # ---------------------------------------------------------------------------------------------
 def _scalar_init(graph: Graph, name: str) -> Optional[float]:
     """The value of a one-element initializer, or None (no such input, or not a constant)."""
@@ -333,8 +340,17 @@ def fuse_gemm_activation(graph: Graph) -> Graph:
     return _fuse_into(graph, ("Gemm",), _fused_gemm)
 
 
+def _fused_add(graph, add, act, activation, taken):
+    return Node("FusedAdd", add.name, list(add.inputs), list(act.outputs), {"activation": activation}, DOMAIN), {}
+
+
+def fuse_add_activation(graph: Graph) -> Graph:
+    """Add + Relu / Clip(0, 6) (a residual's) -> FusedAdd: ``po.add(a, b, activation=...)``."""
+    return _fuse_into(graph, ("Add",), _fused_add)
+
+
 # ---------------------------------------------------------------------------------------------
-# 5. Dead nodes
+# 6. Dead nodes
 # ---------------------------------------------------------------------------------------------
 def eliminate_dead_nodes(graph: Graph) -> Graph:
     """Nodes whose outputs reach no graph output, then initializers no node reads."""
@@ -368,6 +384,7 @@ PASSES: Tuple[Pass, ...] = (
     Pass("fold_batch_norm", fold_batch_norm),
     Pass("fuse_conv_activation", fuse_conv_activation),
     Pass("fuse_gemm_activation", fuse_gemm_activation),
+    Pass("fuse_add_activation", fuse_add_activation),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
 )
 

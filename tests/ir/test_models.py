@@ -151,7 +151,7 @@ def test_resnet_block(model_backend):
     sess, (logits, probs) = _compare(m, model_backend, rand(2, 3, 32, 32, seed=5))
     assert logits.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     ops = [n.op_type for n in sess.graph.nodes]
-    assert {"Add", "MaxPool", "GlobalAveragePool", "Gemm"} <= set(ops)
+    assert {"FusedAdd", "MaxPool", "GlobalAveragePool", "Gemm"} <= set(ops)   # the residual Add + Relu fused
     # the logits carry signal: not all equal (a broken residual path tends to flatten them)
     assert float(np.ptp(logits)) > 1e-2
 

@@ -264,6 +264,31 @@ def clip_node(x, y, lo, hi, opset, name="clip"):
     return mk("Clip", [x, "lo", "hi"], [y], name=name), {"lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
 
 
+def fused_alone(m, rewrite, ops, fused_op, name):
+    """``rewrite`` of ``m``'s graph, whose ops are ``ops`` (a producer, then Relu / Clip last), and
+    its fused node: the producer and the activation replaced by one ``fused_op`` node named as the
+    producer, writing the activation's output "y" with the activation's epilogue name; the input
+    graph not edited."""
+    g = imported(m)
+    before = snapshot(g)
+    out = rewrite(g)
+    assert snapshot(g) == before
+    assert ops_of(g) == ops and ops_of(out) == ops[:-2] + [fused_op]
+    fused = out.nodes[-1]
+    assert (fused.domain, fused.name, fused.outputs) == (passes.DOMAIN, name, ["y"])
+    assert fused.attrs == {"activation": "relu" if ops[-1] == "Relu" else "relu6"}
+    return out, fused
+
+
+def activation_node(x, y, act, opset, inits):
+    """Relu, or Clip(0, 6) (its bound initializers added to ``inits``)."""
+    if act == "Relu":
+        return mk("Relu", [x], [y], name="relu")
+    clip, bounds = clip_node(x, y, 0.0, 6.0, opset)
+    inits.update(bounds)
+    return clip
+
+
 @pytest.mark.parametrize("opset", [10, 13])
 def test_fuse_conv_clip06(host_backend, opset):
     """Conv + Clip(0, 6) -> FusedConv(activation="relu6"); outputs equal the unfused graph's and are
@@ -335,12 +360,7 @@ def gemm_act_model(trans_b=True, c_shape=(5,), act="Relu", opset=13, beta=1.0, a
     nodes = [mk("Flatten", ["x"], ["f"], name="flat"),
              mk("Gemm", ["f", "B"] + (["C"] if c_shape is not None else []), ["h"], transB=int(trans_b), beta=beta,
                 alpha=alpha, name="fc")]
-    if act == "Relu":
-        nodes.append(mk("Relu", ["h"], ["y"], name="relu"))
-    else:
-        clip, bounds = clip_node("h", "y", 0.0, 6.0, opset)
-        nodes.append(clip)
-        inits.update(bounds)
+    nodes.append(activation_node("h", "y", act, opset, inits))
     outs = {"y": 2}
     if extra_reader:
         nodes.append(mk("Sigmoid", ["h"], ["z"], name="sig"))
@@ -365,14 +385,7 @@ def test_fuse_gemm_activation(host_backend, trans_b, c_shape, act, opset):
     outputs equal the unfused graph's within the module's bound, and match ONNX Runtime and a
     float64 reference within float32 tolerance, at two batch sizes; a NaN reaches its row only."""
     m, inits = gemm_act_model(trans_b, c_shape, act, opset)
-    g = imported(m)
-    before = snapshot(g)
-    out = passes.fuse_gemm_activation(g)
-    assert snapshot(g) == before
-    assert ops_of(g) == ["Flatten", "Gemm", act] and ops_of(out) == ["Flatten", "FusedGemm"]
-    fused = out.nodes[1]
-    assert (fused.domain, fused.name, fused.outputs) == (passes.DOMAIN, "fc", ["y"])
-    assert fused.attrs == {"activation": "relu" if act == "Relu" else "relu6"}
+    out, fused = fused_alone(m, passes.fuse_gemm_activation, ["Flatten", "Gemm", act], "FusedGemm", "fc")
     w = out.initializers[fused.inputs[1]]
     np.testing.assert_array_equal(w, inits["B"] if trans_b else inits["B"].T)
     assert (fused.inputs[1] == "B") == trans_b           # transB=1: B itself, no copy
@@ -425,6 +438,61 @@ def test_gemm_activation_preconditions(host_backend):
         outs = {"y": (2, next(iter(feeds.values())).dtype)}
         g = imported(model(nodes, feeds, outs, inits))
         assert passes.fuse_gemm_activation(g) is g
+
+
+# ---------------------------------------------------------------------------------------------
+# fuse_add_activation
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("act, opset", [("Relu", 13), ("Clip", 13), ("Clip", 10)])
+def test_fuse_residual_add_activation(host_backend, act, opset):
+    """Conv, then Add of the block input (the residual), then Relu / Clip(0, 6): the Add and the
+    activation become one FusedAdd (the Conv's own output has the Add as its sole reader, so the
+    Conv stays a plain Conv); outputs bit for bit the unfused graph's, within float32 tolerance of
+    ONNX Runtime and of a float64 reference; NaN in x stays NaN."""
+    inits = {"w": rand(3, 3, 3, 3, seed=74) * 0.5, "b": rand(3, seed=75)}
+    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), mk("Add", ["c", "x"], ["s"], name="res")]
+    nodes.append(activation_node("s", "y", act, opset, inits))
+    m = model(nodes, {"x": rand(2, 3, 5, 6)}, {"y": 4}, inits, opset=opset, input_shapes={"x": ["N", 3, 5, 6]})
+    out, fused = fused_alone(m, passes.fuse_add_activation, ["Conv", "Add", act], "FusedAdd", "res")
+    assert fused.inputs == ["c", "x"]
+    assert passes.fuse_add_activation(out) is out
+    assert passes.fuse_conv_activation(out) is out      # the Conv's reader is the FusedAdd: no epilogue
+    for n in (2, 3):
+        x = rand(n, 3, 5, 6, seed=76 + n) * 4
+        x[-1, 0, 0, 0] = np.nan
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert ops_of(sess.graph) == ["Conv", "FusedAdd"]
+        assert sess.graph.nodes[1].kernel == f"add:{'numpy' if host_backend == 'numpy' else 'add'}+{fused.attrs['activation']}"
+        np.testing.assert_array_equal(opt[0], plain[0])
+        assert np.isnan(opt[0][-1]).any() and not np.isnan(opt[0][:-1]).any()
+        with np.errstate(invalid="ignore"):
+            s = conv_ref(x, inits["w"], inits["b"], (1, 1), (1, 1, 1, 1), (1, 1), 1) + x
+            ref = np.maximum(s, 0) if act == "Relu" else np.clip(s, 0, 6)
+        assert (ref == 0).any() and (act == "Relu" or (ref == 6).any())
+        np.testing.assert_allclose(opt[0], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_add_activation_preconditions(host_backend):
+    """Not fused: the Add output read twice (by the Relu and a Sigmoid), the Add output a graph
+    output, Clip(0, 5) after the Add, and a Sub + Relu (only Add fuses)."""
+    x = rand(2, 3, seed=77) * 4
+    u = {"u": rand(2, 3, seed=78)}
+    five = {"lo": np.array(0, np.float32), "hi": np.array(5, np.float32)}
+    cases = [
+        ([mk("Add", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"]), mk("Sigmoid", ["s"], ["z"])], {"y": 2, "z": 2}, u),
+        ([mk("Add", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 2, "s": 2}, u),
+        ([mk("Add", ["x", "u"], ["s"]), mk("Clip", ["s", "lo", "hi"], ["y"])], {"y": 2}, {**u, **five}),
+        ([mk("Sub", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 2}, u),
+    ]
+    for nodes, outs, inits in cases:
+        m = model(nodes, {"x": x}, outs, inits)
+        g = imported(m)
+        assert passes.fuse_add_activation(g) is g, ops_of(g)
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert "FusedAdd" not in ops_of(sess.graph) and sess.applied_passes == []
+        for p, o in zip(plain, opt):
+            np.testing.assert_array_equal(o, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,8 +564,9 @@ def test_resnet_block_all_passes(host_backend):
     m = resnet_block()
     x = rand(2, 4, 5, 5, seed=97)
     plain, opt, sess = both(m, {"x": x}, host_backend)
-    assert sess.applied_passes == ["fold_constants", "fold_batch_norm", "fuse_conv_activation", "eliminate_dead_nodes"]
-    assert ops_of(sess.graph) == ["FusedConv", "Conv", "Add", "Relu", "GlobalAveragePool", "Shape", "Gather",
+    assert sess.applied_passes == ["fold_constants", "fold_batch_norm", "fuse_conv_activation", "fuse_add_activation",
+                                   "eliminate_dead_nodes"]
+    assert ops_of(sess.graph) == ["FusedConv", "Conv", "FusedAdd", "GlobalAveragePool", "Shape", "Gather",
                                   "Concat", "Reshape", "Gemm", "Softmax"]
     plain_sess = po.InferenceSession(m, backend=host_backend, optimize=False)
     assert len(plain_sess.graph.nodes) == 15 and "BatchNormalization" in ops_of(plain_sess.graph)

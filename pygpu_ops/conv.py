@@ -422,8 +422,9 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
     ``stride``, ``dilation``: int or pair; ``padding``: int, pair, ``"valid"`` or ``"same"`` (stride
     1 only; an odd total pads one more at the bottom / right). ``activation``: None, ``"relu"``
     (``max(v, 0)``) or ``"relu6"`` (``min(max(v, 0), 6)``, ONNX's Clip(0, 6)), applied in the GEMM
-    epilogue; NaN stays NaN under both. float32 only. The zero padding is multiplied like any input (0 * inf is NaN), except that an
-    empty ``x`` (a dimension of 0) gives ``activation(bias)`` on every output.
+    epilogue; NaN stays NaN under both. float32 only. The zero padding is multiplied like any
+    input (0 * inf is NaN), except that an empty ``x`` (a dimension of 0) gives
+    ``activation(bias)`` on every output.
     """
     op = "conv2d"
     name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})

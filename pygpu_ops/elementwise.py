@@ -245,7 +245,8 @@ def _binary(op: str, a, b, backend: str, activation=None):
             remake = [(lambda v=values[n]: dev.contiguous(v)) if n in arrays else None for n in ("a", "b")]
             dims = _device_dims(ops, shape, remake)
             geom = _geometry(dims)
-            dev.launch(BINARY[(kernel_op, dtype)], rows_launch(int(geom["rows"]), dims[-1][0]), (ops[0], ops[1], out, geom))
+            dev.launch(BINARY[(kernel_op, dtype)], rows_launch(int(geom["rows"]), dims[-1][0]),
+                       (ops[0], ops[1], out, geom))
         return dev.result(out)
 
 

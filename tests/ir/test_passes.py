@@ -450,7 +450,8 @@ def test_fuse_residual_add_activation(host_backend, act, opset):
     Conv stays a plain Conv); outputs bit for bit the unfused graph's, within float32 tolerance of
     ONNX Runtime and of a float64 reference; NaN in x stays NaN."""
     inits = {"w": rand(3, 3, 3, 3, seed=74) * 0.5, "b": rand(3, seed=75)}
-    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), mk("Add", ["c", "x"], ["s"], name="res")]
+    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             mk("Add", ["c", "x"], ["s"], name="res")]
     nodes.append(activation_node("s", "y", act, opset, inits))
     m = model(nodes, {"x": rand(2, 3, 5, 6)}, {"y": 4}, inits, opset=opset, input_shapes={"x": ["N", 3, 5, 6]})
     out, fused = fused_alone(m, passes.fuse_add_activation, ["Conv", "Add", act], "FusedAdd", "res")
@@ -462,7 +463,8 @@ def test_fuse_residual_add_activation(host_backend, act, opset):
         x[-1, 0, 0, 0] = np.nan
         plain, opt, sess = both(m, {"x": x}, host_backend)
         assert ops_of(sess.graph) == ["Conv", "FusedAdd"]
-        assert sess.graph.nodes[1].kernel == f"add:{'numpy' if host_backend == 'numpy' else 'add'}+{fused.attrs['activation']}"
+        variant = "numpy" if host_backend == "numpy" else "add"
+        assert sess.graph.nodes[1].kernel == f"add:{variant}+{fused.attrs['activation']}"
         np.testing.assert_array_equal(opt[0], plain[0])
         assert np.isnan(opt[0][-1]).any() and not np.isnan(opt[0][:-1]).any()
         with np.errstate(invalid="ignore"):

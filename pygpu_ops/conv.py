@@ -9,7 +9,9 @@ and stores straight into the output layout, so neither costs an extra pass.
   images (Caffe's layout, all images of a chunk side by side), the GEMM is W (O, C*kh*kw) times it,
   and the epilogue scatters each column to its image, giving (N, O, OH, OW) directly.
 * NHWC: the column buffer is (pixels, kh*kw*C) per group, the GEMM is it times W^T, giving rows of
-  (N*OH*OW, O) = (N, OH, OW, O) directly; no transposes of activations.
+  (N*OH*OW, O) = (N, OH, OW, O) directly; no transposes of activations. A pointwise convolution
+  (1x1, stride 1, no padding, one group) has x itself as the column matrix: no im2col, no buffer
+  (the graph passes run a Gemm + Relu this way, ``pygpu_ops.ir.passes``).
 * groups: ``blockIdx.z`` of the GEMM is the group (depthwise included).
 * Memory: the column buffer holds at most ``get_column_buffer_limit()`` bytes (default 256 MiB,
   ``set_column_buffer_limit``); larger problems run in chunks of the flattened (image, pixel)
@@ -77,7 +79,10 @@ TRANSPOSE = {size: register(Kernel(source="layout/transpose_tiled.cu", symbol="t
                                    template_args=(c,)))
              for size, (_, c) in _UINT.items()}
 
-_ACT = {None: 0, "relu": 1}
+#: The epilogue's activation codes (``act`` in conv_gemm_warptile.cu); 2, leaky ReLU, is internal.
+_ACT = {None: 0, "relu": 1, "relu6": 3}
+#: The activations conv2d / conv1d take (qconv2d takes relu only).
+CONV_ACTIVATIONS = ("relu", "relu6")
 _BLOCK = 256
 _MAX_BLOCKS = 1 << 16
 #: Largest GEMM dimension the conv GEMM takes: its int tile indices run up to a dimension plus one
@@ -442,9 +447,11 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
     NHWC: ``x`` (N, H, W, C), ``w`` (O, kh, kw, C/groups), result (N, OH, OW, O).
     ``stride``, ``dilation``: int or pair; ``padding``: int, pair (h, w), ``((top, bottom), (left,
     right))`` (asymmetric, as ONNX ``pads``; an axis may also be one int), ``"valid"`` or ``"same"``
-    (stride 1 only; an odd total pads one more at the bottom / right). ``activation``: None or ``"relu"``.
-    float32 only. The zero padding is multiplied like any input (0 * inf is NaN), except that an
-    empty ``x`` (a dimension of 0) gives ``activation(bias)`` on every output.
+    (stride 1 only; an odd total pads one more at the bottom / right). ``activation``: None, ``"relu"``
+    (``max(v, 0)``) or ``"relu6"`` (``min(max(v, 0), 6)``, ONNX's Clip(0, 6)), applied in the GEMM
+    epilogue; NaN stays NaN under both. float32 only. The zero padding is multiplied like any
+    input (0 * inf is NaN), except that an empty ``x`` (a dimension of 0) gives
+    ``activation(bias)`` on every output.
     """
     op = "conv2d"
     name = backends.resolve(op, backend, {"x": x, "w": w, "bias": bias})
@@ -452,7 +459,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, layout
     validate.check_dtype(op, "x", x, (np.float32,))
     validate.check_same_dtype(op, "x", np.dtype(np.float32), w=w, bias=bias)
     g = conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation)
-    act = _activation(op, activation)
+    act = _activation(op, activation, CONV_ACTIVATIONS)
     return _conv(op, name, x, w, bias, g, layout, act)
 
 
@@ -488,8 +495,9 @@ def conv_geometry(op, x, w, bias, groups, layout, stride, padding, dilation) -> 
 def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activation=None,
            backend="auto"):
     """1-D cross-correlation (as ``torch.nn.functional.conv1d``): ``x`` (N, C, L), ``w`` (O, C/groups, K),
-    result (N, O, OL); then ``+ bias`` and ``activation`` (None or ``"relu"``). float32 only.
-    ``padding``: an int (both ends), a (left, right) pair, ``"valid"`` or ``"same"``.
+    result (N, O, OL); then ``+ bias`` and ``activation`` (None, ``"relu"`` or ``"relu6"``, as
+    ``conv2d``). float32 only. ``padding``: an int (both ends), a (left, right) pair, ``"valid"`` or
+    ``"same"``.
 
     Runs as conv2d with H = 1 (NCHW).
     """
@@ -510,7 +518,7 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
     O, _, K = w.shape
     _check_out_channels(op, O, G, tuple(w.shape), f"(O, {Cg}, K)")
     _check_bias(op, bias, O)
-    act = _activation(op, activation)
+    act = _activation(op, activation, CONV_ACTIVATIONS)
     g = _geometry(op, N, C, 1, L, O, G, 1, K, stride, padding, dilation, nd=1, x_shape=x.shape,
                   w_shape=w.shape)
     res = _conv(op, name, x[:, :, None, :], w[:, :, None, :], bias, g, "NCHW", act)
@@ -532,15 +540,17 @@ def _check_bias(op, bias, O):
         raise ValueError(f"{op}: bias has shape {tuple(bias.shape)}; expected ({O},)")
 
 
-def _activation(op, activation) -> int:
-    if not (activation is None or (isinstance(activation, str) and activation in _ACT)):
-        raise ValueError(f"{op}: activation must be None or 'relu'; got {activation!r}")
+def _activation(op, activation, allowed=("relu",)) -> int:
+    """The epilogue code of ``activation``: None or one of ``allowed``."""
+    if not (activation is None or (isinstance(activation, str) and activation in allowed)):
+        names = " or ".join(repr(a) for a in allowed)
+        raise ValueError(f"{op}: activation must be None or {names}; got {activation!r}")
     return _ACT[activation]
 
 
 def _conv(op, name, x, w, bias, g: Geometry, layout: str, act: int, slope: float = 0.0):
     """Validated conv: ``act`` 0 none, 1 ReLU, 2 leaky ReLU with ``slope`` (the epilogue supports it;
-    the public API exposes None and "relu")."""
+    the public API exposes None, "relu" and "relu6"), 3 ReLU6."""
     label = "numpy" if name == "numpy" else CONV_GEMM.kernel.symbol
     shape = (g.N, g.O, g.OH, g.OW) if layout == "NCHW" else (g.N, g.OH, g.OW, g.O)
     with op_range(op, label), device_scope(op, name, {"x": x, "w": w, "bias": bias}):
@@ -572,7 +582,9 @@ def _fill_bias(dev, out, bias, g, layout, act, slope):
     if act:
         b = b.copy()
         neg = b < 0  # NaN compares false and stays
-        b[neg] = 0 if act == 1 else b[neg] * np.float32(slope)
+        b[neg] = b[neg] * np.float32(slope) if act == 2 else 0
+        if act == 3:
+            b[b > 6] = 6
     out[...] = b.reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
 
 
@@ -637,12 +649,19 @@ def _device_conv_nhwc(dev, x, w, bias, g: Geometry, act: int, slope: float, out)
     bd, act32, slope32 = _gemm_args(dev, bias, act, slope)
     flat = out.reshape(-1)
     total = g.N * g.OH * g.OW
-    per = _chunk(total, g.G * Kg * 4, min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0]))
-    col = dev.empty((g.G * Kg * per,), np.float32)
+    most = min(_GEMM_DIM_MAX, MAX_GRID_YZ * CONV_GEMM.tile[0])
+    # A pointwise convolution (1x1, stride 1, no padding, one group) reads x's rows as they are:
+    # the column matrix would be a copy of x, so x is the GEMM's A (no im2col, no buffer).
+    direct = (g.KH, g.KW, g.SH, g.SW, g.PT, g.PB, g.PL, g.PR, g.G) == (1, 1, 1, 1, 0, 0, 0, 0, 1)
+    per = most if direct else _chunk(total, g.G * Kg * 4, most)
+    col = None if direct else dev.empty((g.G * Kg * per,), np.float32)
     for q0 in range(0, total, per):
         nr = min(per, total - q0)
-        colv = col[:g.G * nr * Kg]
-        _launch_im2col_nhwc(dev, xd, g, np.dtype(np.float32), q0, nr, colv)
+        if direct:
+            colv = xd.reshape(-1)[q0 * Kg:(q0 + nr) * Kg]
+        else:
+            colv = col[:g.G * nr * Kg]
+            _launch_im2col_nhwc(dev, xd, g, np.dtype(np.float32), q0, nr, colv)
         for g0 in range(0, g.G, MAX_GRID_YZ):
             ng = min(MAX_GRID_YZ, g.G - g0)
             args = (np.int32(nr), np.int32(Og), np.int32(Kg),
@@ -729,8 +748,10 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
         _skipped_taps_nan(out, w, g, layout, taps_h, taps_w)
     if bias is not None:
         out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
-    if act == 1:
-        np.maximum(out, np.float32(0), out=out)  # np.maximum keeps NaN
+    if act in (1, 3):
+        np.maximum(out, np.float32(0), out=out)  # np.maximum / np.minimum keep NaN
+        if act == 3:
+            np.minimum(out, np.float32(6), out=out)
     elif act == 2:
         out[out < 0] *= np.float32(slope)
     return out

@@ -5,7 +5,8 @@ Four kernel files under ``cuda_src/elementwise/``:
 
 * ``broadcast_binary.cu``: one kernel, the op (``AddOp`` ... ``DivOp``) a template parameter. Each
   operand is read through its broadcast strides (0 where it broadcasts; a scalar is a cached 0-d
-  device array with every stride 0), so nothing is expanded in memory.
+  device array with every stride 0), so nothing is expanded in memory. ``add(..., activation=)``
+  instantiates it with ``AddReluOp`` / ``AddRelu6Op``: the residual Add + Relu in one pass.
 * ``strided_copy.cu``: gathers a strided source view into a destination view. ``transpose`` reads
   the permuted view of ``x`` into a new C-contiguous array; ``concat`` copies each input into its
   slice of the output. One instantiation per element size (it moves bits).
@@ -64,9 +65,14 @@ _COPY_SRC = "elementwise/strided_copy.cu"
 #: op name -> (functor in broadcast_binary.cu, NumPy ufunc of the fallback)
 _BINARY_OPS = {"add": ("AddOp", np.add), "sub": ("SubOp", np.subtract),
                "mul": ("MulOp", np.multiply), "div": ("DivOp", np.divide)}
+#: add's fused activations -> functor in broadcast_binary.cu
+ADD_ACTIVATIONS = {"relu": "AddReluOp", "relu6": "AddRelu6Op"}
+#: kernel key (the op, or "add+<activation>") -> functor
+_BINARY_FUNCTORS = {**{op: f for op, (f, _) in _BINARY_OPS.items()},
+                    **{f"add+{act}": f for act, f in ADD_ACTIVATIONS.items()}}
 BINARY = {(op, dt): register(Kernel(source=_BINARY_SRC, symbol="broadcast_binary", template_args=(c, f),
                                     no_spill=True))
-          for op, (f, _) in _BINARY_OPS.items() for dt, c in _CTYPE.items()}
+          for op, f in _BINARY_FUNCTORS.items() for dt, c in _CTYPE.items()}
 UNARY = {(op, dt): register(Kernel(source=_UNARY_SRC, symbol=f"{op}_vec128", template_args=(c,),
                                             no_spill=True))
          for op in ("sigmoid", "tanh", "clip") for dt, c in _CTYPE.items()}
@@ -197,7 +203,12 @@ def _scalar_value(op: str, name: str, v, dtype: np.dtype, ref_name: str):
         return np.array(v, dtype=dtype)[()]
 
 
-def _binary(op: str, a, b, backend: str):
+def _binary(op: str, a, b, backend: str, activation=None):
+    """``op`` of a and b, then ``activation`` (add only: None or an `ADD_ACTIVATIONS` key)."""
+    if activation is not None and not (isinstance(activation, str) and activation in ADD_ACTIVATIONS):
+        raise ValueError(f"{op}: activation must be None, {' or '.join(map(repr, ADD_ACTIVATIONS))}; "
+                         f"got {activation!r}")
+    kernel_op = op if activation is None else f"{op}+{activation}"
     operands = {"a": a, "b": b}
     arrays = {n: v for n, v in operands.items() if not _is_scalar(v)}
     if not arrays:
@@ -215,11 +226,16 @@ def _binary(op: str, a, b, backend: str):
         raise ValueError(f"{op}: a of shape {shapes['a']} and b of shape {shapes['b']} do not broadcast "
                          f"(NumPy rules: trailing dimensions equal or 1)") from None
     _check_geometry(op, shape, [_pad_strides(shapes[n], shape) for n in ("a", "b")], "the broadcast of a and b")
-    with op_range(op, _label(op, name, "binary")), device_scope(op, name, arrays):
+    label = _label(op, name, "binary") + ("" if activation is None else f"+{activation}")
+    with op_range(op, label), device_scope(op, name, arrays):
         if name == "numpy":
             va, vb = (np.asarray(values[n]) for n in ("a", "b"))
             with np.errstate(all="ignore"):   # inf - inf, 0 / 0, overflow: NaN / Inf as NumPy gives them
                 y = _BINARY_OPS[op][1](va, vb)
+            if activation is not None:        # the kernel's comparisons: NaN and -0.0 stay
+                y = np.where(y < 0, dtype.type(0), y)
+                if activation == "relu6":
+                    y = np.where(y > 6, dtype.type(6), y)
             return np.asarray(y, order="C")
         dev = get_device(name)
         out = dev.empty(shape, dtype)
@@ -229,7 +245,8 @@ def _binary(op: str, a, b, backend: str):
             remake = [(lambda v=values[n]: dev.contiguous(v)) if n in arrays else None for n in ("a", "b")]
             dims = _device_dims(ops, shape, remake)
             geom = _geometry(dims)
-            dev.launch(BINARY[(op, dtype)], rows_launch(int(geom["rows"]), dims[-1][0]), (ops[0], ops[1], out, geom))
+            dev.launch(BINARY[(kernel_op, dtype)], rows_launch(int(geom["rows"]), dims[-1][0]),
+                       (ops[0], ops[1], out, geom))
         return dev.result(out)
 
 
@@ -258,9 +275,14 @@ def _device_dims(ops: list, shape, remake: list):
     raise AssertionError(f"strided operands of shape {tuple(shape)} kept {len(dims)} dimensions")
 
 
-def add(a, b, *, backend="auto"):
-    """``a + b`` with NumPy broadcasting; either may be a scalar. NumPy's result bit for bit."""
-    return _binary("add", a, b, backend)
+def add(a, b, *, activation=None, backend="auto"):
+    """``a + b`` with NumPy broadcasting; either may be a scalar. NumPy's result bit for bit.
+
+    ``activation``: None, ``"relu"`` (``s < 0 ? 0 : s`` of the sum ``s``, as ``relu``) or
+    ``"relu6"`` (then ``s > 6 ? 6 : s``, as ``clip(s, 0, 6)``), applied in the same kernel, one
+    pass over the result instead of two: a residual Add + Relu. NaN stays NaN; the result is
+    ``relu(add(a, b))`` (``clip(add(a, b), 0, 6)``) bit for bit."""
+    return _binary("add", a, b, backend, activation)
 
 
 def sub(a, b, *, backend="auto"):

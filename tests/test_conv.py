@@ -200,6 +200,74 @@ def test_conv_epilogue_leaky_relu(backend, to, layout):
         assert_close_bound(got, want, bound, layout)
 
 
+# (N, C, H, W, O, kernel, stride, padding, groups): odd sizes, no tile multiple, one pixel, depthwise
+RELU6_CASES = [(1, 1, 1, 1, 1, 1, 1, 0, 1), (3, 5, 7, 9, 13, 3, 1, 1, 1), (2, 6, 5, 11, 6, (2, 3), 2, 1, 3),
+               (5, 3, 4, 3, 129, 1, 1, 0, 1), (2, 4, 6, 5, 4, 3, 1, "same", 4)]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", RELU6_CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def test_conv2d_relu6(backend, to, layout, case):
+    """activation="relu6": min(max(v, 0), 6) in the epilogue. Inputs scaled so that many outputs
+    pass 6, a NaN in x (its outputs stay NaN, as under relu), a bias of -inf and one of +inf on two
+    channels (0 and 6 everywhere)."""
+    N, C, H, W, O, k, s, p, G = case
+    rng = np.random.default_rng(sum(case[:5]))
+    x, w, b = make(rng, layout, N, C, H, W, O, k, G, True)
+    x *= 4
+    x.reshape(-1)[x.size // 2] = np.nan
+    if O > 2:
+        b[1], b[2] = -np.inf, np.inf
+    got = to.host(cv.conv2d(to(x), to(w), to(b), stride=s, padding=p, groups=G, layout=layout, activation="relu6",
+                            backend=backend))
+    with np.errstate(invalid="ignore"):
+        lin, bound = ref_conv2d(x, w, b, s, p, 1, G, False, layout)
+        want = np.minimum(np.maximum(lin, 0), 6)           # both keep NaN
+        bound = np.where(np.isfinite(bound), bound, 0)
+        assert np.isnan(got).sum() == np.isnan(want).sum() > 0
+        assert ((want == 6).sum() > 0 or want.size < 4) and (got <= 6).sum() == (~np.isnan(got)).sum()
+        assert_close_bound(got, want, bound, f"{case} {layout}")
+
+
+def test_conv1d_and_empty_input_relu6(backend, to):
+    """conv1d takes relu6 too; a C = 0 conv is relu6(bias) everywhere (the fill path)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 4, 11)).astype(np.float32) * 4
+    w = rng.standard_normal((7, 4, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    got = to.host(cv.conv1d(to(x), to(w), to(b), padding=1, activation="relu6", backend=backend))
+    lin, bound = ref_conv2d_nchw(x[:, :, None], w[:, :, None], b, 1, (0, 1), 1, 1, False)
+    assert_close_bound(got, np.minimum(np.maximum(lin[:, :, 0], 0), 6), bound[:, :, 0], "conv1d")
+    bias = np.array([7.5, -2.0, np.nan, 3.0], np.float32)
+    r = to.host(cv.conv2d(to(np.ones((1, 0, 3, 3), np.float32)), to(np.ones((4, 0, 1, 1), np.float32)), to(bias),
+                          activation="relu6", backend=backend))
+    np.testing.assert_array_equal(r[0, :, 1, 2], [6.0, 0.0, np.nan, 3.0])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (37, 1, 1, 5, 3), (3, 7, 5, 9, 130)], ids=str)
+def test_conv2d_nhwc_pointwise_reads_x_directly(backend, to, monkeypatch, shape):
+    """A 1x1, stride-1, unpadded, one-group NHWC conv2d (a Gemm, x (M, K) as (M, 1, 1, K)) runs the
+    GEMM on x itself: no im2col launch; a NaN in x reaches its row only."""
+    N, H, W, C, O = shape
+    rng = np.random.default_rng(sum(shape))
+    x, w, b = make(rng, "NHWC", N, C, H, W, O, 1, 1, True)
+    x[-1, -1, -1, -1] = np.nan
+    launches = []
+    if backend != "numpy":
+        from pygpu_ops._runtime.device import get_device
+
+        dev = get_device(backend)
+        orig = dev.launch
+        monkeypatch.setattr(dev, "launch", lambda k, l, a: (launches.append(k.symbol), orig(k, l, a))[1])
+    got = to.host(cv.conv2d(to(x), to(w), to(b), layout="NHWC", activation="relu6", backend=backend))
+    with np.errstate(invalid="ignore"):
+        lin, bound = ref_conv2d(x, w, b, 1, 0, 1, 1, False, "NHWC")
+        assert_close_bound(got, np.minimum(np.maximum(lin, 0), 6), bound, str(shape))
+    assert np.isnan(got[-1, -1, -1]).all() and not np.isnan(got.reshape(-1, O)[:-1]).any()
+    if backend != "numpy":
+        assert launches == ["conv_gemm_warptile"], launches
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_conv2d_chunked_column_buffer(backend, to, layout, monkeypatch):
     """A tiny column-buffer limit: same result, the work split into many chunks (some crossing
@@ -458,7 +526,7 @@ def test_errors(backend, to):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), stride=0, backend=backend)
     with pytest.raises(ValueError, match=r"bias has shape \(3,\); expected \(2,\)"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), to(np.ones(3, f)), backend=backend)
-    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+    with pytest.raises(ValueError, match="activation must be None or 'relu' or 'relu6'; got 'gelu'"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), activation="gelu", backend=backend)
     with pytest.raises(ValueError, match="layout must be one of"):
         cv.conv2d(x, to(np.ones((2, 4, 3, 3), f)), layout="CHWN", backend=backend)

@@ -111,6 +111,44 @@ def test_binary_non_contiguous_views(backend, to, op):
         assert_same(to.host(OPS[op](bcast, base[:5, :, :], backend=backend)), ref_binary(op, bcast, base[:5], np.float32))
 
 
+def ref_add_activation(a, b, activation, dtype):
+    """The exactly rounded sum, then relu (s < 0 -> +0) and relu6 (s > 6 -> 6); NaN and -0.0 stay."""
+    s = ref_binary("add", a, b, dtype)
+    s = np.where(s < 0, dtype(0), s)
+    return np.where(s > 6, dtype(6), s) if activation == "relu6" else s
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shapes", SHAPE_PAIRS, ids=lambda s: f"{s[0]}+{s[1]}")
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_add_activation_exact(backend, to, activation, shapes, dtype):
+    """add(..., activation=) on every broadcast corner case, with NaN, +-inf, +-0 and values past 6
+    (data scaled by 8): the sum's exact rounding, then the activation; equal to relu(add) /
+    clip(add, 0, 6)."""
+    with np.errstate(over="ignore"):        # 3e38 * 8 is inf in float32: one more special value
+        a = data(shapes[0], dtype, 11) * 8
+    b = data(shapes[1], dtype, 12)
+    got = to.host(po.add(to(a), to(b), activation=activation, backend=backend))
+    want = ref_add_activation(a, b, activation, dtype)
+    assert_same(got, want)
+    if want.size > 100:
+        assert (want == 0).any() and np.isnan(want).any() and (activation == "relu" or (want == 6).any())
+    if want.size:
+        plain = po.add(to(a), to(b), backend=backend)
+        two = po.relu(plain, backend=backend) if activation == "relu" else po.clip(plain, 0, 6, backend=backend)
+        assert_same(got, to.host(two))
+
+
+def test_add_activation_scalars_views_and_errors(backend, to):
+    with np.errstate(over="ignore"):
+        a = data((9, 8, 7), np.float32, 13) * 8
+    got = to.host(po.add(to(a)[::-1, 1:, ::-2], -1.5, activation="relu6", backend=backend))
+    assert_same(got, ref_add_activation(a[::-1, 1:, ::-2], np.float32(-1.5), "relu6", np.float32))
+    for bad in ("gelu", "RELU", 1):
+        with pytest.raises(ValueError, match=r"add: activation must be None, 'relu' or 'relu6'; got"):
+            po.add(to(a), to(a), activation=bad, backend=backend)
+
+
 def test_binary_many_dims(backend, to):
     """Ten dimensions that merge run; nine that cannot merge are refused on every backend."""
     a = data((2,) * 10, np.float32, 6)

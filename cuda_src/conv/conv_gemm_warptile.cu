@@ -17,9 +17,14 @@
 //    n0 = p0 = 0, P = 2^31 (> any column) and strideP = 0, so the address is
 //    C[row * ldc + col]. bias is per column.
 // Epilogue, per element: v = acc (+ bias); then act 0: v, 1: ReLU
-// (v < 0 ? 0 : v), 2: leaky ReLU (v < 0 ? slope * v : v). NaN compares false
-// and passes through (no fmaxf). float4 stores where the 4 columns are in one
-// image and the address is 16-byte aligned, else scalar stores.
+// (v < 0 ? 0 : v), 2: leaky ReLU (v < 0 ? slope * v : v), 3: ReLU6
+// (v < 0 ? 0 : v > 6 ? 6 : v, ONNX's Clip(0, 6) after a Conv). The kernel
+// turns act into two bounds once (lo: -inf for act 0, else 0; hi: 6 for
+// ReLU6, else +inf), so each value costs two compares whatever act is (a
+// test of act per value and per activation cost ~400 more instructions).
+// NaN compares false and passes through (no fmaxf / fminf). float4 stores
+// where the 4 columns are in one image and the address is 16-byte aligned,
+// else scalar stores.
 //
 // Pixel coordinates without a 64-bit division. The host splits the chunk's
 // first pixel q0 into image n0 = q0 / P and pixel p0 = q0 % P, so a column's
@@ -36,10 +41,9 @@
 // The 4 results of a call are finished (bias, activation) once and shared by
 // the float4 and the scalar store paths.
 // SASS (NVRTC 13.5, sm_90): no division call (before: 256 call sites of
-// __cuda_sm20_div_s64), 5,360 instructions, 1.33x sgemm_warptile's 4,031
-// (before: 16,901, 4.2x); 127 registers, no spills, no stack. The main loop
-// is warptile's: 89.4% FFMA on its fast path, 1.12 instructions per FFMA.
-// sm_80 / sm_86 and NVRTC 12.9 alike: 5,229 ... 5,250 instructions (1.36x).
+// __cuda_sm20_div_s64), 5,820 instructions, 1.27x sgemm_warptile's 4,578
+// (before: 16,901, 4.2x); no spills, no stack. The main loop is
+// warptile's. sm_80 (NVRTC 13.5): 5,749 instructions, 1.30x.
 //
 // Launch: as sgemm_warptile, grid (ceil_div(N, BN), ceil_div(M, BM), groups);
 // 1-D block of (BM / WM) * (BN / WN) * 32 threads. Default
@@ -54,8 +58,9 @@ struct ConvEpilogue {
     unsigned magic, sh1, sh2;   // x / P = (t + ((x - t) >> sh1)) >> sh2, t = umulhi(x, magic)
     const float* __restrict__ bias;
     int biasMode;  // 0 none, 1 bias[row], 2 bias[col]
-    int act;       // 0 none, 1 relu, 2 leaky relu
+    int act;       // 0 none, 1 relu, 2 leaky relu, 3 relu6
     float slope;
+    float lo, hi;  // act's bounds: 0 (-inf for act 0) and 6 (+inf for act != 3)
 
     __device__ __forceinline__ void operator()(int row, int col, const float* a) const
     {
@@ -72,8 +77,12 @@ struct ConvEpilogue {
                 s += rowBias;
             else if (biasMode == 2 && col + j < N)
                 s += bias[col + j];
-            if (act != 0 && s < 0.0f)
-                s = act == 1 ? 0.0f : slope * s;
+            // lo = -inf (no activation) and hi = +inf never bind; NaN
+            // compares false with both and passes through.
+            if (s < lo)
+                s = act == 2 ? slope * s : 0.0f;
+            if (s > hi)
+                s = hi;
             v[j] = s;
         }
         // x < 2^32 (see the header), so the quotient is exact in 32 bits.
@@ -121,6 +130,8 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 2) conv_gemm_warpt
         bias += g * strideBias;
     const bool vecA = lda % 4 == 0 && (reinterpret_cast<unsigned long long>(A) & 15ull) == 0;
     const bool vecB = ldb % 4 == 0 && (reinterpret_cast<unsigned long long>(B) & 15ull) == 0;
-    const ConvEpilogue epi{C, ldc, N, n0, strideP, p0, P, magic, sh1, sh2, bias, biasMode, act, slope};
+    const float inf = __int_as_float(0x7f800000);
+    const ConvEpilogue epi{C, ldc, N, n0, strideP, p0, P, magic, sh1, sh2, bias, biasMode, act, slope,
+                           act == 0 ? -inf : 0.0f, act == 3 ? 6.0f : inf};
     warptile_body<BM, BN, BK, WM, WN, WMITER, WNITER, TM, TN>(M, N, K, A, lda, vecA, B, ldb, vecB, epi);
 }

@@ -1,4 +1,5 @@
-// Broadcasting binary elementwise ops: y = a OP b, OP one of + - * /.
+// Broadcasting binary elementwise ops: y = a OP b, OP one of + - * /, or
+// relu(a + b) / relu6(a + b) (add's fused activations).
 //
 // Shapes: y is the broadcast shape of a and b, C-contiguous; a and b are read
 // through their broadcast strides (0 on a dimension the operand broadcasts
@@ -29,6 +30,24 @@ struct AddOp { template <typename T> __device__ __forceinline__ static T apply(T
 struct SubOp { template <typename T> __device__ __forceinline__ static T apply(T a, T b) { return a - b; } };
 struct MulOp { template <typename T> __device__ __forceinline__ static T apply(T a, T b) { return a * b; } };
 struct DivOp { template <typename T> __device__ __forceinline__ static T apply(T a, T b) { return a / b; } };
+// add with a fused activation (a residual Add + Relu / Clip(0, 6) in one pass
+// over y instead of two): the rounded sum, then the comparisons of relu_vec128
+// and of conv_gemm_warptile's epilogue (s < 0 ? 0 : s, then s > 6 ? 6 : s), so
+// NaN passes through and the result is add's then relu's bit for bit.
+struct AddReluOp {
+    template <typename T> __device__ __forceinline__ static T apply(T a, T b)
+    {
+        const T s = a + b;
+        return s < T(0) ? T(0) : s;
+    }
+};
+struct AddRelu6Op {
+    template <typename T> __device__ __forceinline__ static T apply(T a, T b)
+    {
+        const T s = AddReluOp::apply(a, b);
+        return s > T(6) ? T(6) : s;
+    }
+};
 
 // a (broadcast view), b (broadcast view) -> y (g.rows, g.n[g.nd - 1]) contiguous.
 // g.s0 are a's strides, g.s1 are b's.

@@ -53,7 +53,7 @@ AXIS_IN_NHWC = [0, 3, 1, 2]
 FOLLOW = {"MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization"}
 #: Elementwise ops on their first input; the other inputs (Clip's min / max) are scalars.
 AGNOSTIC = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity"}
-BINARY = {"Add", "Sub", "Mul", "Div"}
+BINARY = {"Add", "Sub", "Mul", "Div", "FusedAdd"}   # FusedAdd: Add + Relu / Clip(0, 6), elementwise too
 CONVS = {"Conv", "FusedConv"}
 
 

@@ -324,11 +324,13 @@ def conv(node, ins, ctx):
     if node.attr("kernel_shape") is not None and _ints(node.attr("kernel_shape")) != k:
         raise ValueError(f"kernel_shape {node.attr('kernel_shape')} differs from W's {k}")
     group = int(node.attr("group", 1))
-    # Set only by the pass that fuses Conv + Relu (FusedConv, pygpu_ops.ir.passes); the ONNX checker
-    # refuses the attribute on a Conv from a file.
+    # Set only by the pass that fuses Conv + Relu / Clip(0, 6) (FusedConv, pygpu_ops.ir.passes); the
+    # ONNX checker refuses the attribute on a Conv from a file.
+    from ..conv import CONV_ACTIVATIONS, CONV_GEMM
+
     act = node.attr("activation")
-    if act not in (None, "relu"):
-        raise Unsupported(f"activation={act!r}: the conv epilogue has relu only")
+    if act is not None and act not in CONV_ACTIVATIONS:
+        raise Unsupported(f"activation={act!r}: the conv epilogue has {', '.join(CONV_ACTIVATIONS)} only")
     s, d, padding, out = conv_padding(node, x, k, nhwc)
     shape = _image(x.shape[0], w.shape[0], out, nhwc)
     if rank == 3:
@@ -339,8 +341,6 @@ def conv(node, ins, ctx):
         kw = dict(stride=tuple(s), padding=padding, dilation=tuple(d), groups=group,
                   layout="NHWC" if nhwc else "NCHW")
     kw["activation"] = act
-    from ..conv import CONV_GEMM
-
     name = "conv1d" if rank == 3 else "conv2d"
     variant = ("im2col_nhwc+" if nhwc else "") + CONV_GEMM.kernel.symbol
     label = ctx.label(name, variant) + (f"+{act}" if act else "")

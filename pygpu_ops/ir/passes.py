@@ -27,14 +27,32 @@ The passes, in order:
    initializers, the parameters have one value per output channel, and the BN node is the only
    reader of the Conv / Gemm output (which is not a graph output): otherwise the BN runs as the
    channel-wise affine kernel.
-4. ``fuse_conv_activation``: Conv followed by Relu becomes one ``FusedConv`` node (domain
-   `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"``: ``conv2d`` / ``conv1d`` apply
-   the bias and the ReLU in the GEMM epilogue, so the Conv output is never written unactivated.
-   Only the activations the conv epilogue has (`CONV_EPILOGUES`; ``conv.py``'s ``_ACT`` holds
-   relu only) fuse: Clip(0, 6) after a Conv stays a Clip node. Not fused at all: Gemm + Relu
-   (``po.gemm`` has no activation epilogue) and Add + Relu after a residual (the package has no
-   fused add-relu op); both stay two nodes.
-5. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
+4. ``fuse_conv_activation``: Conv followed by Relu, or by Clip with bounds exactly (0, 6), becomes
+   one ``FusedConv`` node (domain `DOMAIN`, ONNX Runtime's name for it) with ``activation="relu"`` /
+   ``"relu6"``: ``conv2d`` / ``conv1d`` apply the bias and the activation in the GEMM epilogue, so
+   the Conv output is never written unactivated. Clip's bounds are attributes before opset 11 and
+   constant inputs from it; a Clip with any other bounds (-0.0 included: Clip gives the bound's
+   -0.0 where relu6 gives +0.0) stays a Clip node. Both epilogues compare as the Relu / Clip
+   kernels do (``v < 0``, ``v > 6``), so the fused output is the unfused one bit for bit, NaN
+   included.
+5. ``fuse_gemm_activation``: Gemm (+ bias) followed by Relu or Clip(0, 6) becomes one
+   ``FusedGemm`` node ``activation(A @ W^T + bias)``, which runs as the NHWC pointwise
+   convolution it is (``ops_fused``): ``conv2d`` of A viewed (M, 1, 1, K) with W (N, 1, 1, K)
+   gives (M, N) row-major, with the bias and the activation in the conv GEMM's epilogue, and
+   reads A in place (no im2col for a pointwise conv). No new GEMM kernel: ``po.gemm`` has an
+   ``alpha * AB + beta * C`` epilogue but no activation, and the conv GEMM runs the same
+   warp-tiled main loop. Only where that is the Gemm's arithmetic: float32, ``alpha = 1``,
+   ``transA = 0``, B an initializer (with ``transB = 0`` it is transposed once into a new
+   initializer), C absent, ignored (``beta = 0``) or an initializer per output column (shape (),
+   (1,), (N,) or (1, N), made an (N,) bias) added with ``beta = 1``; and the Gemm output read by
+   the activation alone and not a graph output. Otherwise Gemm and activation stay two nodes.
+6. ``fuse_add_activation``: Add followed by Relu or Clip(0, 6), the residual connection's, becomes
+   one ``FusedAdd`` node: ``po.add(a, b, activation=...)`` runs the broadcasting binary kernel
+   with the activation applied to each rounded sum, so the sum is written once, activated,
+   instead of written, read back and written again. Bit for bit the two nodes' result.
+   Passes 4-6 fuse only where the activation is the only reader of the op's output and that
+   output is not a graph output (else the unactivated value would be lost).
+7. ``eliminate_dead_nodes``: nodes none of whose outputs reaches a graph output are removed (every
    supported op is pure), then initializers that no node reads.
 
 Limits: passes see one graph (no subgraphs: the importer refuses them). Constant folding trusts
@@ -43,25 +61,30 @@ its gain is a smaller graph and a plan with no host steps for it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import ops
+from . import ops, ops_fused
 from .graph import Graph, Node, Tensor
 from .passes_quant import fuse_qdq
 
 #: The domain of the nodes the passes create (never met in a model file).
 DOMAIN = "pygpu_ops"
 
-#: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it. Clip(0, 6) is not
-#: here because ``conv2d`` has no relu6 epilogue.
-CONV_EPILOGUES = {"Relu": "relu"}
+#: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it (``conv.py``'s
+#: ``CONV_ACTIVATIONS``). A Clip is "relu6" only with bounds exactly `RELU6_BOUNDS`; any other Clip
+#: stays a Clip node (see `epilogue_activation`).
+CONV_EPILOGUES = {"Relu": "relu", "Clip": "relu6"}
+RELU6_BOUNDS = (0.0, 6.0)
 
 #: Handlers of the fused ops the passes create, keyed by op type (domain `DOMAIN`). FusedConv is a
-#: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue.
-HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "QLinearConv": ops.ops_quant.qlinear_conv,
+#: Conv whose node carries ``activation``; the Conv handler passes it to the epilogue. FusedGemm and
+#: FusedAdd are in ``ops_fused``, the int8 nodes of `fuse_qdq` in ``ops_quant``.
+HANDLERS: Dict[str, ops.Handler] = {"FusedConv": ops.conv, "FusedGemm": ops_fused.fused_gemm,
+                                     "FusedAdd": ops_fused.fused_add, "QLinearConv": ops.ops_quant.qlinear_conv,
                                      "QLinearGemm": ops.ops_quant.qlinear_gemm}
 
 
@@ -226,28 +249,114 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Conv + activation into the GEMM epilogue
+# 3-5. Activations into the epilogue of the op before them
 # ---------------------------------------------------------------------------------------------
-def fuse_conv_activation(graph: Graph) -> Graph:
-    """Conv + Relu -> FusedConv(activation="relu"); only the activations in `CONV_EPILOGUES`."""
+def _scalar_init(graph: Graph, name: str) -> Optional[float]:
+    """The value of a one-element initializer, or None (no such input, or not a constant)."""
+    v = graph.initializers.get(name) if name else None
+    if v is None or v.size != 1 or v.dtype.kind != "f":
+        return None
+    return float(v.reshape(-1)[0])
+
+
+def epilogue_activation(graph: Graph, node: Node) -> Optional[str]:
+    """The epilogue ``activation`` that computes ``node`` exactly, or None: Relu is "relu", Clip with
+    bounds exactly (0, 6) is "relu6" (attributes before opset 11, constant inputs from it). Both
+    are ``v < 0 ? 0 : v`` (and ``v > 6 ? 6 : v``), the Clip kernel's comparisons, so NaN stays NaN."""
+    if node.domain or node.op_type not in CONV_EPILOGUES:
+        return None
+    if node.op_type == "Clip":
+        if graph.opset < 11:
+            bounds = (node.attr("min"), node.attr("max"))
+            bounds = tuple(None if b is None else float(b) for b in bounds)
+        else:
+            bounds = (_scalar_init(graph, node.input(1)), _scalar_init(graph, node.input(2)))
+        if bounds != RELU6_BOUNDS or math.copysign(1.0, bounds[0]) < 0:
+            return None
+    return CONV_EPILOGUES[node.op_type]
+
+
+def _fuse_into(graph: Graph, sources, make) -> Graph:
+    """Each epilogue activation whose input is the output of a ``sources`` op read by it alone, fused:
+    ``make(graph, src, act, activation, taken)`` gives (fused node, new initializers) or None."""
     out = graph
+    taken: set = set()
     while True:
         for act in out.nodes:
-            if act.op_type not in CONV_EPILOGUES or act.domain:
+            activation = epilogue_activation(out, act)
+            if activation is None:
                 continue
             src = out.producer(act.input(0))
-            if src is None or src.op_type != "Conv" or src.domain or not _sole_reader(out, act.input(0), act):
+            if src is None or src.domain or src.op_type not in sources or not _sole_reader(out, act.input(0), act):
                 continue
-            attrs = {**src.attrs, "activation": CONV_EPILOGUES[act.op_type]}
-            fused = Node("FusedConv", src.name, list(src.inputs), list(act.outputs), attrs, DOMAIN)
-            out = _replace(out, [src, act], fused, {})
-            break
+            fused = make(out, src, act, activation, taken)
+            if fused is not None:
+                out = _replace(out, [src, act], *fused)
+                break
         else:
             return out
 
 
+def _fused_conv(graph, conv, act, activation, taken):
+    attrs = {**conv.attrs, "activation": activation}
+    return Node("FusedConv", conv.name, list(conv.inputs), list(act.outputs), attrs, DOMAIN), {}
+
+
+def fuse_conv_activation(graph: Graph) -> Graph:
+    """Conv + Relu -> FusedConv(activation="relu"), Conv + Clip(0, 6) -> FusedConv(activation="relu6")."""
+    return _fuse_into(graph, ("Conv",), _fused_conv)
+
+
+def _fused_gemm(graph, gemm, act, activation, taken):
+    """FusedGemm (A, W (N, K), bias (N,)) of a Gemm whose result is ``A @ B (+ C)`` exactly as the
+    pointwise conv computes it, else None: float32, alpha 1, no transA, B an initializer, and C
+    absent, ignored (beta 0) or a per-column initializer added with beta 1."""
+    # A's dtype is declared only where A is a graph input; ONNX's Gemm types A, B and C alike, so
+    # B's float32 says A's (a FusedGemm handed another A refuses it at session creation).
+    a_t = graph.tensors.get(gemm.input(0))
+    b = graph.initializers.get(gemm.input(1))
+    if ((a_t is not None and a_t.dtype != np.float32) or b is None or b.dtype != np.float32 or b.ndim != 2
+            or float(gemm.attr("alpha", 1.0)) != 1.0 or int(gemm.attr("transA", 0))):
+        return None
+    trans_b = bool(gemm.attr("transB", 0))
+    n = b.shape[0] if trans_b else b.shape[1]
+    inits: Dict[str, np.ndarray] = {}
+    w_name = gemm.input(1)
+    if not trans_b:    # the conv takes W (N, K): B transposed once, here, into a new initializer
+        w_name = _fresh(graph, f"{gemm.input(1)}_T", taken)
+        inits[w_name] = np.ascontiguousarray(b.T)
+    inputs = [gemm.input(0), w_name]
+    c_name = gemm.input(2)
+    beta = float(gemm.attr("beta", 1.0))
+    if c_name and beta != 0.0:
+        c = graph.initializers.get(c_name)
+        if beta != 1.0 or c is None or c.dtype != np.float32 or c.shape not in ((), (1,), (n,), (1, n)):
+            return None
+        if c.shape != (n,):   # a scalar or a (1, N) row: the same values as the (N,) bias
+            bias_name = _fresh(graph, f"{gemm.name}_bias", taken)
+            inits[bias_name] = np.ascontiguousarray(np.broadcast_to(c.reshape(-1), (n,)))
+            c_name = bias_name
+        inputs.append(c_name)
+    node = Node("FusedGemm", gemm.name, inputs, list(act.outputs), {"activation": activation}, DOMAIN)
+    return node, inits
+
+
+def fuse_gemm_activation(graph: Graph) -> Graph:
+    """Gemm (+ bias) + Relu / Clip(0, 6) -> FusedGemm, where the Gemm is a pointwise conv (`_fused_gemm`)."""
+    return _fuse_into(graph, ("Gemm",), _fused_gemm)
+
+
+def _fused_add(graph, add, act, activation, taken):
+    return Node("FusedAdd", add.name, list(add.inputs), list(act.outputs), {"activation": activation}, DOMAIN), {}
+
+
+def fuse_add_activation(graph: Graph) -> Graph:
+    """Add + Relu / Clip(0, 6) (a residual's) -> FusedAdd: ``po.add(a, b, activation=...)``."""
+    return _fuse_into(graph, ("Add",), _fused_add)
+
+
 # ---------------------------------------------------------------------------------------------
-# 4. Dead nodes
+# 6. Dead nodes
 # ---------------------------------------------------------------------------------------------
 def eliminate_dead_nodes(graph: Graph) -> Graph:
     """Nodes whose outputs reach no graph output, then initializers no node reads."""
@@ -273,13 +382,17 @@ class Pass:
 
 
 #: The passes `optimize` runs, in this order: folding constants first turns Constant weights into
-#: initializers the BN fold and the QDQ fusion (`passes_quant`) can read; the BN fold runs before the fusion so that Conv + BN + Relu
-#: becomes one FusedConv; dead nodes last, after the folds have orphaned shape subgraphs.
+#: initializers the BN fold and the QDQ fusion (`passes_quant`) can read; the BN fold runs before the
+#: activation fusions so that Conv + BN + Relu becomes one FusedConv (Gemm + BN + Relu one
+#: FusedGemm); dead nodes last, after the folds and fusions have orphaned shape subgraphs and Clip
+#: bounds.
 PASSES: Tuple[Pass, ...] = (
     Pass("fold_constants", fold_constants),
     Pass("fuse_qdq", fuse_qdq),
     Pass("fold_batch_norm", fold_batch_norm),
     Pass("fuse_conv_activation", fuse_conv_activation),
+    Pass("fuse_gemm_activation", fuse_gemm_activation),
+    Pass("fuse_add_activation", fuse_add_activation),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
 )
 

@@ -151,7 +151,7 @@ def test_resnet_block(model_backend):
     sess, (logits, probs) = _compare(m, model_backend, rand(2, 3, 32, 32, seed=5))
     assert logits.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     ops = [n.op_type for n in sess.graph.nodes]
-    assert {"Add", "MaxPool", "GlobalAveragePool", "Gemm"} <= set(ops)
+    assert {"FusedAdd", "MaxPool", "GlobalAveragePool", "Gemm"} <= set(ops)   # the residual Add + Relu fused
     # the logits carry signal: not all equal (a broken residual path tends to flatten them)
     assert float(np.ptp(logits)) > 1e-2
 
@@ -161,8 +161,10 @@ def test_mobilenet_block(model_backend, opset):
     m = mobilenet_block_model(opset)
     sess, (logits,) = _compare(m, model_backend, rand(2, 3, 32, 32, seed=6))
     assert logits.shape == (2, 10) and float(np.ptp(logits)) > 1e-2
-    groups = [n.attrs.get("group", 1) for n in sess.graph.nodes if n.op_type == "Conv"]
+    groups = [n.attrs.get("group", 1) for n in sess.graph.nodes if n.op_type in ("Conv", "FusedConv")]
     assert {32, 48} <= set(groups), groups     # the depthwise convolutions are in the graph
+    # every Clip(0, 6) follows a Conv (after BN folding): all run in the conv epilogue as relu6
+    assert "Clip" not in [n.op_type for n in sess.graph.nodes]
 
 
 def test_dynamic_batch_resnet_block():

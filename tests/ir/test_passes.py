@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import conv_ref, helper, model, rand
+from .helpers import conv_ref, helper, model, ort_run, rand
 
 import pygpu_ops as po
 from pygpu_ops.ir import onnx_import, passes
@@ -257,30 +257,242 @@ def test_fuse_conv1d_relu():
     np.testing.assert_array_equal(opt[0], plain[0])
 
 
+def clip_node(x, y, lo, hi, opset, name="clip"):
+    """Clip(lo, hi): attributes before opset 11, initializer inputs "lo" / "hi" from it."""
+    if opset < 11:
+        return mk("Clip", [x], [y], min=lo, max=hi, name=name), {}
+    return mk("Clip", [x, "lo", "hi"], [y], name=name), {"lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+
+
+def fused_alone(m, rewrite, ops, fused_op, name):
+    """``rewrite`` of ``m``'s graph, whose ops are ``ops`` (a producer, then Relu / Clip last), and
+    its fused node: the producer and the activation replaced by one ``fused_op`` node named as the
+    producer, writing the activation's output "y" with the activation's epilogue name; the input
+    graph not edited."""
+    g = imported(m)
+    before = snapshot(g)
+    out = rewrite(g)
+    assert snapshot(g) == before
+    assert ops_of(g) == ops and ops_of(out) == ops[:-2] + [fused_op]
+    fused = out.nodes[-1]
+    assert (fused.domain, fused.name, fused.outputs) == (passes.DOMAIN, name, ["y"])
+    assert fused.attrs == {"activation": "relu" if ops[-1] == "Relu" else "relu6"}
+    return out, fused
+
+
+def activation_node(x, y, act, opset, inits):
+    """Relu, or Clip(0, 6) (its bound initializers added to ``inits``)."""
+    if act == "Relu":
+        return mk("Relu", [x], [y], name="relu")
+    clip, bounds = clip_node(x, y, 0.0, 6.0, opset)
+    inits.update(bounds)
+    return clip
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+def test_fuse_conv_clip06(host_backend, opset):
+    """Conv + Clip(0, 6) -> FusedConv(activation="relu6"); outputs equal the unfused graph's and are
+    within float32 tolerance of ONNX Runtime and of a float64 reference. x is scaled so that
+    outputs pass 6 and fall below 0, and holds a NaN."""
+    inits = {"w": rand(5, 3, 3, 3, seed=56), "b": rand(5, seed=57)}
+    clip, bounds = clip_node("c", "y", 0.0, 6.0, opset)
+    m = model([mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"), clip], {"x": rand(2, 3, 5, 7)},
+              {"y": 4}, {**inits, **bounds}, opset=opset)
+    g = imported(m)
+    out = passes.fuse_conv_activation(g)
+    assert ops_of(g) == ["Conv", "Clip"] and ops_of(out) == ["FusedConv"]
+    assert out.nodes[0].attrs["activation"] == "relu6" and out.nodes[0].outputs == ["y"]
+    x = rand(2, 3, 5, 7, seed=58) * 4
+    plain, opt, sess = both(m, {"x": x}, host_backend)
+    variant = "numpy" if host_backend == "numpy" else "conv_gemm_warptile"
+    assert [n.kernel for n in sess.graph.nodes] == [f"conv2d:{variant}+relu6"]
+    assert "lo" not in sess.graph.initializers    # the bounds are read by nobody once fused
+    np.testing.assert_array_equal(opt[0], plain[0])
+    ref = np.clip(conv_ref(x, inits["w"], inits["b"], (1, 1), (1, 1, 1, 1), (1, 1), 1), 0, 6)
+    assert (ref == 6).any() and (ref == 0).any()
+    np.testing.assert_allclose(opt[0], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    xn = x.copy()
+    xn[1, 2, 3, 4] = np.nan
+    plain, opt, _ = both(m, {"x": xn}, host_backend)
+    assert np.isnan(opt[0]).any()
+    np.testing.assert_array_equal(opt[0], plain[0])
+
+
 def test_unfused_activations_stay(host_backend):
-    """Clip(0, 6) after a Conv (conv2d's epilogue has relu only), Relu after a Gemm (po.gemm has no
-    activation), Add + Relu after a residual (no fused add-relu op), and a Conv whose output has a
-    second reader: the fusion pass returns the very graph."""
-    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
-        po.conv2d(rand(1, 1, 2, 2), rand(1, 1, 1, 1), activation="relu6", backend="numpy")
-    lo_hi = {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    """Not fused into the conv epilogue: Clip with bounds other than exactly (0, 6) (here (0, 5),
+    (-1, 6), (-0.0, 6), (0, no max)), Clip(0, 6) of a Conv output that is also a graph output, and
+    a Conv whose output has a second reader: the fusion pass returns the very graph and the
+    session gives the unfused graph's outputs bit for bit."""
     w = rand(2, 2, 1, 1, seed=61)
+    lo_hi = {"lo": np.array(0, np.float32), "hi": np.array(5, np.float32)}
     cases = [
-        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4}, {"w": w, **lo_hi}),
-        ([mk("Flatten", ["x"], ["f"]), mk("Gemm", ["f", "g"], ["h"]), mk("Relu", ["h"], ["y"])], {"y": 2},
-         {"g": rand(8, 3, seed=62)}),
-        ([mk("Conv", ["x", "w"], ["c"]), mk("Add", ["c", "x"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 4}, {"w": w}),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4}, {"w": w, **lo_hi}, {}, 13),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c"], ["y"], min=-1.0, max=6.0)], {"y": 4}, {"w": w}, {}, 10),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c"], ["y"], min=-0.0, max=6.0)], {"y": 4}, {"w": w}, {}, 10),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo"], ["y"])], {"y": 4}, {"w": w, "lo": lo_hi["lo"]}, {},
+         13),
+        ([mk("Conv", ["x", "w"], ["c"]), mk("Clip", ["c", "lo", "hi"], ["y"])], {"y": 4, "c": 4},
+         {"w": w, "lo": lo_hi["lo"], "hi": np.array(6, np.float32)}, {}, 13),
         ([mk("Conv", ["x", "w"], ["c"]), mk("Relu", ["c"], ["y"]), mk("Sigmoid", ["c"], ["z"])], {"y": 4, "z": 4},
-         {"w": w}),
+         {"w": w}, {}, 13),
     ]
     x = rand(1, 2, 2, 2, seed=63) * 8
-    for nodes, outs, inits in cases:
-        m = model(nodes, {"x": x}, outs, inits)
+    for nodes, outs, inits, runtime, opset in cases:
+        m = model(nodes, {"x": x, **runtime}, outs, inits, opset=opset)
         g = imported(m)
         before = snapshot(g)
         assert passes.fuse_conv_activation(g) is g and snapshot(g) == before
-        plain, opt, sess = both(m, {"x": x}, host_backend)
+        plain, opt, sess = both(m, {"x": x, **runtime}, host_backend)
         assert ops_of(sess.graph) == ops_of(g) and sess.applied_passes == []
+        for p, o in zip(plain, opt):
+            np.testing.assert_array_equal(o, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# fuse_gemm_activation
+# ---------------------------------------------------------------------------------------------
+def gemm_act_model(trans_b=True, c_shape=(5,), act="Relu", opset=13, beta=1.0, alpha=1.0, extra_reader=False):
+    """Flatten(x) (N, 6) -> Gemm with B (5, 6) / (6, 5) and C of ``c_shape`` -> Relu / Clip(0, 6)."""
+    inits = {"B": rand(*((5, 6) if trans_b else (6, 5)), seed=64)}
+    if c_shape is not None:
+        inits["C"] = rand(*c_shape, seed=65) if c_shape else np.array(0.75, np.float32)
+    nodes = [mk("Flatten", ["x"], ["f"], name="flat"),
+             mk("Gemm", ["f", "B"] + (["C"] if c_shape is not None else []), ["h"], transB=int(trans_b), beta=beta,
+                alpha=alpha, name="fc")]
+    nodes.append(activation_node("h", "y", act, opset, inits))
+    outs = {"y": 2}
+    if extra_reader:
+        nodes.append(mk("Sigmoid", ["h"], ["z"], name="sig"))
+        outs["z"] = 2
+    return model(nodes, {"x": rand(3, 2, 3)}, outs, inits, opset=opset, input_shapes={"x": ["N", 2, 3]}), inits
+
+
+def gemm_ref(x, inits, trans_b, c_shape, act, alpha=1.0, beta=1.0):
+    b = inits["B"].astype(np.float64)
+    y = alpha * x.reshape(len(x), -1).astype(np.float64) @ (b.T if trans_b else b)
+    if c_shape is not None:
+        y = y + beta * inits["C"].astype(np.float64)
+    return np.maximum(y, 0) if act == "Relu" else np.clip(y, 0, 6)
+
+
+@pytest.mark.parametrize("trans_b, c_shape, act, opset", [
+    (True, (5,), "Relu", 13), (False, (1, 5), "Relu", 13), (True, None, "Clip", 13), (False, (), "Clip", 10),
+    (True, (1,), "Relu", 11)], ids=["transB-bias-relu", "B-row-relu", "nobias-clip", "B-scalar-clip10",
+                                    "bias1-relu11"])
+def test_fuse_gemm_activation(host_backend, trans_b, c_shape, act, opset):
+    """Gemm + bias + Relu / Clip(0, 6) -> one FusedGemm node (the pointwise conv with the epilogue);
+    outputs equal the unfused graph's within the module's bound, and match ONNX Runtime and a
+    float64 reference within float32 tolerance, at two batch sizes; a NaN reaches its row only."""
+    m, inits = gemm_act_model(trans_b, c_shape, act, opset)
+    out, fused = fused_alone(m, passes.fuse_gemm_activation, ["Flatten", "Gemm", act], "FusedGemm", "fc")
+    w = out.initializers[fused.inputs[1]]
+    np.testing.assert_array_equal(w, inits["B"] if trans_b else inits["B"].T)
+    assert (fused.inputs[1] == "B") == trans_b           # transB=1: B itself, no copy
+    if c_shape is None:
+        assert len(fused.inputs) == 2
+    else:
+        np.testing.assert_array_equal(out.initializers[fused.inputs[2]], np.broadcast_to(inits["C"].reshape(-1), (5,)))
+    assert passes.fuse_gemm_activation(out) is out
+    sess = po.InferenceSession(m, backend=host_backend)
+    plain_sess = po.InferenceSession(m, backend=host_backend, optimize=False)
+    assert ops_of(sess.graph) == ["Flatten", "FusedGemm"] and "fuse_gemm_activation" in sess.applied_passes
+    variant = "numpy" if host_backend == "numpy" else "conv_gemm_warptile"
+    assert sess.graph.nodes[1].kernel == f"conv2d:{variant}+{fused.attrs['activation']}"
+    for n in (4, 1):
+        x = rand(n, 2, 3, seed=66 + n) * 4
+        opt, plain = sess.run(None, {"x": x}), plain_sess.run(None, {"x": x})
+        ref = gemm_ref(x, inits, trans_b, c_shape, act)
+        assert (ref == 0).any() and (act == "Relu" or (ref == 6).any() or n == 1)
+        assert_same_within_bound(plain, opt, [ref])
+        np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    x = rand(4, 2, 3, seed=67)
+    x[2, 1, 1] = np.nan
+    got = sess.run(None, {"x": x})[0]
+    assert np.isnan(got[2]).all() and not np.isnan(got[[0, 1, 3]]).any()
+
+
+def test_gemm_activation_preconditions(host_backend):
+    """Not fused (the pass returns the very graph; the session runs Gemm and the activation as they
+    are): the Gemm output read twice; alpha != 1; beta != 1 with C; C per row (N, 1) or full (M, N);
+    B a runtime input; Clip(0, 5); and a float64 Gemm."""
+    cases = [dict(extra_reader=True), dict(alpha=0.5), dict(beta=2.0), dict(c_shape=(3, 1)), dict(c_shape=(3, 5)),
+             dict(act="Clip5")]
+    x = rand(3, 2, 3, seed=68)
+    for kw in cases:
+        clip5 = kw.pop("act", None) == "Clip5"
+        m, inits = gemm_act_model(act="Clip" if clip5 else "Relu", **kw)
+        if clip5:
+            m.graph.initializer[-1].CopyFrom(helper.make_tensor("hi", 1, [], [5.0]))
+        g = imported(m)
+        assert passes.fuse_gemm_activation(g) is g, kw
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert "FusedGemm" not in ops_of(sess.graph) and "Gemm" in ops_of(sess.graph), kw
+        for p, o in zip(plain, opt):
+            np.testing.assert_array_equal(o, p)
+    # B fed at run time, and float64 throughout
+    b = rand(5, 6, seed=69)
+    nodes = [mk("Gemm", ["a", "B"], ["h"], transB=1), mk("Relu", ["h"], ["y"])]
+    for feeds, inits in (({"a": rand(3, 6), "B": b}, {}), ({"a": rand(3, 6).astype(np.float64)},
+                                                           {"B": b.astype(np.float64)})):
+        outs = {"y": (2, next(iter(feeds.values())).dtype)}
+        g = imported(model(nodes, feeds, outs, inits))
+        assert passes.fuse_gemm_activation(g) is g
+
+
+# ---------------------------------------------------------------------------------------------
+# fuse_add_activation
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("act, opset", [("Relu", 13), ("Clip", 13), ("Clip", 10)])
+def test_fuse_residual_add_activation(host_backend, act, opset):
+    """Conv, then Add of the block input (the residual), then Relu / Clip(0, 6): the Add and the
+    activation become one FusedAdd (the Conv's own output has the Add as its sole reader, so the
+    Conv stays a plain Conv); outputs bit for bit the unfused graph's, within float32 tolerance of
+    ONNX Runtime and of a float64 reference; NaN in x stays NaN."""
+    inits = {"w": rand(3, 3, 3, 3, seed=74) * 0.5, "b": rand(3, seed=75)}
+    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             mk("Add", ["c", "x"], ["s"], name="res")]
+    nodes.append(activation_node("s", "y", act, opset, inits))
+    m = model(nodes, {"x": rand(2, 3, 5, 6)}, {"y": 4}, inits, opset=opset, input_shapes={"x": ["N", 3, 5, 6]})
+    out, fused = fused_alone(m, passes.fuse_add_activation, ["Conv", "Add", act], "FusedAdd", "res")
+    assert fused.inputs == ["c", "x"]
+    assert passes.fuse_add_activation(out) is out
+    assert passes.fuse_conv_activation(out) is out      # the Conv's reader is the FusedAdd: no epilogue
+    for n in (2, 3):
+        x = rand(n, 3, 5, 6, seed=76 + n) * 4
+        x[-1, 0, 0, 0] = np.nan
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert ops_of(sess.graph) == ["Conv", "FusedAdd"]
+        variant = "numpy" if host_backend == "numpy" else "add"
+        assert sess.graph.nodes[1].kernel == f"add:{variant}+{fused.attrs['activation']}"
+        np.testing.assert_array_equal(opt[0], plain[0])
+        assert np.isnan(opt[0][-1]).any() and not np.isnan(opt[0][:-1]).any()
+        with np.errstate(invalid="ignore"):
+            s = conv_ref(x, inits["w"], inits["b"], (1, 1), (1, 1, 1, 1), (1, 1), 1) + x
+            ref = np.maximum(s, 0) if act == "Relu" else np.clip(s, 0, 6)
+        assert (ref == 0).any() and (act == "Relu" or (ref == 6).any())
+        np.testing.assert_allclose(opt[0], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(opt[0], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_add_activation_preconditions(host_backend):
+    """Not fused: the Add output read twice (by the Relu and a Sigmoid), the Add output a graph
+    output, Clip(0, 5) after the Add, and a Sub + Relu (only Add fuses)."""
+    x = rand(2, 3, seed=77) * 4
+    u = {"u": rand(2, 3, seed=78)}
+    five = {"lo": np.array(0, np.float32), "hi": np.array(5, np.float32)}
+    cases = [
+        ([mk("Add", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"]), mk("Sigmoid", ["s"], ["z"])], {"y": 2, "z": 2}, u),
+        ([mk("Add", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 2, "s": 2}, u),
+        ([mk("Add", ["x", "u"], ["s"]), mk("Clip", ["s", "lo", "hi"], ["y"])], {"y": 2}, {**u, **five}),
+        ([mk("Sub", ["x", "u"], ["s"]), mk("Relu", ["s"], ["y"])], {"y": 2}, u),
+    ]
+    for nodes, outs, inits in cases:
+        m = model(nodes, {"x": x}, outs, inits)
+        g = imported(m)
+        assert passes.fuse_add_activation(g) is g, ops_of(g)
+        plain, opt, sess = both(m, {"x": x}, host_backend)
+        assert "FusedAdd" not in ops_of(sess.graph) and sess.applied_passes == []
         for p, o in zip(plain, opt):
             np.testing.assert_array_equal(o, p)
 
@@ -354,8 +566,9 @@ def test_resnet_block_all_passes(host_backend):
     m = resnet_block()
     x = rand(2, 4, 5, 5, seed=97)
     plain, opt, sess = both(m, {"x": x}, host_backend)
-    assert sess.applied_passes == ["fold_constants", "fold_batch_norm", "fuse_conv_activation", "eliminate_dead_nodes"]
-    assert ops_of(sess.graph) == ["FusedConv", "Conv", "Add", "Relu", "GlobalAveragePool", "Shape", "Gather",
+    assert sess.applied_passes == ["fold_constants", "fold_batch_norm", "fuse_conv_activation", "fuse_add_activation",
+                                   "eliminate_dead_nodes"]
+    assert ops_of(sess.graph) == ["FusedConv", "Conv", "FusedAdd", "GlobalAveragePool", "Shape", "Gather",
                                   "Concat", "Reshape", "Gemm", "Softmax"]
     plain_sess = po.InferenceSession(m, backend=host_backend, optimize=False)
     assert len(plain_sess.graph.nodes) == 15 and "BatchNormalization" in ops_of(plain_sess.graph)

@@ -401,7 +401,8 @@ def _write(proto, cands, act: Dict[str, Tuple[np.float32, np.ndarray]], inits, p
     quantized_name: Dict[str, str] = {}
     for t, (s, z) in act.items():
         src = t
-        if t in graph_outputs:   # the producer writes a new name; the last DQ writes the graph output
+        renamed = t in graph_outputs and t not in graph_inputs
+        if renamed:   # the producer writes a new name; the last DQ writes the graph output
             src = names(f"{t}_QuantizeLinear_Input")
             for n in g.node:
                 for i, o in enumerate(n.output):
@@ -419,7 +420,7 @@ def _write(proto, cands, act: Dict[str, Tuple[np.float32, np.ndarray]], inits, p
                     k += 1
                     nodes.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [dq], name=names(f"{dq}_node")))
                     n.input[i] = dq
-        if t in graph_outputs:
+        if renamed:
             nodes.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [t], name=names(f"{t}_DequantizeLinear")))
         if t in graph_inputs:
             head.extend(nodes)

@@ -63,6 +63,7 @@ __all__ = [
     "gru",
     "lstm",
     "rnn",
+    "quantize_model",
 ]
 
 
@@ -72,4 +73,8 @@ def __getattr__(name):
         from .ir.session import InferenceSession
 
         return InferenceSession
+    if name == "quantize_model":
+        from .ir.quantize import quantize_model
+
+        return quantize_model
     raise AttributeError(f"module 'pygpu_ops' has no attribute {name!r}")

@@ -22,7 +22,7 @@
 // pointers are aligned: uint4 (16 bytes, one 128-bit load and store per
 // thread) for the usual rows (d a multiple of 4 float32 / 2 float64 in fresh
 // allocations), else uint2, unsigned int, unsigned short or unsigned char.
-// The host picks it (embedding.chunk_bytes); every row then starts on a
+// The host picks it (indexing.chunk_bytes); every row then starts on a
 // Chunk boundary because row_bytes is a multiple of sizeof(Chunk).
 //
 // Memory traffic: reads n_ids ids (broadcast to the threads of a row) plus outer * n_ids * row_bytes table bytes, writes
@@ -30,7 +30,7 @@
 // several short ones), so the row reads and writes are contiguous 16-byte
 // accesses: 512 bytes per warp instruction on the uint4 path.
 //
-// Launch (embedding.launch_config): block (bx, by), bx threads along a
+// Launch (indexing.launch_config): block (bx, by), bx threads along a
 // row's chunks (the power of two >= row_chunks, at most 256), by = 256 / bx
 // ids per block, so short rows do not leave most threads idle; grid (chunks,
 // ids, outer slices), each axis a grid-stride loop, so any grid covers any

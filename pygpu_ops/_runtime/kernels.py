@@ -68,7 +68,7 @@ OP_MODULES: Tuple[str, ...] = (
     "pygpu_ops.pooling",
     "pygpu_ops.quantization",
     "pygpu_ops.elementwise",
-    "pygpu_ops.embedding",
+    "pygpu_ops.indexing",
 )
 
 

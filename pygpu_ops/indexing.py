@@ -16,10 +16,11 @@ Index semantics are ONNX's: int32 or int64 ``indices`` of any shape (0-d, empty,
 negative index counts from the end (``-1`` is the last row), so ``-dim <= i < dim`` is valid.
 ``torch.nn.functional.embedding`` refuses negative ids (an IndexError on CPU); here they wrap. An
 index outside the range is a ``ValueError`` naming the argument (``ids`` / ``indices``), the value
-and its position, on every backend, and nothing out of bounds is read: the NumPy backend checks
-before ``numpy.take``; on the emulator and the GPU the kernel skips such a row and records the
-smallest bad position in a device word (``atomicMin``), which the launcher reads back after the
-kernel and turns into the same error (the same position as NumPy reports: the first in C order).
+and its position, on every backend, and nothing out of bounds is read. On the NumPy backend
+``numpy.take(mode="raise")`` checks in the same pass, and its IndexError is rebuilt with the first
+bad position; on the emulator and the GPU the kernel skips such a row and records the smallest bad
+position in a device word (``atomicMin``), which the launcher reads back after the kernel and turns
+into the same error (the first bad position in C order, as on NumPy).
 That read-back is a device-to-host copy, so on CUDA each call synchronizes with the GPU.
 
 Limits: ``data`` is made C-contiguous first (one copy for a strided view); ``padding_idx``,
@@ -128,9 +129,16 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
     with op_range(op, label), device_scope(op, name, {data_name: data, ids_name: ids}):
         if name == "numpy":
             ids = np.asarray(ids)
-            _check_on_host(op, ids_name, ids, dim, axis)
-            # np.asarray: a 0-d take of a 1-D array is a NumPy scalar.
-            return np.asarray(np.take(np.asarray(data), ids, axis=axis), order="C")
+            if outer * inner == 0:
+                # an empty result: numpy.take may check nothing (it skips an empty outer part)
+                _check_on_host(op, ids_name, ids, dim, axis)
+            try:
+                # mode="raise" takes -dim <= i < dim, ONNX's range, so the ids are checked in the
+                # same pass; np.asarray: a 0-d take of a 1-D array is a NumPy scalar.
+                return np.asarray(np.take(np.asarray(data), ids, axis=axis, mode="raise"), order="C")
+            except IndexError:
+                _check_on_host(op, ids_name, ids, dim, axis)
+                raise
         dev = get_device(name)
         out = dev.empty(out_shape, dtype)
         n_ids = int(np.prod(ids_shape, dtype=np.int64))

@@ -25,8 +25,9 @@
 // The host picks it (indexing.chunk_bytes); every row then starts on a
 // Chunk boundary because row_bytes is a multiple of sizeof(Chunk).
 //
-// Memory traffic: reads n_ids ids (broadcast to the threads of a row) plus outer * n_ids * row_bytes table bytes, writes
-// as many output bytes; no reuse, bandwidth bound. A warp covers one row (or
+// Memory traffic: reads n_ids ids (broadcast to the threads of a row) plus
+// outer * n_ids * row_bytes table bytes, writes as many output bytes; no
+// reuse, bandwidth bound. A warp covers one row (or
 // several short ones), so the row reads and writes are contiguous 16-byte
 // accesses: 512 bytes per warp instruction on the uint4 path.
 //

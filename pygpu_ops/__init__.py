@@ -10,6 +10,7 @@ from ._runtime.backends import BackendUnavailableError, available_backends, use_
 from .activations import leaky_relu, relu
 from .conv import (conv1d, conv2d, get_column_buffer_limit, im2col, nchw_to_nhwc, nhwc_to_nchw,
                    set_column_buffer_limit)
+from .indexing import embedding, gather
 from .elementwise import add, batch_norm, clip, concat, div, mul, sigmoid, sub, tanh, transpose
 from .linalg import gemm, matmul, sgemm_variants
 from .normalization import log_softmax, softmax, softmax_variants
@@ -33,6 +34,8 @@ __all__ = [
     "sub",
     "tanh",
     "transpose",
+    "embedding",
+    "gather",
     "available_backends",
     "conv1d",
     "conv2d",

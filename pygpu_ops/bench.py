@@ -430,6 +430,46 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
                8.0 * ht.size, run_t, check=check_t, group=group)
 
 
+EMBEDDING = (32000, 512, (32, 128))    # vocab, dim, ids shape: a (batch, sequence) of tokens
+
+
+def embedding_cases(env: Env) -> Iterable[Case]:
+    """Token embedding (ONNX Gather on axis 0): reads the ids and one table row per id, writes as
+    many rows. The op's launcher reads a device flag back after the kernel (the out-of-range check),
+    so on a GPU its kernel time falls back to events around the call (``kernel_method``)."""
+    from . import indexing as _idx
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    vocab, dim, ids_shape = EMBEDDING
+    rng = np.random.default_rng(6)
+    htable = rng.standard_normal((vocab, dim)).astype(np.float32)
+    hids = rng.integers(0, vocab, size=ids_shape).astype(np.int64)
+    table, ids = xp.asarray(htable), xp.asarray(hids)
+    size = f"{vocab}x{dim}[{'x'.join(map(str, ids_shape))}]"
+    group = f"embedding/float32/{size}"
+    nbytes = 8.0 * hids.size + 2.0 * 4 * hids.size * dim
+    if torch is not None:
+        tt, ti = torch.as_tensor(table, device="cuda"), torch.as_tensor(ids, device="cuda")
+        yield Case("embedding", "float32", "torch.nn.functional.embedding", size, "GB/s", nbytes,
+                   lambda: torch.nn.functional.embedding(ti, tt), vendor=True, torch=True, group=group)
+    elif not env.gpu:
+        yield Case("embedding", "float32", "numpy.take", size, "GB/s", nbytes,
+                   lambda: np.take(htable, hids, axis=0), vendor=True, group=group)
+    holder = {}
+
+    def run():
+        holder["y"] = _idx.embedding(ids, table, backend="cuda" if env.gpu else "numpy")
+
+    def check():
+        y = holder["y"]
+        y = y.get() if hasattr(y, "get") else np.asarray(y)
+        return bool((y == htable[hids]).all()), 0.0
+
+    yield Case("embedding", "float32", _idx.VARIANT if env.gpu else "numpy backend", size, "GB/s", nbytes, run,
+               check=check, group=group)
+
+
 MODEL_CHECK_RTOL = 1e-4      # max |ours - ort| / max |ort| per output, float32 tolerance
 
 
@@ -494,6 +534,7 @@ PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
     "softmax": softmax_cases,
     "pooling": pooling_cases,
     "int8_gemm": int8_gemm_cases,
+    "embedding": embedding_cases,
 }
 
 

@@ -69,6 +69,7 @@ OP_MODULES: Tuple[str, ...] = (
     "pygpu_ops.quantization",
     "pygpu_ops.elementwise",
     "pygpu_ops.recurrent",
+    "pygpu_ops.indexing",
 )
 
 

@@ -102,6 +102,10 @@ TARGETS: Tuple[Target, ...] = (
            "sm_90 (NVRTC 13.5), 43.5-43.7% elsewhere (was 9.0%, with an 8 B spill / 272 B stack "
            "under some compilers)",
            min_fastpath_math=0.40, no_local=True, require=("IMMA", "LDSM", "LDGSTS")),
+    Target("gather_rows",
+           "embedding rows move as 128-bit vectors: one LDG.128 + STG.128 per 16 bytes on the "
+           "uint4 path; no CALL (grid-stride loops on all three grid axes, no 64-bit division)",
+           require=("LDG.128", "STG.128"), instances=("<uint4,",), no_calls=True, no_local=True),
 )
 
 

@@ -17,7 +17,8 @@ can be decided for every value.
 Three kinds of step:
 
 * device steps (``run`` set): the op runs on the session's backend (the package's kernels on
-  ``emulator`` / ``cuda``, their NumPy fallbacks on ``numpy``); no per-node CPU fallback.
+  ``emulator`` / ``cuda``, their NumPy fallbacks on ``numpy``); no per-node CPU fallback. Gather
+  on a tensor of the model (an embedding table indexed by ids) is one: `ops_indexing`.
 * views (``view=True``): Reshape / Flatten / Squeeze / Unsqueeze / Identity / Dropout give the input
   buffer a new shape; no kernel runs and nothing is allocated.
 * host steps (``run`` None, every output's ``value`` set): Constant, Shape, and Gather / Slice /
@@ -807,7 +808,10 @@ def _on_host(ins, what: str) -> None:
 @register("Gather", 1)
 def gather(node, ins, ctx):
     data, idx = ins
-    _on_host(ins, "Gather")
+    if not (_all_host(ins) and data.dtype.kind in "iu"):
+        from .ops_indexing import gather_device   # tensors of the model: the gather_rows kernel
+
+        return gather_device(node, ins, ctx)
     axis = _axis(int(node.attr("axis", 0)), data.rank)
     if data.value is None or idx.value is None:
         shape = None if idx.shape is None else data.shape[:axis] + idx.shape + data.shape[axis + 1:]

@@ -341,10 +341,3 @@ def test_shape_subgraph_reshape(host_backend, opset):
     x1 = rand(1, 2, 2, 3, seed=5)
     y1 = sess.run(["y"], {"x": x1})[0]
     np.testing.assert_array_equal(y1, np.maximum(x1.reshape(1, 12), 0))
-
-
-def test_gather_on_float_data_refused():
-    m = model([mk("Gather", ["x", "i"], ["y"], name="g")], {"x": rand(3, 4)}, {"y": 1},
-              {"i": np.array([0], np.int64)})
-    with pytest.raises(NotImplementedError, match=r"Gather node 'g' \(opset 13\): Gather on float32 data"):
-        po.InferenceSession(m, backend="numpy")

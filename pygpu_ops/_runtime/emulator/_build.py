@@ -273,6 +273,9 @@ def runtime():
 def module_flags(std, defines, include_dirs):
     flags = [f"-std={std}", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing",
              "-ffp-contract=fast", "-fno-math-errno", *cpu_flags(), "-fvisibility=hidden",
+             # frames larger than a page probe every page they take, so deep recursion with
+             # big locals meets the guard page below each fiber stack instead of stepping over it
+             "-fstack-clash-protection",
              "-fno-plt", "-ffunction-sections", "-fdata-sections",
              "-fdiagnostics-color=never", f"-I{CSRC}", f"-I{CSRC / 'include'}"]
     flags += [f"-I{d}" for d in include_dirs]

@@ -34,6 +34,12 @@ __device__ int deep(int n) {
     return n ? deep(n - 1) + buf[0] : 0;
 }
 extern "C" __global__ void recurse(int* out, int n) { out[0] = deep(n); }
+__device__ int deeper(int n) {
+    volatile char buf[20000];   // a frame of almost five pages: it must not step over the guard page
+    buf[0] = (char)n;
+    return n ? deeper(n - 1) + buf[0] : 0;
+}
+extern "C" __global__ void recurse_big(int* out, int n) { out[0] = deeper(n); }
 extern "C" __global__ void divide(const int* a, int* out, int d) { out[0] = a[0] / d; }
 extern "C" __global__ void spin_until_flag(int* out) {
     __shared__ volatile int flag;
@@ -170,11 +176,12 @@ def test_static_shared_memory_from_another_os_thread(misc):
         np.testing.assert_array_equal(results[k], expect)
 
 
-def test_stack_overflow_is_an_error(misc):
+@pytest.mark.parametrize("kernel", ["recurse", "recurse_big"])
+def test_stack_overflow_is_an_error(misc, kernel):
     out = emu.empty(1, np.int32)
     with pytest.raises(emu.KernelError, match="stack overflow"):
-        misc.get_function("recurse")(1, 2, (out, np.int32(1000)))
-    misc.get_function("recurse")(1, 2, (out, np.int32(3)))
+        misc.get_function(kernel)(1, 2, (out, np.int32(1000)))
+    misc.get_function(kernel)(1, 2, (out, np.int32(3)))
     assert out[0] == 3 + 2 + 1
 
 

@@ -26,10 +26,13 @@ import numpy as np
 
 from . import threads
 
-#: Bytes of input per block: a few arrays of this size (input, output, scratch) stay in L2.
-BLOCK_BYTES = 64 << 10
+#: Bytes of input per block: the input, output and scratch of a block (up to about 3x this with
+#: int64 scratch) stay in a 1 MiB L2. Measured on this 2-core EPYC under load, 32, 64, 128, 256
+#: and 512 KiB blocks: 256 KiB was 1.2-1.9x faster than 32 KiB (fewer Python steps, each of
+#: which holds the GIL) and within noise of 512 KiB.
+BLOCK_BYTES = 256 << 10
 #: Below this the op runs on the calling thread only.
-PARALLEL_MIN_BYTES = 256 << 10
+PARALLEL_MIN_BYTES = 512 << 10
 
 
 def _ranges(n: int, itemsize: int):
@@ -189,3 +192,25 @@ def softmax_rows(x2: np.ndarray, log: bool) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         _run_blocks(_ranges(rows, L * x2.dtype.itemsize), x2.nbytes, body)
     return y2
+
+
+def quantize_tensor(x: np.ndarray, scale, zero_point: int, qdtype, flush_below) -> np.ndarray:
+    """Per-tensor ``saturate(clip(rint(x' / scale), +-65536) + zero_point)`` to ``qdtype`` from
+    float32 x, where x' is x with ``|x| < flush_below`` (the denormals) flushed to +0 and a NaN
+    quotient gives 0, as ``round_saturate`` in cuda_src/quant/qcommon.cuh."""
+    info = np.iinfo(qdtype)
+    zero = x.dtype.type(0)
+
+    def body(xb, yb):
+        t = np.abs(xb)
+        np.less(t, flush_below, out=(m := np.empty(xb.shape, bool)))
+        select(m, zero, xb, t)
+        np.divide(t, scale, out=t)
+        np.rint(t, out=t)
+        select(np.isnan(t, out=m), zero, t, t)
+        np.clip(t, -65536, 65536, out=t)
+        r = t.astype(np.int64)
+        r += zero_point
+        np.clip(r, info.min, info.max, out=r)
+        np.copyto(yb, r, casting="unsafe")   # in range after the clip
+    return elementwise(x, qdtype, body)

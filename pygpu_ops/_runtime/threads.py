@@ -6,7 +6,9 @@ How it works: NumPy releases the GIL inside its ufunc loops, copies and reductio
 Python threads each calling NumPy on its own slice of the data run in parallel; only the Python
 glue between calls is serialized. ``parallel_for(n, fn)`` calls ``fn(0) ... fn(n - 1)``: the caller
 takes a share itself and up to ``threads - 1`` pool workers take the rest, each pulling the next
-index from a shared counter (so uneven chunks balance). It returns when every chunk is done.
+index from a shared counter (so uneven chunks balance). It returns when every chunk is done; it
+does not wait for a worker that has not started (on a loaded machine the caller then runs all
+the chunks itself rather than sleep until the scheduler wakes the worker).
 
 Size: ``len(os.sched_getaffinity(0))`` (the CPUs this process may run on, which respects
 ``taskset`` and container cpusets, unlike ``os.cpu_count``), or ``PYGPU_OPS_NUM_THREADS`` (a
@@ -103,25 +105,34 @@ def parallel_for(n_chunks: int, fn: Callable[[int], object], threads: Optional[i
         for i in range(n_chunks):
             fn(i)
         return
-    state = {"next": 0, "error": None}
-    take = threading.Lock()
+    # ``busy`` counts chunks running; the caller, once no index is left, waits for those only.
+    # A worker that the OS has not scheduled yet is not waited for: when it runs it finds no index
+    # and returns. On a loaded machine the caller so does the work alone instead of sleeping a
+    # scheduler time slice for an idle worker to wake up.
+    state = {"next": 0, "error": None, "busy": 0}
+    cond = threading.Condition()
 
     def runner() -> None:
         _local.inside = True
         try:
             while True:
-                with take:
+                with cond:
                     if state["error"] is not None or state["next"] >= n_chunks:
                         return
                     i = state["next"]
                     state["next"] = i + 1
+                    state["busy"] += 1
                 try:
                     fn(i)
                 except BaseException as exc:
-                    with take:
+                    with cond:
                         if state["error"] is None:
                             state["error"] = exc
                     return
+                finally:
+                    with cond:
+                        state["busy"] -= 1
+                        cond.notify_all()
         finally:
             _local.inside = False
 
@@ -130,10 +141,11 @@ def parallel_for(n_chunks: int, fn: Callable[[int], object], threads: Optional[i
     # cannot be entered by two threads at once).
     ctx = contextvars.copy_context()
     pool = _get_executor(t - 1)
-    futures = [pool.submit(ctx.copy().run, runner) for _ in range(t - 1)]
-    runner()                    # the caller's share
-    for f in futures:
-        f.result()              # runner never raises: errors are in state
+    for _ in range(t - 1):
+        pool.submit(ctx.copy().run, runner)
+    runner()                    # the caller's share: it runs until no index is left
+    with cond:
+        cond.wait_for(lambda: state["busy"] == 0)
     if state["error"] is not None:
         raise state["error"]
 

@@ -200,16 +200,22 @@ def quantize_tensor(x: np.ndarray, scale, zero_point: int, qdtype, flush_below) 
     quotient gives 0, as ``round_saturate`` in cuda_src/quant/qcommon.cuh."""
     info = np.iinfo(qdtype)
     zero = x.dtype.type(0)
+    # int32 holds clip(...) + zero_point for 8-bit types; int32 outputs need int64
+    wide = np.int64 if np.dtype(qdtype).itemsize >= 4 else np.int32
 
     def body(xb, yb):
         t = np.abs(xb)
-        np.less(t, flush_below, out=(m := np.empty(xb.shape, bool)))
-        select(m, zero, xb, t)
+        keep = np.greater_equal(t, flush_below)         # False for denormals and NaN
+        # x * 1 is x; a flushed denormal becomes +-0 (the sign of a zero does not survive rint
+        # and the integer conversion); NaN * 0 stays NaN and is handled below
+        np.multiply(xb, keep, out=t)
         np.divide(t, scale, out=t)
         np.rint(t, out=t)
-        select(np.isnan(t, out=m), zero, t, t)
+        nan = np.isnan(t, out=keep)
+        if nan.any():                                   # rare: only then the branch-free select
+            select(nan, zero, t, t)
         np.clip(t, -65536, 65536, out=t)
-        r = t.astype(np.int64)
+        r = t.astype(wide)
         r += zero_point
         np.clip(r, info.min, info.max, out=r)
         np.copyto(yb, r, casting="unsafe")   # in range after the clip

@@ -164,3 +164,29 @@ def test_blocked_ops_match_the_plain_expressions(monkeypatch, nthreads):
         z = x2 - x2.max(axis=1, keepdims=True)
         assert np.array_equal(npfast.softmax_rows(x2, False), np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
         assert np.array_equal(npfast.softmax_rows(x2, True), z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
+
+
+@pytest.mark.parametrize("qdtype, zp", [(np.int8, 0), (np.int8, -7), (np.uint8, 128), (np.int32, 2**31 - 70000)])
+@pytest.mark.parametrize("nthreads", ["1", "2"])
+def test_quantize_tensor_matches_the_plain_steps(monkeypatch, qdtype, zp, nthreads):
+    monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    tiny = np.float32(2.0 ** -126)
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 9) * 200).astype(np.float32)
+    x[::13] = np.nan
+    x[1::13] = np.inf
+    x[2::13] = -np.inf
+    x[3::13] = -0.0
+    x[4::13] = tiny / 4          # denormals: flushed to zero before the division
+    x[5::13] = -tiny / 3
+    x[6::13] = 0.5 * 0.05        # a tie: rint rounds half to even
+    scale = np.float32(tiny * 8) if qdtype == np.int32 else np.float32(0.05)
+    with np.errstate(all="ignore"):
+        xf = np.where(np.abs(x) < tiny, np.float32(0), x)
+        r = np.rint(xf / scale)
+        r = np.where(np.isnan(r), np.float32(0), r)
+        r = np.clip(r, -65536, 65536).astype(np.int64) + zp
+        info = np.iinfo(qdtype)
+        want = np.clip(r, info.min, info.max).astype(qdtype)
+        got = npfast.quantize_tensor(x, scale, zp, qdtype, tiny)
+    assert got.dtype == qdtype and np.array_equal(got, want)

@@ -80,24 +80,24 @@ def select(cond: np.ndarray, a, b, out: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def maximum_is_relu(dtype) -> bool:
     """Whether ``numpy.maximum(0, x)`` gives exactly ``x < 0 ? 0 : x`` on this NumPy build (NaN
-    payloads and -0.0 kept), for every length and alignment of the SIMD head and tail. True on
-    x86-64 builds of NumPy 2 (the vector max returns its second operand on ties and NaN); a
-    build where it does not hold uses the mask-and-copy path instead."""
+    payloads and -0.0 kept). True on x86-64 builds of NumPy 2 (the vector max returns its second
+    operand on ties and NaN); a build where it does not hold uses the bitwise `select` instead.
+    Checked once per dtype: each special value fills arrays of every length up to 70 (so it lands
+    in the unrolled SIMD loop, the single-vector remainder and the scalar tail) and a few longer
+    ones, at four alignments; the op is elementwise, so a lane's result does not depend on its
+    neighbours."""
     dtype = np.dtype(dtype)
     uint = np.dtype(f"u{dtype.itemsize}")
-    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf], dtype)
+    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, -1e-40, 1e-40], dtype)
     bits = special.view(uint).copy()
     bits[4] |= 0x5          # NaN payloads
     bits[5] |= 0x3
-    special = bits.view(dtype)
     zero = dtype.type(0)
-    for n in range(1, 40):
-        for off in range(3):
-            for e in special:
-                buf = np.full(n + off, dtype.type(3))
-                buf[off] = e
-                buf[-1] = e
-                x = buf[off:]
+    for e in bits.view(dtype):
+        buf = np.full(300, e)
+        for off in range(4):
+            for n in list(range(1, 71)) + [129, 257]:
+                x = buf[off:off + n]
                 if not np.array_equal(np.maximum(zero, x).view(uint), np.where(x < 0, zero, x).view(uint)):
                     return False
     return True

@@ -190,3 +190,15 @@ def test_quantize_tensor_matches_the_plain_steps(monkeypatch, qdtype, zp, nthrea
         want = np.clip(r, info.min, info.max).astype(qdtype)
         got = npfast.quantize_tensor(x, scale, zp, qdtype, tiny)
     assert got.dtype == qdtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_without_the_maximum_shortcut(monkeypatch, dtype):
+    """The path for a NumPy build whose maximum does not keep -0.0 / NaN payloads: same bits."""
+    monkeypatch.setattr(npfast, "maximum_is_relu", lambda dt: False)
+    uint = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    x = np.random.default_rng(3).standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 1).astype(dtype)
+    x[::7] = -0.0
+    x[1::7] = np.nan
+    want = np.where(x < 0, dtype(0), x)
+    assert np.array_equal(npfast.relu(x).view(uint), want.view(uint))

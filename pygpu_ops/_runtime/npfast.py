@@ -220,3 +220,27 @@ def quantize_tensor(x: np.ndarray, scale, zero_point: int, qdtype, flush_below) 
         np.clip(r, info.min, info.max, out=r)
         np.copyto(yb, r, casting="unsafe")   # in range after the clip
     return elementwise(x, qdtype, body)
+
+
+def per_batch(fn, x: np.ndarray):
+    """``fn(x)`` computed on slices of x's first axis (the images), one per thread, and joined
+    along it: for ops that treat each image alone (pooling), so the result is the same. ``fn``
+    returns an array or a tuple of arrays (or None) whose first axis follows x's. Small inputs,
+    a single image or a pool of one run ``fn(x)`` directly. The join copies the outputs once."""
+    nthreads = threads.num_threads()
+    N = x.shape[0] if x.ndim else 0
+    if nthreads == 1 or N < 2 or x.nbytes < PARALLEL_MIN_BYTES:
+        return fn(x)
+    ranges = threads.split(N, 1, threads=nthreads)
+    parts = [None] * len(ranges)
+
+    def run(i):
+        a, b = ranges[i]
+        parts[i] = fn(x[a:b])
+    threads.parallel_for(len(ranges), run)
+
+    def join(pieces):
+        return None if pieces[0] is None else np.concatenate(pieces, axis=0)
+    if isinstance(parts[0], tuple):
+        return tuple(join(p) for p in zip(*parts))
+    return join(parts)

@@ -202,3 +202,18 @@ def test_relu_without_the_maximum_shortcut(monkeypatch, dtype):
     x[1::7] = np.nan
     want = np.where(x < 0, dtype(0), x)
     assert np.array_equal(npfast.relu(x).view(uint), want.view(uint))
+
+
+@pytest.mark.parametrize("nthreads", ["1", "2", "3"])
+def test_per_batch_joins_the_images_in_order(monkeypatch, nthreads):
+    monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    x = np.random.default_rng(4).standard_normal((5, 3, 96, 64))       # 720 KiB: over the threshold
+
+    def fn(xb):
+        return xb.max(axis=(2, 3)), None, (xb.sum(axis=1) > 0).astype(np.int64)
+    got = npfast.per_batch(fn, x)
+    want = fn(x)
+    assert got[1] is None
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[2], want[2])
+    assert np.array_equal(npfast.per_batch(lambda xb: xb * 2, x), x * 2)
+    assert npfast.per_batch(lambda xb: xb[:, :0], x).shape == (5, 0, 96, 64)

@@ -255,3 +255,15 @@ def per_batch(fn, x: np.ndarray):
     if isinstance(parts[0], tuple):
         return tuple(join(p) for p in zip(*parts))
     return join(parts)
+
+
+def dequantize_tensor(q: np.ndarray, scale, zero_point: int) -> np.ndarray:
+    """Per-tensor ``float32(q - zero_point) * scale`` for 8-bit q: q - zero_point is an integer of
+    magnitude <= 510, exact in float32, so the subtraction runs in float32 (no int64 pass) and
+    gives the same bits as the int64 route."""
+    zp = np.float32(zero_point)
+
+    def body(qb, yb):
+        np.subtract(qb, zp, out=yb)
+        np.multiply(yb, scale, out=yb)
+    return elementwise(q, np.float32, body)

@@ -217,3 +217,16 @@ def test_per_batch_joins_the_images_in_order(monkeypatch, nthreads):
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[2], want[2])
     assert np.array_equal(npfast.per_batch(lambda xb: xb * 2, x), x * 2)
     assert npfast.per_batch(lambda xb: xb[:, :0], x).shape == (5, 0, 96, 64)
+
+
+@pytest.mark.parametrize("qdtype, zp", [(np.int8, 0), (np.int8, -128), (np.uint8, 255), (np.uint8, 3)])
+@pytest.mark.parametrize("nthreads", ["1", "2"])
+def test_dequantize_tensor_matches_the_int64_route(monkeypatch, qdtype, zp, nthreads):
+    monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    info = np.iinfo(qdtype)
+    q = np.random.default_rng(5).integers(info.min, info.max + 1, 3 * npfast.PARALLEL_MIN_BYTES + 7).astype(qdtype)
+    for scale in (np.float32(0.05), np.float32(3.1e38), np.float32(2.0 ** -126)):
+        with np.errstate(over="ignore"):
+            want = (q.astype(np.int64) - zp).astype(np.float32) * scale
+            got = npfast.dequantize_tensor(q, scale, zp)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))

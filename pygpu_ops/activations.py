@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -53,8 +53,8 @@ def _run(op: str, kernels, x, slope, backend: str):
         if name == "numpy":
             x = np.asarray(x)
             with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in the branch not taken
-                y = np.where(x < 0, dtype.type(0) if slope is None else x * slope, x)
-            return np.asarray(y, order="C")   # np.where keeps the input's layout; 0-d stays 0-d
+                y = npfast.relu(x) if slope is None else npfast.leaky_relu(x, slope)
+            return y   # a new C-contiguous ndarray; 0-d stays 0-d
         dev = get_device(name)
         src = dev.contiguous(x)
         out = dev.empty(tuple(x.shape), dtype)

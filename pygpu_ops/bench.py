@@ -19,7 +19,13 @@ Throughput and the ratio to the vendor come from the kernel time on a GPU. Each 
 median (with min and max) of ``--repeats`` runs; inputs are random (never all-zero), every
 timed result is checked against a float64 reference with an error bound, and TF32 is disabled
 for the vendor libraries before the first GEMM. Without a GPU the first line says so and the
-NumPy fallback is timed (op time only) against plain NumPy/BLAS; emulator runs are never timed.
+NumPy fallback is timed (op time only) against PyTorch on the CPU where it is importable (the
+``torch-cpu`` rows, the vendor rows then, at the fallback's thread count: ``PYGPU_OPS_NUM_THREADS``
+or the affinity mask, `pygpu_ops._runtime.threads`), else against plain NumPy/BLAS; emulator runs
+are never timed. On the CPU the cases of a group are timed interleaved (one call of each per
+round), so a shared machine's load falls on ours and the baseline alike, and ``time/vendor``
+(ours over the baseline's median) is the number to read. Each CPU row also records the memory
+one call adds at its peak, ``peak_traced_bytes`` and ``peak_rss_bytes`` (``meta.memory`` says how).
 Then ``pygpu-ops analyze`` runs for the SGEMM ladder and the memory-bound ops (``no_gpu_analysis``):
 the emulator's memory counters, the SASS, occupancy and a modeled time on an H200, printed after
 the timings, stored under ``analysis`` in the JSON and drawn with ``--plot``; all of it is labelled
@@ -132,8 +138,10 @@ def gemm_cases(env: Env) -> Iterable[Case]:
                                lambda a=a, b=b, c=c, v=variant: _linalg.gemm(a, b, variant=v, out=c),
                                check=check, repeats=2 if slow else None, group=group)
             else:
-                yield Case("gemm", name, "numpy.matmul", str(n), "TFLOP/s", flops,
-                           lambda a=a, b=b, c=c: np.matmul(a, b, out=c), vendor=True, group=group)
+                yield from _cpu_baselines(env, "gemm", name, str(n), "TFLOP/s", flops, group, "numpy.matmul",
+                                          lambda a=a, b=b, c=c: np.matmul(a, b, out=c),
+                                          lambda torch, a=a, b=b: (lambda ta=torch.from_numpy(a), tb=torch.from_numpy(b):
+                                                                   torch.matmul(ta, tb)))
                 yield Case("gemm", name, "numpy backend", str(n), "TFLOP/s", flops,
                            lambda a=a, b=b, c=c: _linalg.gemm(a, b, out=c, backend="numpy"),
                            check=check, group=group)
@@ -158,6 +166,31 @@ def _torch_cuda():
     except Exception:
         return None
     return torch if torch.cuda.is_available() else None
+
+
+TORCH_CPU = "torch-cpu"
+
+
+def _torch_cpu():
+    """PyTorch for the no-GPU baseline rows, or None where it is not importable."""
+    try:
+        import torch
+    except Exception:
+        return None
+    return torch
+
+
+def _cpu_baselines(env: Env, op: str, dtype: str, size: str, unit: str, work: float, group: str,
+                   plain_label: str, plain_fn: Callable[[], object], torch_fn=None) -> Iterable[Case]:
+    """The no-GPU baselines of a group: ``torch-cpu`` (the vendor row, at the bench's thread count)
+    where PyTorch is importable, and the plain NumPy formulation (the vendor row without PyTorch,
+    a plain row beside it otherwise). ``torch_fn(torch)`` makes the PyTorch call."""
+    torch = env.extra.get("torch")
+    if torch is not None and torch_fn is not None:
+        yield Case(op, dtype, TORCH_CPU, size, unit, work, torch_fn(torch), vendor=True, group=group)
+    if plain_fn is not None:
+        yield Case(op, dtype, plain_label, size, unit, work, plain_fn,
+                   vendor=torch is None or torch_fn is None, group=group)
 
 
 def _bound_checker(xp, got, ref_fn, bound_fn):
@@ -203,7 +236,8 @@ def softmax_cases(env: Env) -> Iterable[Case]:
                 np.subtract(x, x.max(axis=1, keepdims=True), out=y)
                 np.exp(y, out=y)
                 y /= y.sum(axis=1, keepdims=True)
-            yield Case("softmax", "float32", "numpy (plain)", size, "GB/s", nbytes, plain, vendor=True, group=group)
+            yield from _cpu_baselines(env, "softmax", "float32", size, "GB/s", nbytes, group, "numpy (plain)", plain,
+                                      lambda torch, x=x: (lambda tx=torch.from_numpy(x): torch.softmax(tx, dim=1)))
         variants = ["auto"] if not env.gpu else list(_norm.softmax_variants())
         for v in variants:
             label = "numpy backend" if not env.gpu else v
@@ -249,6 +283,15 @@ def pooling_cases(env: Env) -> Iterable[Case]:
                 tfn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
                 yield Case(f"{kind}_pool2d", "float32", "torch", size, "GB/s", nbytes,
                            lambda tx=tx, tfn=tfn: tfn(tx, 3, 2, 1), vendor=True, torch=True, group=group)
+            elif not env.gpu:
+                def torch_pool(torch, kind=kind, layout=layout):
+                    tx = torch.from_numpy(host)
+                    if layout == "NHWC":
+                        tx = tx.contiguous(memory_format=torch.channels_last)
+                    tfn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+                    return lambda: tfn(tx, 3, 2, 1)
+                yield from _cpu_baselines(env, f"{kind}_pool2d", "float32", size, "GB/s", nbytes, group, "", None,
+                                          torch_pool)
             holder = {}
 
             def run(x=x, fn=fn, layout=layout, holder=holder):
@@ -285,8 +328,10 @@ def int8_gemm_cases(env: Env) -> Iterable[Case]:
                        lambda ta=ta, tb=tb: torch._int_mm(ta, tb), vendor=True, torch=True, group=group)
         elif not env.gpu:
             # NumPy has no integer BLAS: the plain route is float64 BLAS (exact below 2**53).
-            yield Case("int8_gemm", "int8", "numpy float64 matmul", str(n), "TOPS", ops,
-                       lambda ha=ha, hb=hb: ha.astype(np.float64) @ hb.astype(np.float64), vendor=True, group=group)
+            yield from _cpu_baselines(env, "int8_gemm", "int8", str(n), "TOPS", ops, group, "numpy float64 matmul",
+                                      lambda ha=ha, hb=hb: ha.astype(np.float64) @ hb.astype(np.float64),
+                                      lambda torch, ha=ha, hb=hb: (lambda ta=torch.from_numpy(ha), tb=torch.from_numpy(hb):
+                                                                   torch._int_mm(ta, tb)))
         for v in (_quant.int8_gemm_variants() if env.gpu else ("auto",)):
             holder = {}
 
@@ -338,6 +383,14 @@ def conv_cases(env: Env) -> Iterable[Case]:
                 yield Case("conv2d", layout, "cuDNN (torch)", size, "TFLOP/s", flops,
                            lambda tx=tx, tw=tw, tb=tb: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, padding=1)),
                            vendor=True, torch=True, group=group)
+            elif not env.gpu:
+                def torch_conv(torch, layout=layout, hx=hx, hw=hw, hb=hb):
+                    fmt = torch.contiguous_format if layout == "NCHW" else torch.channels_last
+                    tx = torch.from_numpy(hx).contiguous(memory_format=fmt)
+                    tw = torch.from_numpy(hw).contiguous(memory_format=fmt)
+                    tb = torch.from_numpy(hb)
+                    return lambda: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, padding=1))
+                yield from _cpu_baselines(env, "conv2d", layout, size, "TFLOP/s", flops, group, "", None, torch_conv)
             holder = {}
 
             def run(x=x, w=w, b=b, layout=layout, holder=holder):
@@ -389,8 +442,9 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
         yield Case("relu", "float32", "torch.relu", str(n), "GB/s", 8.0 * n, lambda: torch.relu(tx),
                    vendor=True, torch=True, group=group)
     elif not env.gpu:
-        yield Case("relu", "float32", "numpy.maximum", str(n), "GB/s", 8.0 * n, lambda: np.maximum(hx, 0),
-                   vendor=True, group=group)
+        yield from _cpu_baselines(env, "relu", "float32", str(n), "GB/s", 8.0 * n, group, "numpy.maximum",
+                                  lambda: np.maximum(hx, 0),
+                                  lambda torch: (lambda tx=torch.from_numpy(hx): torch.relu(tx)))
     holder = {}
 
     def run_relu():
@@ -414,8 +468,10 @@ def elementwise_cases(env: Env) -> Iterable[Case]:
         yield Case("nchw_to_nhwc", "float32", "torch channels_last", size, "GB/s", 8.0 * ht.size,
                    lambda: tt.contiguous(memory_format=torch.channels_last), vendor=True, torch=True, group=group)
     elif not env.gpu:
-        yield Case("nchw_to_nhwc", "float32", "numpy.ascontiguousarray", size, "GB/s", 8.0 * ht.size,
-                   lambda: np.ascontiguousarray(ht.transpose(0, 2, 3, 1)), vendor=True, group=group)
+        yield from _cpu_baselines(env, "nchw_to_nhwc", "float32", size, "GB/s", 8.0 * ht.size, group,
+                                  "numpy.ascontiguousarray", lambda: np.ascontiguousarray(ht.transpose(0, 2, 3, 1)),
+                                  lambda torch: (lambda tt=torch.from_numpy(ht):
+                                                 tt.contiguous(memory_format=torch.channels_last)))
     th = {}
 
     def run_t():
@@ -557,6 +613,7 @@ class Timing:
     kernel_ms: Optional[List[float]] = None     # None without a GPU
     kernel_method: Optional[str] = None
     capture_error: Optional[str] = None         # why the graph capture failed (KERNEL_EVENTS)
+    peak: Optional[Dict] = None                 # CPU: memory one call adds at its peak (peak_memory)
 
 
 def _error(exc: BaseException) -> str:
@@ -564,18 +621,112 @@ def _error(exc: BaseException) -> str:
 
 
 class CpuTimer:
-    """Wall clock of each call after one warm-up call: op time only."""
+    """Wall clock of each call after one warm-up call: op time only. The cases of one group (ours
+    and its baselines) are timed interleaved, one call of each in turn per round, so that load
+    from other processes on a shared machine falls on all of them alike and their ratio means
+    something. Then one more call of each case measures its peak memory (`peak_memory`)."""
 
     description = {"op": CPU_OP_TIME, "kernel": None, "throughput_from": "op"}
 
+    def __init__(self):
+        self._groups: Dict[str, List[Case]] = {}
+        self._done: Dict[int, object] = {}      # id(case) -> Timing or the exception it raised
+
+    def prepare(self, cases: List[Case], repeats: int) -> None:
+        """Registers the cases whose group has several, to be timed together on the first call."""
+        self._repeats = repeats
+        for c in cases:
+            if c.group:
+                self._groups.setdefault(c.group, []).append(c)
+
+    def _interleaved(self, group: List[Case]) -> None:
+        live, out = [], {}
+        for c in group:
+            try:
+                c.fn()
+            except Exception as exc:            # that case's row fails; the others go on
+                self._done[id(c)] = exc
+            else:
+                live.append(c)
+                out[id(c)] = []
+        for i in range(max((c.repeats or self._repeats for c in live), default=0)):
+            for c in live:
+                if i < (c.repeats or self._repeats) and id(c) not in self._done:
+                    try:
+                        t0 = time.perf_counter()
+                        c.fn()
+                        out[id(c)].append((time.perf_counter() - t0) * 1e3)
+                    except Exception as exc:
+                        self._done[id(c)] = exc
+        for c in live:
+            if id(c) not in self._done:
+                self._done[id(c)] = Timing(out[id(c)], peak=peak_memory(c.fn))
+
     def measure(self, case: Case, repeats: int) -> Timing:
+        group = self._groups.get(case.group, [])
+        if len(group) > 1 and any(c is case for c in group):
+            if id(case) not in self._done:
+                self._interleaved(group)
+            got = self._done.pop(id(case))
+            if isinstance(got, Exception):
+                raise got
+            return got
         case.fn()
         out = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             case.fn()
             out.append((time.perf_counter() - t0) * 1e3)
-        return Timing(out)
+        return Timing(out, peak=peak_memory(case.fn))
+
+
+#: What `peak_memory` records, for the JSON's meta.
+MEMORY_NOTE = ("peak_traced_bytes: tracemalloc's peak over one call, what NumPy and Python allocate "
+               "(PyTorch's allocator is not traced); peak_rss_bytes: the resident set's high-water mark "
+               "over one call minus the resident set before it (Linux: VmHWM reset through "
+               "/proc/self/clear_refs), which sees PyTorch too but not memory the C allocator reuses "
+               "from earlier calls. The table's peak MiB is the traced peak, or for torch-cpu rows the "
+               "RSS peak (marked rss)")
+
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _peak_rss(fn: Callable[[], object]) -> Optional[int]:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                        # VmHWM := VmRSS
+        before = _proc_status_kib("VmRSS")
+    except OSError:                             # not Linux, or not allowed
+        return None
+    fn()
+    return max(0, _proc_status_kib("VmHWM") - before) * 1024
+
+
+def _peak_traced(fn: Callable[[], object]) -> int:
+    import tracemalloc
+
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return max(0, tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def peak_memory(fn: Callable[[], object]) -> Dict[str, Optional[int]]:
+    """The memory one call of ``fn`` adds at its peak, two ways (`MEMORY_NOTE`), one call each."""
+    return {"peak_rss_bytes": _peak_rss(fn), "peak_traced_bytes": _peak_traced(fn)}
 
 
 class GpuTimer:
@@ -718,6 +869,8 @@ def run_case(case: Case, timer, repeats: int) -> Dict:
                    kernel_max_ms=max(t.kernel_ms))
     if t.capture_error is not None:
         row["capture_error"] = t.capture_error
+    if t.peak is not None:
+        row.update(t.peak)
     row["value_from"] = "kernel" if t.kernel_ms is not None else "op"
     med = row[f"{row['value_from']}_median_ms"]
     # work per ms -> the unit: FLOPs -> TFLOP/s, bytes -> GB/s, batch items -> items/s
@@ -739,6 +892,8 @@ def run_cases(cases: Iterable[Case], timer, repeats: int, progress: bool = True,
               rows: Optional[List[Dict]] = None) -> List[Dict]:
     """Times every case into ``rows`` (appended as each finishes, so an interrupt keeps them)."""
     cases = list(cases)
+    if hasattr(timer, "prepare"):
+        timer.prepare(cases, repeats)
     rows = [] if rows is None else rows
     try:
         for i, case in enumerate(cases, 1):
@@ -765,6 +920,7 @@ def finish(meta: Dict, rows: List[Dict]) -> None:
         if base is not None and base["value_from"] == r["value_from"]:
             key = time_key[r["value_from"]]
             r["pct_vendor"] = 100.0 * base[key] / r[key]
+            r["time_vs_vendor"] = r[key] / base[key] if base[key] > 0 else float("inf")
         if r["unit"] == "TFLOP/s" and r["dtype"] == "float32" and peak:
             r["pct_peak"] = 100.0 * r["value"] / peak
         if r["unit"] == "GB/s" and copy_gbs:
@@ -777,23 +933,29 @@ _METHOD_SHORT = {KERNEL_GRAPH: "graph", KERNEL_TORCH_GRAPH: "graph", KERNEL_EVEN
 def format_rows(rows: List[Dict], timing: Optional[Dict] = None) -> str:
     """The table; ``timing`` (meta["timing"]) gives the header lines saying what each time is."""
     head = ("op", "dtype", "variant", "size", "kernel ms", "timed by", "op ms", "value", "unit",
-            "% vendor", "% peak/copy", "check")
+            "% vendor", "time/vendor", "% peak/copy", "peak MiB", "check")
     lines = [head]
     for r in rows:
         if r.get("status") != "ok":
             err = r.get("error", {})
             msg = f"FAILED {err.get('type', '?')}: {err.get('message', '')}"
-            lines.append((r["op"], r["dtype"], r["variant"], r["size"], "-", "-", "-", "-", r["unit"], "-", "-",
-                          msg if len(msg) <= 90 else msg[:87] + "..."))
+            lines.append((r["op"], r["dtype"], r["variant"], r["size"], "-", "-", "-", "-", r["unit"], "-", "-", "-",
+                          "-", msg if len(msg) <= 90 else msg[:87] + "..."))
             continue
         pct = f"{r['pct_vendor']:.1f}" if "pct_vendor" in r else "-"
         peak = f"{r['pct_peak']:.1f}" if "pct_peak" in r else f"{r['pct_copy']:.1f}" if "pct_copy" in r else "-"
         check = "-" if "correct" not in r else ("ok" if r["correct"] else "WRONG")
         kernel = "-" if r["kernel_median_ms"] is None else f"{r['kernel_median_ms']:.3f}"
+        ratio = f"{r['time_vs_vendor']:.2f}x" if "time_vs_vendor" in r and not r["vendor"] else "-"
+        mib = "-"
+        if r.get("variant") == TORCH_CPU and r.get("peak_rss_bytes") is not None:
+            mib = f"{r['peak_rss_bytes'] / 2**20:.1f} rss"
+        elif r.get("peak_traced_bytes") is not None:
+            mib = f"{r['peak_traced_bytes'] / 2**20:.1f}"
         lines.append((r["op"], r["dtype"], r["variant"], r["size"], kernel, _METHOD_SHORT[r["kernel_method"]],
                       f"{r['op_median_ms']:.3f}",
                       f"{r['value']:.2f}" if r["unit"] in ("TFLOP/s", "TOPS") else f"{r['value']:.0f}",
-                      r["unit"], pct, peak, check))
+                      r["unit"], pct, ratio, peak, mib, check))
     w = [max(len(l[i]) for l in lines) for i in range(len(head))]
     table = "\n".join("  ".join(c.ljust(w[i]) if i < 3 or i == len(head) - 1 else c.rjust(w[i])
                                 for i, c in enumerate(l)).rstrip() for l in lines)
@@ -896,20 +1058,36 @@ def collect(args, gpu: bool, doc: Dict) -> None:
         env = Env(cupy, True, tuple(args.sizes or (GPU_QUICK_SIZES if args.quick else GPU_SIZES)),
                   args.variants, args.quick)
     else:
+        from ._runtime import threads
+
         repeats = args.repeats or (3 if args.quick else 7)
         timer = CpuTimer()
+        nthreads = threads.num_threads()
         meta.update(backend="numpy", device=f"CPU ({platform.processor() or platform.machine()})",
-                    timing=dict(timer.description), repeats=repeats)
+                    timing=dict(timer.description), repeats=repeats, threads=nthreads,
+                    memory=MEMORY_NOTE)
         env = Env(np, False, tuple(args.sizes or (CPU_QUICK_SIZES if args.quick else CPU_SIZES)),
                   args.variants, args.quick)
+        torch = None if args.model else _torch_cpu()
+        if torch is not None:
+            # the baseline at our thread count (PYGPU_OPS_NUM_THREADS or the affinity mask)
+            env.extra.update(torch=torch, torch_threads=torch.get_num_threads())
+            torch.set_num_threads(nthreads)
+            meta["torch"] = torch.__version__
+        meta["baseline"] = (f"{TORCH_CPU} (PyTorch {torch.__version__}, {nthreads} threads)" if torch is not None
+                            else "plain NumPy/BLAS (PyTorch is not importable)")
     progress = not args.no_progress and sys.stderr.isatty()
     if args.model:
         from .ir.run import parse_dims
 
         env.extra.update(model=args.model, dims=parse_dims(args.dim))
         meta["model"] = args.model
-    for name in ["model"] if args.model else args.ops or PROVIDERS:
-        run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
+    try:
+        for name in ["model"] if args.model else args.ops or PROVIDERS:
+            run_cases(_cases(name, env, rows), timer, repeats, progress=progress, rows=rows)
+    finally:
+        if "torch" in env.extra:
+            env.extra["torch"].set_num_threads(env.extra["torch_threads"])
     if not gpu and not args.no_analysis and not args.model:
         doc["analysis"] = no_gpu_analysis(args, progress)
 
@@ -989,8 +1167,10 @@ def main(args) -> int:
     elif why is None:
         print("pygpu-ops bench: timing the CUDA kernels against the vendor libraries (TF32 off)")
     else:
-        print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against plain "
-              f"NumPy/BLAS (emulator runs are never timed), then the kernels' analysis: memory "
+        print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against PyTorch on "
+              f"this CPU ('{TORCH_CPU}' rows, at the same thread count) where it is importable, else "
+              f"plain NumPy/BLAS, interleaved per group (emulator runs are never timed), then the "
+              f"kernels' analysis: memory "
               f"counts from the emulator, SASS, occupancy and a modeled time, which are counts "
               f"and a model, not measurements.")
     meta = {"pygpu_ops": __version__, "python": platform.python_version(), "numpy": np.__version__,

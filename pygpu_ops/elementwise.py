@@ -46,7 +46,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from . import activations
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -304,13 +304,6 @@ def div(a, b, *, backend="auto"):
 # ---------------------------------------------------------------------------------------------
 # sigmoid / tanh / clip
 # ---------------------------------------------------------------------------------------------
-def _numpy_sigmoid(x):
-    """The kernel's formula: exp of -|x| only, so nothing overflows (see unary_vec128.cu)."""
-    pos = x >= 0
-    e = np.exp(np.where(pos, -x, x))
-    return np.where(pos, 1 / (1 + e), e / (1 + e))
-
-
 def _unary(op: str, x, backend: str, bounds=None):
     name = backends.resolve(op, backend, {"x": x})
     dtype = validate.check_dtype(op, "x", x, _FLOATS)
@@ -321,14 +314,13 @@ def _unary(op: str, x, backend: str, bounds=None):
         if name == "numpy":
             x = np.asarray(x)
             with np.errstate(all="ignore"):
-                if op == "sigmoid":
-                    y = _numpy_sigmoid(x)
+                if op == "sigmoid":   # the kernel's formula: exp of -|x| only, nothing overflows
+                    y = npfast.sigmoid(x)
                 elif op == "tanh":
-                    y = np.tanh(x)
+                    y = npfast.elementwise(x, dtype, lambda xb, yb: np.tanh(xb, out=yb))
                 else:   # the kernel's two steps: x unchanged unless strictly outside [lo, hi]
-                    y = np.where(x < bounds[0], bounds[0], x)
-                    y = np.where(y > bounds[1], bounds[1], y)
-            return np.asarray(y, dtype=dtype, order="C")
+                    y = npfast.clip(x, *bounds)
+            return y
         dev = get_device(name)
         src = dev.contiguous(x)
         out = dev.empty(tuple(x.shape), dtype)
@@ -404,10 +396,7 @@ def batch_norm(x, scale, bias, mean, var, *, epsilon=1e-5, layout="NCHW", backen
             with np.errstate(all="ignore"):
                 a64 = p64["scale"] / np.sqrt(p64["var"] + eps)
                 a, b = a64.astype(dtype), (p64["bias"] - p64["mean"] * a64).astype(dtype)
-                if layout == "NCHW":
-                    a, b = (v.reshape((C,) + (1,) * (len(x.shape) - 2)) for v in (a, b))
-                y = np.asarray(x) * a + b
-            return np.asarray(y, dtype=dtype, order="C")
+                return npfast.affine_channels(np.asarray(x), a, b, channel_last=layout == "NHWC")
         dev = get_device(name)
         out = dev.empty(tuple(x.shape), dtype)
         if out.size:

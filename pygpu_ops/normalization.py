@@ -35,7 +35,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, validate
 from ._runtime.validate import INT32_LOOP_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -232,6 +232,10 @@ def _numpy_softmax(x, axis: int, log: bool):
     x1 = x.reshape(1) if x.ndim == 0 else x
     if x1.size == 0:
         return np.empty(x1.shape, x1.dtype)
+    if axis == x1.ndim - 1:
+        # rows along the last axis: cache-sized row blocks on the thread pool, the same ufuncs
+        x2 = np.asarray(x1, order="C").reshape(-1, x1.shape[-1])
+        return npfast.softmax_rows(x2, log).reshape(x1.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         m = np.max(x1, axis=axis, keepdims=True)  # propagates NaN; all -inf gives -inf
         z = x1 - m  # -inf - -inf and inf - inf give NaN, as in PyTorch

@@ -40,7 +40,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, validate
 from ._runtime.validate import INT32_LOOP_MAX, INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -214,7 +214,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            vals, idx = _numpy_max_pool(np.asarray(x), layout, k, s, p, d, OH, OW, return_indices)
+            vals, idx = npfast.per_batch(   # images on the thread pool
+                lambda xb: _numpy_max_pool(xb, layout, k, s, p, d, OH, OW, return_indices), np.asarray(x))
             return (vals, idx) if return_indices else vals
         dev = get_device(name)
         xd = dev.contiguous(dev.asarray(x))
@@ -339,7 +340,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            return _numpy_avg_pool(np.asarray(x), layout, k, s, p, OH, OW, count_include_pad)
+            return npfast.per_batch(lambda xb: _numpy_avg_pool(xb, layout, k, s, p, OH, OW, count_include_pad),
+                                    np.asarray(x))
         dev = get_device(name)
         xd = dev.contiguous(dev.asarray(x))
         y = dev.empty(out_shape, dtype)

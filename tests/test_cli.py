@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pygpu_ops import cli, selftest
+from pygpu_ops import bench, cli, selftest
 from pygpu_ops._runtime import backends
 
 
@@ -24,7 +24,8 @@ def test_bench_without_gpu_says_so_first(capsys, tmp_path, monkeypatch):
     assert out[0].startswith("pygpu-ops bench: no GPU here")
     doc = json.loads(path.read_text())
     assert doc["meta"]["backend"] == "numpy"
-    assert {r["variant"] for r in doc["results"]} == {"numpy.matmul", "numpy backend"}
+    torch_row = {bench.TORCH_CPU} if bench._torch_cpu() is not None else set()   # PyTorch's baseline, where importable
+    assert {r["variant"] for r in doc["results"]} == {"numpy.matmul", "numpy backend"} | torch_row
     assert all(r["value"] > 0 and r["repeats"] == 2 for r in doc["results"])
     # no GPU: the op time (wall clock) is the only time, and the throughput comes from it
     assert doc["meta"]["timing"]["throughput_from"] == "op" and doc["meta"]["timing"]["kernel"] is None

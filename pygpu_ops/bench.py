@@ -515,8 +515,8 @@ def lstm_cases(env: Env) -> Iterable[Case]:
         torch.backends.cuda.matmul.allow_tf32 = False
         mod = torch.nn.LSTM(E, H).cuda()
         with torch.no_grad():
-            for n, v in hp.items():
-                getattr(mod, f"{n}_l0").copy_(torch.as_tensor(v))
+            for n, v in hp.items():   # w_ih -> weight_ih_l0, b_hh -> bias_hh_l0, ...
+                getattr(mod, f"{'weight' if n[0] == 'w' else 'bias'}{n[1:]}_l0").copy_(torch.as_tensor(v))
         tx = torch.as_tensor(xp.asarray(hx), device="cuda")
 
         def run_torch():

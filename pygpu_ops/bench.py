@@ -526,6 +526,89 @@ def embedding_cases(env: Env) -> Iterable[Case]:
                check=check, group=group)
 
 
+LSTM = (32, 128, 512, 512)     # B, S, E, H: one layer, time-major, float32
+
+
+def _lstm_loop(x, w_ih, w_hh, b, dtype):
+    """A plain LSTM (PyTorch's gate order i, f, g, o), one step at a time in ``dtype``: the CPU
+    baseline row (float32) and the reference of the check (float64). Returns (y, h_n, c_n), the
+    states (1, B, H) as PyTorch and ``lstm`` return them."""
+    x, w_ih, w_hh, b = (a.astype(dtype) for a in (x, w_ih, w_hh, b))
+    S, B, _ = x.shape
+    H = w_hh.shape[1]
+    h, c = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+    y = np.empty((S, B, H), dtype)
+    for t in range(S):
+        z = x[t] @ w_ih.T + h @ w_hh.T + b
+        i, f, o = (1 / (1 + np.exp(-z[:, k * H:(k + 1) * H])) for k in (0, 1, 3))
+        c = f * c + i * np.tanh(z[:, 2 * H:3 * H])
+        h = y[t] = o * np.tanh(c)
+    return y, h[None], c[None]
+
+
+def lstm_cases(env: Env) -> Iterable[Case]:
+    """One LSTM layer, ``torch.nn.LSTM(E, H)`` on x (S, B, E) from zero states: 2*S*B*4H*(E+H)
+    FLOPs (the input projection of every step as one GEMM, then per step h @ R^T and the fused
+    cell). The vendor row is cuDNN's LSTM through PyTorch on a GPU; without one it is a plain
+    NumPy float32 loop (each step x_t @ W^T + h @ R^T), since this provider has no PyTorch CPU row.
+    The check compares y, h_n and c_n with the same loop in float64: the error must be at most
+    twice that of the float32 loop plus a few ulp of the output (flash-attention's criterion)."""
+    from . import recurrent as _rnn
+
+    xp = env.xp
+    torch = _torch_cuda() if env.gpu else None
+    B, S, E, H = LSTM
+    rng = np.random.default_rng(8)
+    k = 1 / np.sqrt(H)            # PyTorch's initialisation range: gates neither saturated nor flat
+    hx = rng.standard_normal((S, B, E)).astype(np.float32)
+    hp = {n: rng.uniform(-k, k, shape).astype(np.float32)
+          for n, shape in (("w_ih", (4 * H, E)), ("w_hh", (4 * H, H)), ("b_ih", (4 * H,)), ("b_hh", (4 * H,)))}
+    size = f"B{B} S{S} E{E} H{H}"
+    group = f"lstm/float32/{size}"
+    flops = 2.0 * S * B * 4 * H * (E + H)
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        mod = torch.nn.LSTM(E, H).cuda()
+        with torch.no_grad():
+            for n, v in hp.items():   # w_ih -> weight_ih_l0, b_hh -> bias_hh_l0, ...
+                getattr(mod, f"{'weight' if n[0] == 'w' else 'bias'}{n[1:]}_l0").copy_(torch.as_tensor(v))
+        tx = torch.as_tensor(xp.asarray(hx), device="cuda")
+
+        def run_torch():
+            with torch.no_grad():
+                return mod(tx)
+
+        yield Case("lstm", "float32", "cuDNN LSTM (torch)", size, "TFLOP/s", flops, run_torch,
+                   vendor=True, torch=True, group=group)
+    elif not env.gpu:
+        yield Case("lstm", "float32", "numpy loop", size, "TFLOP/s", flops,
+                   lambda: _lstm_loop(hx, hp["w_ih"], hp["w_hh"], hp["b_ih"] + hp["b_hh"], np.float32),
+                   vendor=True, group=group)
+    x, dp = xp.asarray(hx), {n: xp.asarray(v) for n, v in hp.items()}
+    holder = {}
+
+    def run():
+        holder["out"] = _rnn.lstm(x, dp["w_ih"], dp["w_hh"], dp["b_ih"], dp["b_hh"],
+                                  backend="cuda" if env.gpu else "numpy")
+
+    def check():
+        args = (hx, hp["w_ih"], hp["w_hh"], hp["b_ih"].astype(np.float64) + hp["b_hh"])
+        ref = _lstm_loop(*args, np.float64)
+        plain = _lstm_loop(*args, np.float32)
+        worst = 0.0
+        for got, want, f32 in zip(holder["out"], ref, plain):
+            got = got.get() if hasattr(got, "get") else np.asarray(got)
+            if got.shape != want.shape:
+                return False, float("inf")
+            bound = 2 * np.abs(f32 - want).max() + 4 * np.finfo(np.float32).eps * np.abs(want).max()
+            worst = max(worst, float(np.abs(got - want).max() / bound))
+        return worst <= 1.0, worst
+
+    yield Case("lstm", "float32", _rnn.variant_label("lstm") if env.gpu else "numpy backend", size, "TFLOP/s",
+               flops, run, check=check, group=group)
+
+
 MODEL_CHECK_RTOL = 1e-4      # max |ours - ort| / max |ort| per output, float32 tolerance
 
 
@@ -591,6 +674,7 @@ PROVIDERS: Dict[str, Callable[[Env], Iterable[Case]]] = {
     "pooling": pooling_cases,
     "int8_gemm": int8_gemm_cases,
     "embedding": embedding_cases,
+    "lstm": lstm_cases,
 }
 
 

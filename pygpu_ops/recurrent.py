@@ -366,7 +366,9 @@ def _device_layer(dev, L: Layer):
     xw = dev.empty((1, rows, D * GH), F32)
     _gemm_into(dev, x2[None], wt[None], xw, xp.broadcast_to(bias.reshape(1, 1, D * GH), (1, rows, D * GH)))
     xw_st, xw_sb = (D * GH, S * D * GH) if L.batch_first else (B * D * GH, D * GH)
-    lens = dev.upload(np.full(B, S, np.int32) if L.lengths is None else L.lengths)
+    # constant, not upload: cached per content, so a repeated call copies nothing from the host
+    # and can be captured into a CUDA graph (the cell kernels only read the lengths)
+    lens = dev.constant(np.full(B, S, np.int32) if L.lengths is None else L.lengths)
     bits = np.int32(sum(1 << d for d, rv in enumerate(L.reverse) if rv))
     cfg = cell_launch(B, H, D)
     rt = dev.contiguous(dev.asarray(L.r).transpose(0, 2, 1))                    # (D, H, GH)

@@ -88,7 +88,7 @@ def test_bench_json_schema_and_plots(tmp_path, monkeypatch, capsys):
     pngs = sorted(p.name for p in plots.iterdir())
     assert pngs == sorted(["avg_pool2d_float32.png", "conv2d_NCHW.png", "conv2d_NHWC.png", "embedding_float32.png",
                            "gemm_float32.png", "gemm_float64.png", "int8_gemm_int8.png",
-                           "max_pool2d_float32.png", "nchw_to_nhwc_float32.png", "relu_float32.png",
+                           "lstm_float32.png", "max_pool2d_float32.png", "nchw_to_nhwc_float32.png", "relu_float32.png",
                            "softmax_float32.png", "analyze_memory.png", "analyze_pooling.png",
                            "analyze_sgemm.png", "analyze_softmax.png"])
     assert all((plots / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
@@ -106,6 +106,7 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys, fake_cu
     monkeypatch.setattr(bench, "RELU_N_GPU", 1001)
     monkeypatch.setattr(bench, "TRANSPOSE_GPU", (2, 3, 5, 7))
     monkeypatch.setattr(bench, "EMBEDDING", (50, 12, (3, 4)))
+    monkeypatch.setattr(bench, "LSTM", (3, 4, 5, 6))
     path = tmp_path / "g.json"
     rc = cli.main(["bench", "--sizes", "40", "--variants", "naive", "warptile", "--repeats", "1",
                    "--json", str(path), "--no-progress", "--plot", str(tmp_path / "plots")])
@@ -116,13 +117,14 @@ def test_bench_gpu_path_through_fake_cupy(tmp_path, monkeypatch, capsys, fake_cu
     assert doc["meta"]["backend"] == "cuda" and doc["meta"]["copy"]["GB/s"] > 0
     gemm = [r["variant"] for r in doc["results"] if r["op"] == "gemm"]
     assert gemm == ["cuBLAS SGEMM", "naive", "warptile", "cuBLAS DGEMM", "dgemm_blocktile_2d"]
-    ops = {"gemm", "conv2d", "relu", "nchw_to_nhwc", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm", "embedding"}
+    ops = {"gemm", "conv2d", "relu", "nchw_to_nhwc", "softmax", "max_pool2d", "avg_pool2d", "int8_gemm", "embedding",
+           "lstm"}
     assert {r["op"] for r in doc["results"]} == ops
     assert all(r["correct"] for r in doc["results"] if "correct" in r)
     assert {r["op"] for r in doc["results"] if "correct" in r} == ops
     assert all("pct_peak" in r for r in doc["results"] if r["op"] == "gemm" and r["dtype"] == "float32")
     assert all("pct_copy" in r for r in doc["results"] if r["unit"] == "GB/s")
-    assert len(list((tmp_path / "plots").iterdir())) == 11
+    assert len(list((tmp_path / "plots").iterdir())) == 12
     # both times on every row; the kernel time from a replayed graph, except where the call copies
     # from the host (int8_gemm uploads its zero points), which falls back to events, saying why
     assert doc["meta"]["timing"]["throughput_from"] == "kernel" and "CUDA graph" in doc["meta"]["timing"]["kernel"]

@@ -878,3 +878,4 @@ def cast(node, ins, ctx):
 
 from . import ops_quant  # noqa: E402,F401  (registers the quantized ops)
 from . import ops_recurrent  # noqa: E402,F401  (RNN, GRU, LSTM register themselves)
+from . import ops_shape  # noqa: E402,F401  (ConstantOfShape registers itself)

@@ -342,7 +342,8 @@ class InferenceSession:
     @staticmethod
     def _uploader(backend: str):
         if backend != "cuda":
-            return lambda v: np.ascontiguousarray(v)
+            # np.require, not ascontiguousarray: that makes a 0-d constant (a scalar Gather index) 1-d
+            return lambda v: np.require(v, requirements="C")
         from .._runtime.device import get_device
 
         dev = get_device("cuda")

@@ -30,14 +30,20 @@ class ndarray(np.ndarray):
         _refuse_during_capture(self._module, "ndarray.get")
         return np.array(self)
 
-    # CuPy runs an assignment or a fill as a kernel on the current stream, so a capture records
-    # it; here too, so a graph replay sees writes in launch order (other array arithmetic still
-    # runs at once: a replay that depends on it gives wrong numbers, which a test notices).
+    # CuPy runs an assignment, a fill or an in-place add as a kernel on the current stream, so a
+    # capture records it; here too, so a graph replay sees writes in launch order (the recurrent
+    # layers add b_hh into the projection bias in place before the GEMM reads it). Other array
+    # arithmetic still runs at once: a replay that depends on it gives wrong numbers, which a test
+    # notices.
     def __setitem__(self, key, value):
         _ordered(self._module, np.ndarray.__setitem__, self, key, value)
 
     def fill(self, value):
         _ordered(self._module, np.ndarray.fill, self, value)
+
+    def __iadd__(self, other):
+        _ordered(self._module, np.ndarray.__iadd__, self, other)
+        return self
 
 
 ndarray.__module__ = "cupy"

@@ -549,8 +549,9 @@ def _lstm_loop(x, w_ih, w_hh, b, dtype):
 def lstm_cases(env: Env) -> Iterable[Case]:
     """One LSTM layer, ``torch.nn.LSTM(E, H)`` on x (S, B, E) from zero states: 2*S*B*4H*(E+H)
     FLOPs (the input projection of every step as one GEMM, then per step h @ R^T and the fused
-    cell). The vendor row is cuDNN's LSTM through PyTorch on a GPU; without one it is a plain
-    NumPy float32 loop (each step x_t @ W^T + h @ R^T), since this provider has no PyTorch CPU row.
+    cell). The vendor row is cuDNN's LSTM through PyTorch on a GPU; without one it is
+    ``torch.nn.LSTM`` on the CPU where PyTorch is importable, beside a plain NumPy float32 loop
+    (each step x_t @ W^T + h @ R^T), the vendor row without PyTorch.
     The check compares y, h_n and c_n with the same loop in float64: the error must be at most
     twice that of the float32 loop plus a few ulp of the output (flash-attention's criterion)."""
     from . import recurrent as _rnn
@@ -566,25 +567,30 @@ def lstm_cases(env: Env) -> Iterable[Case]:
     size = f"B{B} S{S} E{E} H{H}"
     group = f"lstm/float32/{size}"
     flops = 2.0 * S * B * 4 * H * (E + H)
-    if torch is not None:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        mod = torch.nn.LSTM(E, H).cuda()
+    def torch_lstm(torch, device):
+        """``torch.nn.LSTM(E, H)`` with these weights (w_ih -> weight_ih_l0, b_hh -> bias_hh_l0...)
+        and the call on x, on ``device``."""
+        mod = torch.nn.LSTM(E, H).to(device)
         with torch.no_grad():
-            for n, v in hp.items():   # w_ih -> weight_ih_l0, b_hh -> bias_hh_l0, ...
+            for n, v in hp.items():
                 getattr(mod, f"{'weight' if n[0] == 'w' else 'bias'}{n[1:]}_l0").copy_(torch.as_tensor(v))
-        tx = torch.as_tensor(xp.asarray(hx), device="cuda")
+        tx = torch.as_tensor(xp.asarray(hx) if device == "cuda" else hx, device=device)
 
         def run_torch():
             with torch.no_grad():
                 return mod(tx)
 
-        yield Case("lstm", "float32", "cuDNN LSTM (torch)", size, "TFLOP/s", flops, run_torch,
+        return run_torch
+
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield Case("lstm", "float32", "cuDNN LSTM (torch)", size, "TFLOP/s", flops, torch_lstm(torch, "cuda"),
                    vendor=True, torch=True, group=group)
     elif not env.gpu:
-        yield Case("lstm", "float32", "numpy loop", size, "TFLOP/s", flops,
-                   lambda: _lstm_loop(hx, hp["w_ih"], hp["w_hh"], hp["b_ih"] + hp["b_hh"], np.float32),
-                   vendor=True, group=group)
+        yield from _cpu_baselines(env, "lstm", "float32", size, "TFLOP/s", flops, group, "numpy loop",
+                                  lambda: _lstm_loop(hx, hp["w_ih"], hp["w_hh"], hp["b_ih"] + hp["b_hh"], np.float32),
+                                  lambda t: torch_lstm(t, "cpu"))
     x, dp = xp.asarray(hx), {n: xp.asarray(v) for n, v in hp.items()}
     holder = {}
 

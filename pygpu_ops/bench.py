@@ -510,8 +510,12 @@ def embedding_cases(env: Env) -> Iterable[Case]:
         yield Case("embedding", "float32", "torch.nn.functional.embedding", size, "GB/s", nbytes,
                    lambda: torch.nn.functional.embedding(ti, tt), vendor=True, torch=True, group=group)
     elif not env.gpu:
-        yield Case("embedding", "float32", "numpy.take", size, "GB/s", nbytes,
-                   lambda: np.take(htable, hids, axis=0), vendor=True, group=group)
+        def torch_cpu(t):
+            tt, ti = t.as_tensor(htable), t.as_tensor(hids)
+            return lambda: t.nn.functional.embedding(ti, tt)
+
+        yield from _cpu_baselines(env, "embedding", "float32", size, "GB/s", nbytes, group, "numpy.take",
+                                  lambda: np.take(htable, hids, axis=0), torch_cpu)
     holder = {}
 
     def run():

@@ -77,30 +77,71 @@ def select(cond: np.ndarray, a, b, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _specials(dtype) -> np.ndarray:
+    """The values where a shortcut's bits could differ: signed zeros, NaNs with payloads of
+    either sign, infinities, denormals and a few ordinary numbers."""
+    uint = np.dtype(f"u{dtype.itemsize}")
+    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, -1e-40, 1e-40, 0.5, -0.5],
+                       dtype)
+    bits = special.view(uint).copy()
+    bits[4] |= 0x5          # NaN payloads
+    bits[5] |= 0x3
+    return bits.view(dtype)
+
+
+def _same_bits_on_specials(dtype, got_fn, want_fn, lengths) -> bool:
+    """Whether ``got_fn(x)`` has the bits of ``want_fn(x)`` for every array x that holds one
+    special value (`_specials`) in every lane, at each length of ``lengths`` and four alignments.
+    The ops checked are elementwise, so a lane's result does not depend on its neighbours; the
+    lengths put the value in the unrolled SIMD loop, the single-vector remainder and the scalar
+    tail."""
+    uint = np.dtype(f"u{dtype.itemsize}")
+    for e in _specials(dtype):
+        buf = np.full(300, e)
+        want = want_fn(buf).view(uint)      # elementwise: the want of a slice is a slice of it
+        for off in range(4):
+            for n in lengths:
+                if not np.array_equal(got_fn(buf[off:off + n]).view(uint), want[off:off + n]):
+                    return False
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def maximum_is_relu(dtype) -> bool:
     """Whether ``numpy.maximum(zeros, x)`` gives exactly ``x < 0 ? 0 : x`` on this NumPy build (NaN
     payloads and -0.0 kept). True on x86-64 builds of NumPy 2 (the vector max returns its second
     operand on ties and NaN); a build where it does not hold uses the bitwise `select` instead.
-    Checked once per dtype: each special value fills arrays of every length up to 70 (so it lands
-    in the unrolled SIMD loop, the single-vector remainder and the scalar tail) and a few longer
-    ones, at four alignments; the op is elementwise, so a lane's result does not depend on its
-    neighbours."""
+    Checked once per dtype at every length up to 70 and a few longer ones (`_same_bits_on_specials`)."""
     dtype = np.dtype(dtype)
-    uint = np.dtype(f"u{dtype.itemsize}")
-    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, -1e-40, 1e-40], dtype)
-    bits = special.view(uint).copy()
-    bits[4] |= 0x5          # NaN payloads
-    bits[5] |= 0x3
     zero = dtype.type(0)
-    for e in bits.view(dtype):
-        buf = np.full(300, e)
-        for off in range(4):
-            for n in list(range(1, 71)) + [129, 257]:
-                x = buf[off:off + n]
-                got = np.maximum(np.zeros_like(x), x)
-                if not np.array_equal(got.view(uint), np.where(x < 0, zero, x).view(uint)):
-                    return False
+    return _same_bits_on_specials(dtype, lambda x: np.maximum(np.zeros_like(x), x),
+                                  lambda x: np.where(x < 0, zero, x), list(range(1, 71)) + [129, 257])
+
+
+#: (lo, hi) pairs for `clip_is_select`: every combination of signed zeros (where a tie could
+#: return either zero), ordinary and infinite bounds, and lo > hi (the result is hi).
+_CLIP_BOUNDS = [(lo, hi) for lo in (0.0, -0.0, -np.inf) for hi in (0.0, -0.0, np.inf)] + [(-0.5, 0.5), (2.0, -1.0)]
+
+
+@functools.lru_cache(maxsize=None)
+def clip_is_select(dtype) -> bool:
+    """Whether ``numpy.clip(x, lo, hi)`` with scalar bounds gives exactly ``x < lo ? lo : x``, then
+    ``> hi ? hi``, bit for bit (a zero equal to a bound keeps its own sign, NaN keeps its payload,
+    lo > hi gives hi). True for NumPy 2.4 on x86-64 (its SIMD clip is ``min(max(x, lo), hi)`` with
+    the vector max/min returning x on ties and NaN); NumPy's scalar C macro would not keep -0.0,
+    so this is checked once per dtype for each bound pair of `_CLIP_BOUNDS`, at lengths that
+    reach the scalar tail, one vector and the unrolled loop."""
+    dtype = np.dtype(dtype)
+    lengths = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 129, 257]
+    for lo, hi in _CLIP_BOUNDS:
+        lo, hi = dtype.type(lo), dtype.type(hi)
+
+        def want(x, lo=lo, hi=hi):
+            r = np.where(x < lo, lo, x)
+            return np.where(r > hi, hi, r)
+        if not _same_bits_on_specials(dtype, lambda x, lo=lo, hi=hi: np.clip(x, lo, hi, out=np.empty_like(x)),
+                                      want, lengths):
+            return False
     return True
 
 
@@ -148,7 +189,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def clip(x: np.ndarray, lo, hi) -> np.ndarray:
-    """x unchanged unless strictly below ``lo`` (then lo) or, after that, above ``hi`` (then hi)."""
+    """x unchanged unless strictly below ``lo`` (then lo) or, after that, above ``hi`` (then hi):
+    one ``numpy.clip`` pass where it has those semantics (`clip_is_select`), else two bitwise
+    selects. lo and hi are scalars of x's dtype."""
+    if clip_is_select(x.dtype):
+        return elementwise(x, x.dtype, lambda xb, yb: np.clip(xb, lo, hi, out=yb))
+
     def body(xb, yb):
         select(xb < lo, lo, xb, yb)
         select(yb > hi, hi, yb, yb)

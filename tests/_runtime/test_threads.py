@@ -230,3 +230,22 @@ def test_dequantize_tensor_matches_the_int64_route(monkeypatch, qdtype, zp, nthr
             want = (q.astype(np.int64) - zp).astype(np.float32) * scale
             got = npfast.dequantize_tensor(q, scale, zp)
         assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_without_the_numpy_clip_shortcut(monkeypatch, dtype):
+    """Both clip paths (numpy.clip where `clip_is_select` holds, two selects otherwise) give the
+    select semantics bit for bit: -0.0 against a 0.0 bound keeps its sign, NaN its payload."""
+    uint = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    x = np.random.default_rng(6).standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 1).astype(dtype)
+    x[::7] = -0.0
+    x[1::7] = 0.0
+    x[2::7] = np.nan
+    for lo, hi in ((0.0, 1.0), (-1.0, -0.0), (0.5, -0.5)):
+        lo, hi = dtype(lo), dtype(hi)
+        r = np.where(x < lo, lo, x)
+        want = np.where(r > hi, hi, r)
+        assert np.array_equal(npfast.clip(x, lo, hi).view(uint), want.view(uint))
+        with monkeypatch.context() as m:
+            m.setattr(npfast, "clip_is_select", lambda dt: False)
+            assert np.array_equal(npfast.clip(x, lo, hi).view(uint), want.view(uint))

@@ -77,30 +77,71 @@ def select(cond: np.ndarray, a, b, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _specials(dtype) -> np.ndarray:
+    """The values where a shortcut's bits could differ: signed zeros, NaNs with payloads of
+    either sign, infinities, denormals and a few ordinary numbers."""
+    uint = np.dtype(f"u{dtype.itemsize}")
+    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, -1e-40, 1e-40, 0.5, -0.5],
+                       dtype)
+    bits = special.view(uint).copy()
+    bits[4] |= 0x5          # NaN payloads
+    bits[5] |= 0x3
+    return bits.view(dtype)
+
+
+def _same_bits_on_specials(dtype, got_fn, want_fn, lengths) -> bool:
+    """Whether ``got_fn(x)`` has the bits of ``want_fn(x)`` for every array x that holds one
+    special value (`_specials`) in every lane, at each length of ``lengths`` and four alignments.
+    The ops checked are elementwise, so a lane's result does not depend on its neighbours; the
+    lengths put the value in the unrolled SIMD loop, the single-vector remainder and the scalar
+    tail."""
+    uint = np.dtype(f"u{dtype.itemsize}")
+    for e in _specials(dtype):
+        buf = np.full(300, e)
+        want = want_fn(buf).view(uint)      # elementwise: the want of a slice is a slice of it
+        for off in range(4):
+            for n in lengths:
+                if not np.array_equal(got_fn(buf[off:off + n]).view(uint), want[off:off + n]):
+                    return False
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def maximum_is_relu(dtype) -> bool:
     """Whether ``numpy.maximum(zeros, x)`` gives exactly ``x < 0 ? 0 : x`` on this NumPy build (NaN
     payloads and -0.0 kept). True on x86-64 builds of NumPy 2 (the vector max returns its second
     operand on ties and NaN); a build where it does not hold uses the bitwise `select` instead.
-    Checked once per dtype: each special value fills arrays of every length up to 70 (so it lands
-    in the unrolled SIMD loop, the single-vector remainder and the scalar tail) and a few longer
-    ones, at four alignments; the op is elementwise, so a lane's result does not depend on its
-    neighbours."""
+    Checked once per dtype at every length up to 70 and a few longer ones (`_same_bits_on_specials`)."""
     dtype = np.dtype(dtype)
-    uint = np.dtype(f"u{dtype.itemsize}")
-    special = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.nan, np.inf, -np.inf, -1e-40, 1e-40], dtype)
-    bits = special.view(uint).copy()
-    bits[4] |= 0x5          # NaN payloads
-    bits[5] |= 0x3
     zero = dtype.type(0)
-    for e in bits.view(dtype):
-        buf = np.full(300, e)
-        for off in range(4):
-            for n in list(range(1, 71)) + [129, 257]:
-                x = buf[off:off + n]
-                got = np.maximum(np.zeros_like(x), x)
-                if not np.array_equal(got.view(uint), np.where(x < 0, zero, x).view(uint)):
-                    return False
+    return _same_bits_on_specials(dtype, lambda x: np.maximum(np.zeros_like(x), x),
+                                  lambda x: np.where(x < 0, zero, x), list(range(1, 71)) + [129, 257])
+
+
+#: (lo, hi) pairs for `clip_is_select`: every combination of signed zeros (where a tie could
+#: return either zero), ordinary and infinite bounds, and lo > hi (the result is hi).
+_CLIP_BOUNDS = [(lo, hi) for lo in (0.0, -0.0, -np.inf) for hi in (0.0, -0.0, np.inf)] + [(-0.5, 0.5), (2.0, -1.0)]
+
+
+@functools.lru_cache(maxsize=None)
+def clip_is_select(dtype) -> bool:
+    """Whether ``numpy.clip(x, lo, hi)`` with scalar bounds gives exactly ``x < lo ? lo : x``, then
+    ``> hi ? hi``, bit for bit (a zero equal to a bound keeps its own sign, NaN keeps its payload,
+    lo > hi gives hi). True for NumPy 2.4 on x86-64 (its SIMD clip is ``min(max(x, lo), hi)`` with
+    the vector max/min returning x on ties and NaN); NumPy's scalar C macro would not keep -0.0,
+    so this is checked once per dtype for each bound pair of `_CLIP_BOUNDS`, at lengths that
+    reach the scalar tail, one vector and the unrolled loop."""
+    dtype = np.dtype(dtype)
+    lengths = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 129, 257]
+    for lo, hi in _CLIP_BOUNDS:
+        lo, hi = dtype.type(lo), dtype.type(hi)
+
+        def want(x, lo=lo, hi=hi):
+            r = np.where(x < lo, lo, x)
+            return np.where(r > hi, hi, r)
+        if not _same_bits_on_specials(dtype, lambda x, lo=lo, hi=hi: np.clip(x, lo, hi, out=np.empty_like(x)),
+                                      want, lengths):
+            return False
     return True
 
 
@@ -148,7 +189,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def clip(x: np.ndarray, lo, hi) -> np.ndarray:
-    """x unchanged unless strictly below ``lo`` (then lo) or, after that, above ``hi`` (then hi)."""
+    """x unchanged unless strictly below ``lo`` (then lo) or, after that, above ``hi`` (then hi):
+    one ``numpy.clip`` pass where it has those semantics (`clip_is_select`), else two bitwise
+    selects. lo and hi are scalars of x's dtype."""
+    if clip_is_select(x.dtype):
+        return elementwise(x, x.dtype, lambda xb, yb: np.clip(xb, lo, hi, out=yb))
+
     def body(xb, yb):
         select(xb < lo, lo, xb, yb)
         select(yb > hi, hi, yb, yb)
@@ -208,9 +254,32 @@ def softmax_rows(x2: np.ndarray, log: bool) -> np.ndarray:
 def quantize_tensor(x: np.ndarray, scale, zero_point: int, qdtype, flush_below) -> np.ndarray:
     """Per-tensor ``saturate(clip(rint(x' / scale), +-65536) + zero_point)`` to ``qdtype`` from
     float32 x, where x' is x with ``|x| < flush_below`` (the denormals) flushed to +0 and a NaN
-    quotient gives 0, as ``round_saturate`` in cuda_src/quant/qcommon.cuh."""
+    quotient gives 0, as ``round_saturate`` in cuda_src/quant/qcommon.cuh.
+
+    8-bit types with ``|scale| >= 4 * flush_below`` take five passes over a block, all in float32:
+    ``t = x / scale``, ``rint``, ``+ zero_point``, ``clip`` to the type's range, cast. Why each is
+    exact: rint(t) is an integer, so adding the integer zero point is exact below 2**24 and, above,
+    only rounds values that the clip then sends to the same bound (rounding is monotonic); the cast
+    sees integers in range. The flush cannot change anything: a denormal's quotient is at most
+    fl(flush_below / scale) <= 0.25, which rint sends to +-0, and +-0 + zero_point is the flushed
+    result. NaN (rare) is looked for with one max-reduction per block and then set to zero_point.
+    Other cases (int32, tiny scales) take the general steps below."""
     info = np.iinfo(qdtype)
     zero = x.dtype.type(0)
+    if np.dtype(qdtype).itemsize == 1 and abs(scale) >= 4 * flush_below:
+        zpf, lo, hi = (x.dtype.type(v) for v in (zero_point, info.min, info.max))
+
+        def body8(xb, yb):
+            t = np.divide(xb, scale)
+            np.rint(t, out=t)
+            if zero_point:
+                np.add(t, zpf, out=t)
+            np.clip(t, lo, hi, out=t)
+            if np.isnan(np.max(t)):      # max propagates NaN
+                select(np.isnan(t), zpf, t, t)
+            np.copyto(yb, t, casting="unsafe")   # integers in range after the clip
+        return elementwise(x, qdtype, body8)
+
     # int32 holds clip(...) + zero_point for 8-bit types; int32 outputs need int64
     wide = np.int64 if np.dtype(qdtype).itemsize >= 4 else np.int32
 
@@ -260,10 +329,14 @@ def per_batch(fn, x: np.ndarray):
 def dequantize_tensor(q: np.ndarray, scale, zero_point: int) -> np.ndarray:
     """Per-tensor ``float32(q - zero_point) * scale`` for 8-bit q: q - zero_point is an integer of
     magnitude <= 510, exact in float32, so the subtraction runs in float32 (no int64 pass) and
-    gives the same bits as the int64 route."""
+    gives the same bits as the int64 route. The int8 -> float32 conversion is a pass of its own
+    (``copyto``): a mixed-type ``subtract(q, zp)`` converts through NumPy's buffered cast, measured
+    1.3x slower than copy + subtract + multiply; with zero_point 0 the subtraction is skipped."""
     zp = np.float32(zero_point)
 
     def body(qb, yb):
-        np.subtract(qb, zp, out=yb)
+        np.copyto(yb, qb)
+        if zero_point:
+            np.subtract(yb, zp, out=yb)
         np.multiply(yb, scale, out=yb)
     return elementwise(q, np.float32, body)

@@ -180,16 +180,19 @@ def test_quantize_tensor_matches_the_plain_steps(monkeypatch, qdtype, zp, nthrea
     x[4::13] = tiny / 4          # denormals: flushed to zero before the division
     x[5::13] = -tiny / 3
     x[6::13] = 0.5 * 0.05        # a tie: rint rounds half to even
-    scale = np.float32(tiny * 8) if qdtype == np.int32 else np.float32(0.05)
-    with np.errstate(all="ignore"):
-        xf = np.where(np.abs(x) < tiny, np.float32(0), x)
-        r = np.rint(xf / scale)
-        r = np.where(np.isnan(r), np.float32(0), r)
-        r = np.clip(r, -65536, 65536).astype(np.int64) + zp
-        info = np.iinfo(qdtype)
-        want = np.clip(r, info.min, info.max).astype(qdtype)
-        got = npfast.quantize_tensor(x, scale, zp, qdtype, tiny)
-    assert got.dtype == qdtype and np.array_equal(got, want)
+    # 8-bit: 0.05 and 4 * tiny take the five-pass float32 route, 2 * tiny the general one (there
+    # a denormal's quotient can round to +-1, so the flush matters)
+    scales = [tiny * 8] if qdtype == np.int32 else [np.float32(0.05), tiny * 4, tiny * 2]
+    for scale in scales:
+        with np.errstate(all="ignore"):
+            xf = np.where(np.abs(x) < tiny, np.float32(0), x)
+            r = np.rint(xf / scale)
+            r = np.where(np.isnan(r), np.float32(0), r)
+            r = np.clip(r, -65536, 65536).astype(np.int64) + zp
+            info = np.iinfo(qdtype)
+            want = np.clip(r, info.min, info.max).astype(qdtype)
+            got = npfast.quantize_tensor(x, scale, zp, qdtype, tiny)
+        assert got.dtype == qdtype and np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -230,3 +233,22 @@ def test_dequantize_tensor_matches_the_int64_route(monkeypatch, qdtype, zp, nthr
             want = (q.astype(np.int64) - zp).astype(np.float32) * scale
             got = npfast.dequantize_tensor(q, scale, zp)
         assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_without_the_numpy_clip_shortcut(monkeypatch, dtype):
+    """Both clip paths (numpy.clip where `clip_is_select` holds, two selects otherwise) give the
+    select semantics bit for bit: -0.0 against a 0.0 bound keeps its sign, NaN its payload."""
+    uint = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    x = np.random.default_rng(6).standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 1).astype(dtype)
+    x[::7] = -0.0
+    x[1::7] = 0.0
+    x[2::7] = np.nan
+    for lo, hi in ((0.0, 1.0), (-1.0, -0.0), (0.5, -0.5)):
+        lo, hi = dtype(lo), dtype(hi)
+        r = np.where(x < lo, lo, x)
+        want = np.where(r > hi, hi, r)
+        assert np.array_equal(npfast.clip(x, lo, hi).view(uint), want.view(uint))
+        with monkeypatch.context() as m:
+            m.setattr(npfast, "clip_is_select", lambda dt: False)
+            assert np.array_equal(npfast.clip(x, lo, hi).view(uint), want.view(uint))

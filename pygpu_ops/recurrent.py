@@ -53,7 +53,7 @@ based (within a few ulp, no fast-math intrinsics). Limits: float32 only; B*H bel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 

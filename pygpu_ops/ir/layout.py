@@ -43,6 +43,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .graph import Graph, Node, Tensor
+from .rewrite import ranks
 
 TO_NHWC = [0, 2, 3, 1]
 TO_NCHW = [0, 3, 1, 2]
@@ -57,14 +58,6 @@ BINARY = {"Add", "Sub", "Mul", "Div", "FusedAdd"}   # FusedAdd: Add + Relu / Cli
 CONVS = {"Conv", "FusedConv"}
 
 
-def _ranks(graph: Graph) -> Dict[str, Optional[int]]:
-    """Every tensor's rank, from the handlers run on the declared input shapes."""
-    from .session import declared_feeds, walk   # the session imports the passes
-
-    _, env = walk(graph, declared_feeds(graph), "numpy")
-    return {name: info.rank for name, info in env.items()}
-
-
 def _permuted(shape, perm):
     return None if shape is None else tuple(shape[p] for p in perm)
 
@@ -72,7 +65,7 @@ def _permuted(shape, perm):
 class _Rewriter:
     def __init__(self, graph: Graph):
         self.g = graph
-        self.ranks = _ranks(graph)
+        self.ranks = ranks(graph)
         self.nodes: List[Node] = []
         self.inits: Dict[str, np.ndarray] = dict(graph.initializers)
         self.tensors: Dict[str, Tensor] = dict(graph.tensors)

@@ -43,13 +43,12 @@ refused.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .graph import Dim, Node, Shape, dim_div, dim_mul, dim_prod, unknown_dim
+from .graph import Dim, Node, Shape, dim_div, dim_prod, unknown_dim
 
 F32, F64, I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
 FLOATS = (F32, F64)

@@ -68,11 +68,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import ops, ops_fused
-from .graph import Graph, Node, Tensor
+from .graph import Graph, Node
 from .passes_quant import fuse_qdq
-
-#: The domain of the nodes the passes create (never met in a model file).
-DOMAIN = "pygpu_ops"
+from .rewrite import DOMAIN, fresh as _fresh, rebuilt as _rebuilt, replace as _replace, sole_reader as _sole_reader
 
 #: ONNX activation op -> the ``activation`` the conv GEMM epilogue takes for it (``conv.py``'s
 #: ``CONV_ACTIVATIONS``). A Clip is "relu6" only with bounds exactly `RELU6_BOUNDS`; any other Clip
@@ -95,53 +93,6 @@ def handler(node: Node, opset: int) -> ops.Handler:
             raise ops.Unsupported(f"no fused op {node.op_type!r} in domain {DOMAIN!r}")
         return HANDLERS[node.op_type]
     return ops.lookup(node.op_type, opset)
-
-
-# ---------------------------------------------------------------------------------------------
-# Rebuilding a graph
-# ---------------------------------------------------------------------------------------------
-def _rebuilt(graph: Graph, nodes: Sequence[Node], initializers: Dict[str, np.ndarray]) -> Graph:
-    """A new graph with these nodes and initializers; tensors nobody references any more are dropped,
-    and each new initializer gets its Tensor."""
-    used = set(graph.inputs) | set(graph.outputs) | set(initializers)
-    for n in nodes:
-        used.update(x for x in n.inputs + n.outputs if x)
-    tensors = {k: t for k, t in graph.tensors.items() if k in used}
-    for k, v in initializers.items():
-        if k not in graph.initializers or graph.initializers[k] is not v:
-            tensors[k] = Tensor(k, v.dtype, v.shape)
-    return Graph(nodes, tensors, initializers, graph.inputs, graph.outputs, graph.opset, graph.name)
-
-
-def _replace(graph: Graph, old: Sequence[Node], new: Node, new_inits: Dict[str, np.ndarray]) -> Graph:
-    """``old`` nodes replaced by ``new`` (placed where the first of them was), plus initializers."""
-    gone = {id(n) for n in old}
-    nodes: List[Node] = []
-    for n in graph.nodes:
-        if id(n) == id(old[0]):
-            nodes.append(new)
-        elif id(n) not in gone:
-            nodes.append(n)
-    return _rebuilt(graph, nodes, {**graph.initializers, **new_inits})
-
-
-def _fresh(graph: Graph, base: str, taken: set) -> str:
-    """A tensor name not yet used in the graph (nor in ``taken``), derived from ``base``."""
-    names = set(graph.tensors) | set(graph.initializers) | taken
-    names.update(o for n in graph.nodes for o in n.outputs)
-    name, k = base, 1
-    while name in names:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name
-
-
-def _sole_reader(graph: Graph, tensor: str, node: Node) -> bool:
-    """``node`` is the only reader of ``tensor`` and the tensor is not a graph output: then folding
-    or fusing ``tensor``'s producer into ``node`` loses nothing anyone sees."""
-    readers = graph.consumers(tensor)
-    return tensor not in graph.outputs and len(readers) == 1 and readers[0] is node
 
 
 # ---------------------------------------------------------------------------------------------

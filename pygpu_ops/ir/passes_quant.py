@@ -8,12 +8,12 @@ that is a float convolution on dequantized values. This pass recognises the patt
 the whole group by one node that reads the 8-bit tensors and writes the 8-bit output:
 
 * Conv -> ``QLinearConv`` (``po.qconv2d``; with a Relu in between, the node carries
-  ``activation="relu"`` and lives in domain `passes.DOMAIN`: the epilogue clamps at the output
+  ``activation="relu"`` and lives in domain `rewrite.DOMAIN`: the epilogue clamps at the output
   zero point, which is exactly ``quantize(relu(v))`` because quantization is monotone and maps 0.0 to
   the zero point);
 * MatMul -> ``QLinearMatMul`` (``po.qlinear_matmul``; no Relu epilogue there, so MatMul + Relu is
   not fused);
-* Gemm (``transA=0``, ``alpha=beta=1``) -> ``QLinearGemm`` (domain `passes.DOMAIN`): ``po.qconv2d``
+* Gemm (``transA=0``, ``alpha=beta=1``) -> ``QLinearGemm`` (domain `rewrite.DOMAIN`): ``po.qconv2d``
   as a 1 x 1 convolution of the (M, K, 1, 1) view of A, which gives the int32 bias and the Relu
   epilogue that ``qlinear_matmul`` lacks. With ``transB=0`` the weight is transposed into a new
   initializer.
@@ -41,6 +41,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from .graph import Graph, Node
+from .rewrite import DOMAIN, fresh, ranks, replace, sole_reader
 
 I8, U8, I32 = np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32)
 
@@ -49,16 +50,11 @@ def _const(graph: Graph, name: str) -> Optional[np.ndarray]:
     return graph.initializers.get(name) if name else None
 
 
-def _sole(graph: Graph, tensor: str, node: Node) -> bool:
-    readers = graph.consumers(tensor)
-    return tensor not in graph.outputs and len(readers) == 1 and readers[0] is node
-
-
 def _dq(graph: Graph, tensor: str, reader: Node, opset: int):
     """(q input, scale, zero point, axis or None) of the DequantizeLinear writing ``tensor`` when it
     has constant parameters and ``reader`` as its only reader; else None."""
     d = graph.producer(tensor)
-    if d is None or d.op_type != "DequantizeLinear" or d.domain or not _sole(graph, tensor, reader):
+    if d is None or d.op_type != "DequantizeLinear" or d.domain or not sole_reader(graph, tensor, reader):
         return None
     return _qparams(graph, d, opset)
 
@@ -138,9 +134,8 @@ def _output_q(graph: Graph, node: Node, relu_ok: bool):
     return nxt, p, fused + [nxt], act
 
 
-def _match(graph: Graph, node: Node, ranks: Dict[str, Optional[int]]):
+def _match(graph: Graph, node: Node, rank: Dict[str, Optional[int]]):
     """(new node, new initializers, nodes it replaces) for one QDQ group, or None."""
-    from .passes import DOMAIN, _fresh
 
     kind = node.op_type
     if node.domain or kind not in ("Conv", "MatMul", "Gemm"):
@@ -154,11 +149,11 @@ def _match(graph: Graph, node: Node, ranks: Dict[str, Optional[int]]):
         return None
     trans_b = bool(node.attr("transB", 0))
     if kind == "Conv":
-        if ranks.get(node.input(0)) != 4:
+        if rank.get(node.input(0)) != 4:
             return None
         w = _weight(graph, pw, 0, 4, symmetric_int8=True)
     elif kind == "MatMul":
-        if (ranks.get(node.input(0)) or 0) < 2:
+        if (rank.get(node.input(0)) or 0) < 2:
             return None
         w = _weight(graph, pw, 1, 2, symmetric_int8=False)
     else:
@@ -180,11 +175,11 @@ def _match(graph: Graph, node: Node, ranks: Dict[str, Optional[int]]):
     taken: set = set()
     for i in (2, 5, 7):
         if not ins[i]:   # an omitted zero point: uint8 0 (ONNX's default), made explicit
-            ins[i] = _fresh(graph, f"{node.name}_zero_point", taken)
+            ins[i] = fresh(graph, f"{node.name}_zero_point", taken)
             inits[ins[i]] = np.zeros((), U8)
     attrs = {k: v for k, v in node.attrs.items() if k not in ("transA", "transB", "alpha", "beta")}
     if kind == "Gemm" and not trans_b:
-        ins[3] = _fresh(graph, f"{pw[0]}_transposed", taken)
+        ins[3] = fresh(graph, f"{pw[0]}_transposed", taken)
         inits[ins[3]] = np.ascontiguousarray(w.T)
     if kind == "MatMul":
         new = Node("QLinearMatMul", node.name, ins, [q.outputs[0]], {})
@@ -200,21 +195,17 @@ def _match(graph: Graph, node: Node, ranks: Dict[str, Optional[int]]):
 
 def fuse_qdq(graph: Graph) -> Graph:
     """DequantizeLinear -> Conv / MatMul / Gemm (-> Relu) -> QuantizeLinear as one int8 node."""
-    from .passes import _replace
-    from .session import declared_feeds, walk
-
     try:
-        _, env = walk(graph, declared_feeds(graph), "numpy")
+        rank = ranks(graph)
     except (NotImplementedError, ValueError):
         return graph   # the session reports it with the graph as written
-    ranks = {k: v.rank for k, v in env.items()}
     out = graph
     while True:
         for node in out.nodes:
-            m = _match(out, node, ranks)
+            m = _match(out, node, rank)
             if m is not None:
                 new, inits, old = m
-                out = _replace(out, old, new, inits)
+                out = replace(out, old, new, inits)
                 break
         else:
             return out

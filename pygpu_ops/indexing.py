@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._runtime import backends, validate
-from ._runtime.device import Launch, device_scope, get_device
+from ._runtime.device import Launch, device_scope, get_device, to_host
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 
@@ -81,10 +81,6 @@ def _address(x) -> int:
     data = getattr(x, "data", None)
     ptr = getattr(data, "ptr", None)
     return int(ptr) if ptr is not None else int(x.ctypes.data)
-
-
-def _to_host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 def _range_error(op: str, name: str, ids_shape, pos: int, value: int, dim: int, axis: int) -> ValueError:
@@ -154,9 +150,9 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
         dev.launch(GATHER_ROWS[(chunk, idt)], launch_config(outer, n_ids, row_chunks),
                    (src.reshape(-1).view(np.uint8), idx, out.reshape(-1).view(np.uint8), np.int64(outer),
                     np.int64(n_ids), np.int64(dim), np.int64(row_chunks), bad))
-        first = int(_to_host(bad)[0])
+        first = int(to_host(bad)[0])
         if first != int(_NO_BAD):
-            value = int(_to_host(idx[first:first + 1])[0])
+            value = int(to_host(idx[first:first + 1])[0])
             raise _range_error(op, ids_name, ids_shape, first, value, dim, axis)
         return dev.result(out)
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from ._runtime import backends, npfast, validate
 from ._runtime.validate import INT32_MAX
-from ._runtime.device import Launch, device_scope, get_device
+from ._runtime.device import Launch, device_scope, get_device, to_host
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
 from .linalg import check_gemm_dims
@@ -153,7 +153,7 @@ def _host_param(op: str, name: str, v) -> np.ndarray:
     if isinstance(v, (numbers.Number, np.generic, np.ndarray)):
         return np.asarray(v)
     if backends.array_kind(v) == "cuda":
-        return _to_host(v)
+        return to_host(v)
     raise TypeError(f"{op}: {name} must be a number or an array; got {type(v).__module__}.{type(v).__qualname__}")
 
 
@@ -293,8 +293,8 @@ def quant_params(x, *, axis=None, symmetric=True, dtype="int8", backend="auto"):
         if xd.size == 0:
             lo = hi = np.zeros(C, np.float64)
         else:
-            hi = _to_host(xd.max(axis=red)).astype(np.float64).reshape(-1)
-            lo = _to_host(xd.min(axis=red)).astype(np.float64).reshape(-1)
+            hi = to_host(xd.max(axis=red)).astype(np.float64).reshape(-1)
+            lo = to_host(xd.min(axis=red)).astype(np.float64).reshape(-1)
             if not (np.isfinite(hi).all() and np.isfinite(lo).all()):   # max / min propagate NaN
                 raise ValueError(f"{op}: x contains NaN or Inf; no finite scale represents it")
         info = np.iinfo(qdt)
@@ -620,13 +620,6 @@ def qconv_launch(M: int, N: int, groups: int) -> Launch:
     return Launch(grid=(ceil_div(N, QCONV_TILE[1]), ceil_div(M, QCONV_TILE[0]), groups), block=QCONV_BLOCK)
 
 
-def _to_host(x) -> np.ndarray:
-    """A NumPy copy of a small device array (scales, sums, a bias), or ``x`` itself on the host."""
-    if backends.array_kind(x) == "cuda":
-        return get_device("cuda").asarray(x).get()   # CuPy arrays and CUDA tensors alike
-    return np.asarray(x)
-
-
 def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None, *,
             stride=1, padding=0, dilation=1, groups=1, layout="NCHW", activation=None, out_dtype=None,
             backend="auto"):
@@ -680,7 +673,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
     with device_scope(op, name, {"x": x, "w": w, "bias": bias}), \
             op_range(op, "numpy" if name == "numpy" else kernel.symbol):
         # Device work (the weight sums, the bias read back) runs inside the arrays' device scope.
-        bh = _to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
+        bh = to_host(bias).astype(np.int64) if bias is not None else np.zeros(O, np.int64)
         xmax = max(zx - int(np.iinfo(xdt).min), int(np.iinfo(xdt).max) - zx)   # max |x - x_zero_point|
         bmax = int(np.abs(bh).max()) if O else 0
         if Kg * 16384 > INT32_MAX or Kg * 128 * xmax + bmax > INT32_MAX:
@@ -704,7 +697,7 @@ def qconv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_
         # The int32 bias with the input zero point folded in (qconv_gemm_dp4a.cu): in the kernels'
         # signed domain a uint8 input is x - 128 and its zero point zx - 128. Only O numbers
         # cross to the host: the per-channel weight sums, summed where w lives.
-        wsum = _to_host(dev.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
+        wsum = to_host(dev.asarray(w).reshape(O, Kg).sum(axis=1, dtype=np.int64))
         shift = 0 if xdt == np.int8 else 128
         folded = (bh - (zx - shift) * wsum).astype(np.uint32).view(np.int32)   # wraps mod 2**32
         chan = (dev.constant(folded), dev.constant(mult))

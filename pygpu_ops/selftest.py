@@ -17,6 +17,7 @@ from . import linalg as _linalg
 from . import normalization as _norm
 from . import pooling as _pool
 from . import quantization as _quant
+from ._runtime.device import to_host
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,6 @@ def _to_backend(backend: str, *xs):
     return tuple(cupy.asarray(x) for x in xs)
 
 
-def _host(x):
-    return x.get() if hasattr(x, "get") else np.asarray(x)
-
-
 def _gemm_case(variant: str, dtype, M: int, N: int, K: int):
     def run(backend):
         rng = np.random.default_rng(M * 10007 + N * 101 + K)
@@ -44,7 +41,7 @@ def _gemm_case(variant: str, dtype, M: int, N: int, K: int):
         b = rng.standard_normal((K, N)).astype(dtype)
         c = rng.standard_normal((M, N)).astype(dtype)
         da, db, dc = _to_backend(backend, a, b, c)
-        got = _host(_linalg.gemm(da, db, dc, alpha=1.5, beta=-0.5, variant=variant, backend=backend))
+        got = to_host(_linalg.gemm(da, db, dc, alpha=1.5, beta=-0.5, variant=variant, backend=backend))
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         want = 1.5 * a64 @ b64 - 0.5 * c.astype(np.float64)
         eps = np.finfo(dtype).eps
@@ -63,7 +60,7 @@ def _int8_gemm_case(variant: str, adt, bdt, M: int, N: int, K: int):
         za = int(rng.integers(info_a.min, info_a.max + 1))
         zb = rng.integers(info_b.min, info_b.max + 1, N, dtype=bdt)
         da, db, dzb = _to_backend(backend, a, b, zb)
-        got = _host(_quant.int8_gemm(da, db, a_zero_point=za, b_zero_point=dzb, variant=variant, backend=backend))
+        got = to_host(_quant.int8_gemm(da, db, a_zero_point=za, b_zero_point=dzb, variant=variant, backend=backend))
         want = (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb.astype(np.int64))
         return got, want, 0.0
 
@@ -78,7 +75,7 @@ def _quantize_case(qdtype: str):
         zp = np.array([0, 3, 7, 1, 2] if qdtype == "int8" else [128, 3, 250, 1, 2], dtype=qdtype)
         dx, dscale, dzp = _to_backend(backend, x, scale, zp)
         q = _quant.quantize(dx, dscale, dzp, axis=1, dtype=qdtype, backend=backend)
-        got = _host(_quant.dequantize(q, dscale, dzp, axis=1, backend=backend))
+        got = to_host(_quant.dequantize(q, dscale, dzp, axis=1, backend=backend))
         info = np.iinfo(qdtype)
         s64, z64 = scale.astype(np.float64)[None, :, None], zp.astype(np.float64)[None, :, None]
         qref = np.clip(np.rint(x.astype(np.float64) / s64) + z64, info.min, info.max)
@@ -95,7 +92,7 @@ def _softmax_case(fn_name: str, variant: str, dtype, shape, axis: int = -1):
         x.reshape(-1)[:: 7] += 20.0  # outliers, so the probabilities are not all tiny
         (dx,) = _to_backend(backend, x)
         fn = getattr(_norm, fn_name)
-        got = _host(fn(dx, axis=axis, variant=variant, backend=backend))
+        got = to_host(fn(dx, axis=axis, variant=variant, backend=backend))
         x64 = x.astype(np.float64)
         z = x64 - x64.max(axis=axis, keepdims=True)
         lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
@@ -142,7 +139,7 @@ def _pool_case(kind: str, layout: str, count_include_pad: bool = True):
         else:
             got = _pool.avg_pool2d(dx, 3, stride=2, padding=1, ceil_mode=True,
                                    count_include_pad=count_include_pad, layout=layout, backend=backend)
-        got = _host(got)
+        got = to_host(got)
         if layout == "NHWC":
             got = got.transpose(0, 3, 1, 2)
         want = _pool_ref(x, 3, 2, 1, True, kind, count_include_pad)
@@ -181,7 +178,7 @@ def _conv_case(layout: str):
         if layout == "NHWC":
             x, w = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         dx, dw, db = _to_backend(backend, x, w, bias)
-        got = _host(_conv.conv2d(dx, dw, db, stride=2, padding=1, groups=2, layout=layout,
+        got = to_host(_conv.conv2d(dx, dw, db, stride=2, padding=1, groups=2, layout=layout,
                                  activation="relu", backend=backend))
         if layout == "NHWC":
             got = got.transpose(0, 3, 1, 2)
@@ -198,7 +195,7 @@ def _relu_case(slope):
         x = rng.standard_normal(1021).astype(np.float32)
         x[::17] = np.nan
         (dx,) = _to_backend(backend, x)
-        got = _host(_act.relu(dx, backend=backend) if slope is None else
+        got = to_host(_act.relu(dx, backend=backend) if slope is None else
                     _act.leaky_relu(dx, slope, backend=backend))
         x64 = x.astype(np.float64)
         want = np.where(np.isnan(x64), np.nan, np.where(x64 > 0, x64, 0.0 if slope is None else slope * x64))
@@ -212,8 +209,8 @@ def _transpose_case():
         x = np.arange(2 * 33 * 9 * 7, dtype=np.float32).reshape(2, 33, 9, 7)
         (dx,) = _to_backend(backend, x)
         there = _conv.nchw_to_nhwc(dx, backend=backend)
-        back = _host(_conv.nhwc_to_nchw(there, backend=backend))
-        got = np.concatenate([_host(there).ravel(), back.ravel()])
+        back = to_host(_conv.nhwc_to_nchw(there, backend=backend))
+        got = np.concatenate([to_host(there).ravel(), back.ravel()])
         want = np.concatenate([x.transpose(0, 2, 3, 1).ravel(), x.ravel()]).astype(np.float64)
         return got, want, 0.0
 
@@ -236,7 +233,7 @@ def _qconv_case(layout: str):
         if layout == "NHWC":
             xin, win = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         dx, dw, db, dws = _to_backend(backend, xin, win, bias, ws)
-        got = _host(_quant.qconv2d(dx, xs, xz, dw, dws, 0, ys, yz, db, stride=2, padding=1, groups=3,
+        got = to_host(_quant.qconv2d(dx, xs, xz, dw, dws, 0, ys, yz, db, stride=2, padding=1, groups=3,
                                    layout=layout, backend=backend))
         if layout == "NHWC":
             got = got.transpose(0, 3, 1, 2)
@@ -252,7 +249,7 @@ def _binary_case(op: str):
         a = rng.standard_normal((3, 1, 5)).astype(np.float32)
         b = rng.standard_normal((1, 4, 1)).astype(np.float32)
         da, db = _to_backend(backend, a, b)
-        got = _host(getattr(_ew, op)(da, db, backend=backend))
+        got = to_host(getattr(_ew, op)(da, db, backend=backend))
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         want = {"add": a64 + b64, "sub": a64 - b64, "mul": a64 * b64, "div": a64 / b64}[op]
         return got, want.astype(np.float32).astype(np.float64), 0.0
@@ -268,8 +265,8 @@ def _unary_case(op: str):
         (dx,) = _to_backend(backend, x)
         x64 = x.astype(np.float64)
         if op == "clip":
-            return _host(_ew.clip(dx, -1.5, 2.0, backend=backend)), np.clip(x64, -1.5, 2.0), 0.0
-        got = _host(getattr(_ew, op)(dx, backend=backend))
+            return to_host(_ew.clip(dx, -1.5, 2.0, backend=backend)), np.clip(x64, -1.5, 2.0), 0.0
+        got = to_host(getattr(_ew, op)(dx, backend=backend))
         want = 1 / (1 + np.exp(-x64)) if op == "sigmoid" else np.tanh(x64)
         eps = np.finfo(np.float32).eps
         return got, want, (4 if op == "sigmoid" else 2) * eps * np.abs(want) + np.finfo(np.float32).tiny
@@ -285,7 +282,7 @@ def _batch_norm_case(layout: str):
         var = rng.uniform(0.1, 2.0, 5).astype(np.float32)
         xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         args = _to_backend(backend, xin, scale, bias, mean, var)
-        got = _host(_ew.batch_norm(*args, epsilon=1e-3, layout=layout, backend=backend))
+        got = to_host(_ew.batch_norm(*args, epsilon=1e-3, layout=layout, backend=backend))
         if layout == "NHWC":
             got = got.transpose(0, 3, 1, 2)
         c = (slice(None), None, None)
@@ -303,8 +300,8 @@ def _copy_case(op: str):
         y = -np.arange(2 * 2 * 4 * 5, dtype=np.float32).reshape(2, 2, 4, 5)
         dx, dy = _to_backend(backend, x, y)
         if op == "transpose":
-            return _host(_ew.transpose(dx, (3, 1, 0, 2), backend=backend)), x.transpose(3, 1, 0, 2).astype(np.float64), 0.0
-        return _host(_ew.concat([dx, dy, dx], 1, backend=backend)), np.concatenate([x, y, x], 1).astype(np.float64), 0.0
+            return to_host(_ew.transpose(dx, (3, 1, 0, 2), backend=backend)), x.transpose(3, 1, 0, 2).astype(np.float64), 0.0
+        return to_host(_ew.concat([dx, dy, dx], 1, backend=backend)), np.concatenate([x, y, x], 1).astype(np.float64), 0.0
 
     return Case("transpose[float32:2x3x4x5:(3,1,0,2)]" if op == "transpose" else "concat[float32:axis=1:3+2+3]", run)
 

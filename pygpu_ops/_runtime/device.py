@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import cubin_cache, sources
+from . import backends, cubin_cache, sources
 from .kernels import Kernel, module_name_expressions
 
 #: Shared memory (static + dynamic) a block may use without opting in (CUDA's default limit).
@@ -394,3 +394,11 @@ def device_scope(op: str, backend: str, arrays: Dict[str, object]):
 @functools.lru_cache(maxsize=None)
 def get_device(name: str) -> Device:
     return _DEVICES[name]()
+
+
+def to_host(x) -> np.ndarray:
+    """A NumPy array of ``x``: a device-to-host copy of a GPU array (CuPy, or a CUDA tensor through
+    CAI / DLPack), ``np.asarray(x)`` of anything on the host."""
+    if backends.array_kind(x) == "cuda":
+        return get_device("cuda").asarray(x).get()
+    return np.asarray(x)

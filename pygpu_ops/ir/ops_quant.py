@@ -34,6 +34,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._runtime.device import to_host
 from .graph import dim_prod
 from .ops import (F32, Info, Step, Unsupported, _axis, _host_value, _ints, _po, conv_padding,
                   register)
@@ -307,9 +308,7 @@ def conv_integer(node, ins, ctx):
         if zxv is not None:
             zx_ = int(zxv[0])
         else:
-            from ..quantization import _to_host
-
-            zx_ = int(np.asarray(_to_host(a[2])).reshape(-1)[0])
+            zx_ = int(np.asarray(to_host(a[2])).reshape(-1)[0])
         zw_ = np.broadcast_to(zwv, (O,)) if zwv.size > 1 else np.full(O, int(zwv[0]))
         # x - x_zero_point as float32 (exact), its columns padded with 0, back to 8 bits: the columns
         # of x padded with its zero point, (N, C*kh*kw, P).
@@ -342,9 +341,7 @@ def _out_hw(xshape, kw, KH, KW):
 # ---------------------------------------------------------------------------------------------
 def _range(x, backend: str):
     """(min, max) of x as float32 host scalars, reduced where x lives."""
-    from ..quantization import _to_host
-
-    return np.float32(_to_host(x.min())), np.float32(_to_host(x.max()))
+    return np.float32(to_host(x.min())), np.float32(to_host(x.max()))
 
 
 def dynamic_params(lo: np.float32, hi: np.float32):

@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .._runtime import backends
+from .._runtime.device import to_host
 
 #: Exit status of a usage or input error (as argparse uses for its own).
 USAGE_ERROR = 2
@@ -159,10 +160,6 @@ def load_inputs(items: Sequence[str], input_names: Sequence[str]) -> Dict[str, n
             raise ValueError(f"--input {name}={path}: holds an archive of several arrays, not one array")
         out[name] = arr
     return out
-
-
-def to_host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 # ---------------------------------------------------------------------------------------------

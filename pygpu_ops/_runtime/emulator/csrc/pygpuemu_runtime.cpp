@@ -539,6 +539,9 @@ pthread_t g_launch_thread;
 volatile int g_fault_sig = 0, g_fault_code = 0, g_fault_write = -1;
 void* volatile g_fault_addr = nullptr;
 Fiber* volatile g_fault_fiber = nullptr;
+// A timeout found after the blocks ran to the end (the deadline check after the launch), as
+// opposed to the watchdog interrupting the launch, in a thread or in the runtime between them.
+volatile bool g_timeout_after_end = false;
 
 // Watchdog: a one-shot POSIX timer that signals the launching thread
 // (SIGEV_THREAD_ID).  The signal is blocked in that thread except while the
@@ -840,7 +843,7 @@ std::string fault_message(int& kind) {
     }
     if (g_fault_sig == timeout_signal()) {
         kind = E_TIMEOUT;
-        if (!f)  // the blocks ran to the end, but after the deadline
+        if (g_timeout_after_end)  // the blocks ran to the end, but after the deadline
             return "kernel '" + std::string(g_kernel) +
                    fmt("': the launch took longer than the timeout of %g s", g_timeout_s);
         return who + fmt(": the launch did not finish within %g s (an infinite loop, or a "
@@ -1173,6 +1176,7 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
     install_handlers(d->timeout_s);
     g_launch_thread = pthread_self();
     g_fault_fiber = nullptr;
+    g_timeout_after_end = false;
     g_timeout_s = d->timeout_s;
     if (sigsetjmp(g_jmp, 1) == 0) {
         g_in_launch = 1;
@@ -1212,6 +1216,7 @@ EXPORT int pygpuemu_launch(const pygpuemu_launch_desc* d, char* msg, unsigned lo
             // on when the signal arrived.
             g_fault_sig = timeout_signal();
             g_fault_fiber = nullptr;
+            g_timeout_after_end = true;
             int kind = E_TIMEOUT;
             g_msg = fault_message(kind);
             g_err = kind;

@@ -17,16 +17,22 @@ _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.MULTILINE
 
 
 @functools.lru_cache(maxsize=None)
-def cuda_src_dir() -> Path:
-    """The folder holding the kernels: inside the installed package, else the source tree's."""
+def src_dir(name: str = "cuda_src") -> Path:
+    """A folder of sources shipped with the package, ``cuda_src`` (the kernels) or ``cpu_src`` (the
+    numpy backend's native loops): inside the installed package, else the source tree's."""
     here = Path(__file__).resolve().parent.parent  # .../pygpu_ops
-    for candidate in (here / "cuda_src", here.parent / "cuda_src"):
+    for candidate in (here / name, here.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
-        f"pygpu_ops: cannot find the CUDA sources: neither {here / 'cuda_src'} (installed wheel) "
-        f"nor {here.parent / 'cuda_src'} (source tree) exists; reinstall the package"
+        f"pygpu_ops: cannot find {name}/: neither {here / name} (installed wheel) "
+        f"nor {here.parent / name} (source tree) exists; reinstall the package"
     )
+
+
+def cuda_src_dir() -> Path:
+    """The folder holding the kernels."""
+    return src_dir("cuda_src")
 
 
 def source_path(relative: str) -> Path:
@@ -40,6 +46,13 @@ def source_path(relative: str) -> Path:
 def expand(relative: str) -> str:
     """Text of ``cuda_src/<relative>`` with its quoted includes inlined, line numbers kept."""
     return _expand(source_path(relative), set())
+
+
+def expand_files(paths) -> str:
+    """The texts of several files, each with its quoted includes inlined, as one translation unit
+    (a ``#pragma once`` header is inlined once)."""
+    seen: set = set()
+    return "\n".join(_expand(Path(p), seen) for p in paths)
 
 
 def _expand(path: Path, seen: set) -> str:

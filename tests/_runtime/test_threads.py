@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from pygpu_ops._runtime import npfast, threads
+from pygpu_ops._runtime import native, npfast, threads
 
 
 def test_default_size_is_the_affinity_mask(monkeypatch):
@@ -144,9 +144,11 @@ def test_select_is_bit_exact(dtype):
 
 @pytest.mark.parametrize("nthreads", ["1", "2", "3"])
 def test_blocked_ops_match_the_plain_expressions(monkeypatch, nthreads):
-    """Same bits as the whole-array NumPy expressions, whatever the thread count; the sizes
-    straddle the block and the parallel threshold."""
+    """The NumPy route (native loops off): same bits as the whole-array NumPy expressions,
+    whatever the thread count; the sizes straddle the block and the parallel threshold. The
+    native route is tests/_runtime/test_native.py."""
     monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    monkeypatch.setenv(native.ENV_VAR, "0")
     rng = np.random.default_rng(1)
     for n in (1, 17, npfast.BLOCK_BYTES // 4 + 3, 3 * npfast.PARALLEL_MIN_BYTES // 4 + 5):
         x = (rng.standard_normal(n) * 30).astype(np.float32)
@@ -198,6 +200,7 @@ def test_quantize_tensor_matches_the_plain_steps(monkeypatch, qdtype, zp, nthrea
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_without_the_maximum_shortcut(monkeypatch, dtype):
     """The path for a NumPy build whose maximum does not keep -0.0 / NaN payloads: same bits."""
+    monkeypatch.setenv(native.ENV_VAR, "0")
     monkeypatch.setattr(npfast, "maximum_is_relu", lambda dt: False)
     uint = np.dtype(f"u{np.dtype(dtype).itemsize}")
     x = np.random.default_rng(3).standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 1).astype(dtype)
@@ -239,6 +242,7 @@ def test_dequantize_tensor_matches_the_int64_route(monkeypatch, qdtype, zp, nthr
 def test_clip_without_the_numpy_clip_shortcut(monkeypatch, dtype):
     """Both clip paths (numpy.clip where `clip_is_select` holds, two selects otherwise) give the
     select semantics bit for bit: -0.0 against a 0.0 bound keeps its sign, NaN its payload."""
+    monkeypatch.setenv(native.ENV_VAR, "0")
     uint = np.dtype(f"u{np.dtype(dtype).itemsize}")
     x = np.random.default_rng(6).standard_normal(3 * npfast.PARALLEL_MIN_BYTES // 4 + 1).astype(dtype)
     x[::7] = -0.0

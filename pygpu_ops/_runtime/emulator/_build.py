@@ -125,16 +125,17 @@ def _run_compiler(cmd, what):
                            f"(command: {' '.join(cmd)})")
 
 
-def build(kind, key, source_text, flags, what, analyze=None, compile_only=()):
+def build(kind, key, source_text, flags, what, analyze=None, compile_only=(), folder="emulator"):
     """Returns the path of ``<kind>-<key>.so`` in the cache, compiling
     ``source_text`` with ``flags`` if it is not there yet.  With ``analyze``,
     the source is compiled to an object file first, ``analyze(object_path)``
     (a JSON-serializable result) is stored as ``<kind>-<key>.json`` next to
     the library (read it with :func:`analysis`), then the object is linked.
     ``compile_only`` flags are given to the compile step and not to the link
-    (e.g. ``-fsanitize=thread``, whose hooks the runtime supplies)."""
+    (e.g. ``-fsanitize=thread``, whose hooks the runtime supplies). ``folder`` is the cache
+    directory's name (`cache_dir`)."""
     global compile_count
-    d = cache_dir()
+    d = cache_dir(folder)
     so = d / f"{kind}-{key}.so"
     sidecar = d / f"{kind}-{key}.json"
 

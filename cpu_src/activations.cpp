@@ -1,0 +1,51 @@
+// Elementwise activations of the numpy backend (pygpu_ops/_runtime/npfast.py calls them on
+// blocks of a flat, contiguous array, one block per thread). Each is the rule the CUDA kernels
+// apply, written as a select, so NaN payloads and -0.0 come out as the kernels and the NumPy
+// steps give them:
+//   relu:       x < 0 ? 0 : x
+//   leaky_relu: x < 0 ? slope * x : x
+//   clip:       r = x < lo ? lo : x;  r > hi ? hi : r
+//   sigmoid:    t = e^-|x|;  x >= 0 ? 1 / (1 + t) : t / (1 + t)   (exp_f32: within 1 ulp)
+#include "common.h"
+
+namespace {
+
+template <typename T>
+void relu(const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
+}
+
+template <typename T>
+void leaky_relu(const T* __restrict x, T* __restrict y, int64_t n, T slope) {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? slope * x[i] : x[i];
+}
+
+template <typename T>
+void clip(const T* __restrict x, T* __restrict y, int64_t n, T lo, T hi) {
+    for (int64_t i = 0; i < n; ++i) {
+        const T r = x[i] < lo ? lo : x[i];
+        y[i] = r > hi ? hi : r;
+    }
+}
+
+}  // namespace
+
+PYGPU_EXPORT void relu_f32(const float* x, float* y, int64_t n) { relu(x, y, n); }
+PYGPU_EXPORT void relu_f64(const double* x, double* y, int64_t n) { relu(x, y, n); }
+PYGPU_EXPORT void leaky_relu_f32(const float* x, float* y, int64_t n, float s) { leaky_relu(x, y, n, s); }
+PYGPU_EXPORT void leaky_relu_f64(const double* x, double* y, int64_t n, double s) { leaky_relu(x, y, n, s); }
+PYGPU_EXPORT void clip_f32(const float* x, float* y, int64_t n, float lo, float hi) { clip(x, y, n, lo, hi); }
+PYGPU_EXPORT void clip_f64(const double* x, double* y, int64_t n, double lo, double hi) { clip(x, y, n, lo, hi); }
+
+PYGPU_EXPORT void sigmoid_f32(const float* __restrict x, float* __restrict y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float t = pygpu::exp_f32(-std::fabs(x[i]));
+        const float d = 1.0f + t;
+        y[i] = x[i] >= 0.0f ? 1.0f / d : t / d;
+    }
+}
+
+// e^x elementwise: exp_f32 on its own, for tests/_runtime/test_native.py's accuracy check.
+PYGPU_EXPORT void exp_f32(const float* __restrict x, float* __restrict y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = pygpu::exp_f32(x[i]);
+}

@@ -1,0 +1,49 @@
+// Shared helpers of the numpy backend's native loops (cpu_src/, see pygpu_ops/_runtime/native.py).
+//
+// Compiled with -O3 -march=native and without -ffast-math: comparisons, NaN, infinities and signed
+// zeros keep their IEEE meaning, and no sum is reassociated behind our back. Loops are written so
+// that GCC vectorizes them as they stand (plain loops over restrict pointers, selects instead of
+// branches); a reduction keeps LANES partial results explicitly, so its order is fixed by the
+// source, not by the vector width the compiler picks.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define PYGPU_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace pygpu {
+
+constexpr int LANES = 16;     // partial sums / maxima of a row reduction
+
+inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+// e^x in float32, within 1 ulp of the exact value on [-87, 88] (checked against float64 exp in
+// tests/_runtime/test_native.py), branch-free so that loops calling it vectorize.
+//   n = rint(x / ln 2), r = x - n ln 2 (two-step Cody-Waite with FMA, |r| <= ln2 / 2),
+//   e^r from its degree-7 Taylor polynomial (truncation below 6e-9 relative), times 2^n built
+//   from two exponent fields so that n down to -150 and up to 128 needs no special case:
+//   the first factor keeps the product normal and exact, the second rounds once (to a denormal,
+//   zero or infinity as IEEE says). NaN stays NaN; -inf gives +0, +inf gives +inf.
+inline float exp_f32(float x) {
+    float xc = x < -104.0f ? -104.0f : x;      // NaN passes both selects unchanged
+    xc = xc > 89.0f ? 89.0f : xc;
+    const float n = std::rint(xc * 1.44269504088896341f);
+    float r = std::fma(n, -0.693145751953125f, xc);        // ln 2 high part: 12 significant bits
+    r = std::fma(n, -1.42860682030941723212e-6f, r);        // ln 2 - high part
+    float p = 1.0f / 5040.0f;
+    p = std::fma(p, r, 1.0f / 720.0f);
+    p = std::fma(p, r, 1.0f / 120.0f);
+    p = std::fma(p, r, 1.0f / 24.0f);
+    p = std::fma(p, r, 1.0f / 6.0f);
+    p = std::fma(p, r, 0.5f);
+    p = std::fma(p, r, 1.0f);
+    p = std::fma(p, r, 1.0f);
+    const int32_t ni = (int32_t)(n == n ? n : 0.0f); // in [-150, 129]; a NaN x gives NaN via p
+    const int32_t n1 = ni / 2, n2 = ni - n1;          // each in [-75, 65]
+    const float s1 = bits_to_float((uint32_t)(n1 + 127) << 23);
+    const float s2 = bits_to_float((uint32_t)(n2 + 127) << 23);
+    return (p * s1) * s2;
+}
+
+}  // namespace pygpu

@@ -1,0 +1,119 @@
+"""Native loops for the numpy backend: the C++ of ``cpu_src/`` compiled for this machine and called
+through ctypes, where NumPy alone cannot come near PyTorch on the CPU.
+
+Why: an op NumPy computes in several passes (softmax: max, subtract, exp, sum, divide; a pool:
+one strided slice per window tap) reads and writes memory once per pass, and its float32 ``exp``
+is a library call per pass; PyTorch's CPU kernels make one or two fused, vectorized passes. The
+loops in ``cpu_src/`` do the same, and `npfast` hands them blocks on its thread pool (ctypes
+releases the GIL during a call), so both cores run them.
+
+How: every ``cpu_src/*.cpp`` file, its quoted includes inlined (`sources.expand_files`), is one
+translation unit compiled once with the C++ compiler the emulator uses (``PYGPU_OPS_EMU_CXX``,
+``CXX`` or g++) at ``-O3 -march=native`` without ``-ffast-math`` (IEEE comparisons, NaN, signed
+zeros and the order of every sum are the source's), and cached on disk next to the emulator's
+builds (``~/.cache/pygpu_ops/native``, keyed on the text, flags, compiler version and this CPU's
+model and flags). The first use in a fresh cache compiles for about two seconds.
+
+Where there is no compiler, the build fails, or ``PYGPU_OPS_NATIVE=0`` is set, `lib` returns
+None and every caller keeps its NumPy route (`problem` says why); a failed build warns once.
+The two routes give the same bits where the op is exact (relu, leaky_relu, clip, pooling); where
+it rounds an ``exp`` (softmax, sigmoid) the native one is within 1 ulp of the exact exponential
+and the results are within the ops' documented error bounds, not bitwise equal to NumPy's.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import threading
+import warnings
+from typing import Optional
+
+from . import sources
+
+ENV_VAR = "PYGPU_OPS_NATIVE"
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-fvisibility=hidden",
+         "-fno-math-errno", "-fdiagnostics-color=never")
+
+F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+#: The exported functions and their argument types (pointers are passed as ints).
+SIGNATURES = {
+    "relu_f32": (P, P, I64), "relu_f64": (P, P, I64),
+    "leaky_relu_f32": (P, P, I64, F32), "leaky_relu_f64": (P, P, I64, F64),
+    "clip_f32": (P, P, I64, F32, F32), "clip_f64": (P, P, I64, F64, F64),
+    "sigmoid_f32": (P, P, I64), "exp_f32": (P, P, I64),
+    "softmax_rows_f32": (P, P, I64, I64, I32),
+    # pooling.cpp
+    # int8_gemm.cpp
+    # sgemm.cpp
+}
+
+_lock = threading.Lock()
+_state: dict = {}       # "lib": the CDLL, or "problem": why there is none
+
+
+def enabled() -> bool:
+    """False when ``PYGPU_OPS_NATIVE`` is ``0`` (read on every call, so tests can switch it)."""
+    return os.environ.get(ENV_VAR, "").strip() != "0"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_id() -> str:
+    """This CPU's model and feature flags (``-march=native`` compiles for them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _sources():
+    folder = sources.src_dir("cpu_src")
+    return sorted(folder.glob("*.cpp"))
+
+
+def _build() -> ctypes.CDLL:
+    from .emulator import _build as b
+
+    text = sources.expand_files(_sources())
+    key = b.digest(text, FLAGS, b.compiler_version(), _cpu_id())
+    so = b.build("native", key, text, FLAGS, "the numpy backend's native loops (cpu_src/)", folder="native")
+    dll = ctypes.CDLL(str(so))
+    for name, args in SIGNATURES.items():
+        fn = getattr(dll, name)
+        fn.argtypes, fn.restype = args, None
+    return dll
+
+
+def lib() -> Optional[ctypes.CDLL]:
+    """The compiled loops, or None (off, or not buildable here: `problem`)."""
+    if not enabled():
+        return None
+    got = _state.get("lib")
+    if got is not None or "problem" in _state:
+        return got
+    with _lock:
+        if "lib" not in _state and "problem" not in _state:
+            try:
+                _state["lib"] = _build()
+            except Exception as exc:          # no compiler, a failed build: NumPy routes
+                _state["problem"] = f"{type(exc).__name__}: {exc}"
+                if "not found" not in str(exc):
+                    warnings.warn(f"pygpu_ops: the numpy backend's native loops did not build; using "
+                                  f"NumPy alone (slower): {_state['problem']}", RuntimeWarning, stacklevel=3)
+        return _state.get("lib")
+
+
+def problem() -> Optional[str]:
+    """Why `lib` is None, or None when the loops are in use."""
+    if not enabled():
+        return f"{ENV_VAR}=0"
+    lib()
+    return _state.get("problem")
+
+
+def ptr(a) -> int:
+    """The address of a NumPy array's first element."""
+    return a.__array_interface__["data"][0]

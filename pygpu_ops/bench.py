@@ -22,8 +22,9 @@ for the vendor libraries before the first GEMM. Without a GPU the first line say
 NumPy fallback is timed (op time only) against PyTorch on the CPU where it is importable (the
 ``torch-cpu`` rows, the vendor rows then, at the fallback's thread count: ``PYGPU_OPS_NUM_THREADS``
 or the affinity mask, `pygpu_ops._runtime.threads`), else against plain NumPy/BLAS; emulator runs
-are never timed. On the CPU the cases of a group are timed interleaved (one call of each per
-round), so a shared machine's load falls on ours and the baseline alike, and ``time/vendor``
+are never timed. On the CPU the cases of a group are timed in alternating blocks (`CpuTimer`: a
+pause, warm-up calls, then timed calls, three rounds), so a shared machine's load falls on ours
+and the baseline alike and neither's idle threads spin on the other's time, and ``time/vendor``
 (ours over the baseline's median) is the number to read. Each CPU row also records the memory
 one call adds at its peak, ``peak_traced_bytes`` and ``peak_rss_bytes`` (``meta.memory`` says how).
 Then ``pygpu-ops analyze`` runs for the SGEMM ladder and the memory-bound ops (``no_gpu_analysis``):
@@ -714,15 +715,47 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: The CPU timer's pause before each block (seconds), ``--settle`` or ``PYGPU_OPS_BENCH_SETTLE``.
+SETTLE_S = 0.2
+#: Untimed calls before each block's timed ones, for at least this long (seconds).
+WARM_S = 0.02
+#: Blocks per case: the timed calls are spread over this many rounds.
+ROUNDS = 3
+
+
+def default_settle() -> float:
+    raw = os.environ.get("PYGPU_OPS_BENCH_SETTLE", "").strip()
+    try:
+        return float(raw) if raw else SETTLE_S
+    except ValueError:
+        raise ValueError(f"PYGPU_OPS_BENCH_SETTLE must be a number of seconds; got {raw!r}") from None
+
+
 class CpuTimer:
-    """Wall clock of each call after one warm-up call: op time only. The cases of one group (ours
-    and its baselines) are timed interleaved, one call of each in turn per round, so that load
-    from other processes on a shared machine falls on all of them alike and their ratio means
-    something. Then one more call of each case measures its peak memory (`peak_memory`)."""
+    """Wall clock of each call: op time only. The cases of one group (ours and its baselines) are
+    timed in alternating blocks: in each of `ROUNDS` rounds every case in turn gets a pause
+    (``settle_s``), untimed warm-up calls for ``warm_s``, then its share of the timed calls. The
+    rounds spread the load of a shared machine over all the cases of a group alike, so their ratio
+    means something. Then one more call of each case measures its peak memory (`peak_memory`).
+
+    Why blocks and a pause, not one call of each in turn: two runtimes in one process each keep
+    worker threads that spin-wait after a parallel region (PyTorch's OpenMP pool, NumPy's
+    OpenBLAS), and on a 2-core machine one's spinning threads take the cores the other's call
+    needs. Calling torch-cpu's sgemm 256 between NumPy calls measured 15.3 ms a call here, against
+    0.42 ms with the spinning turned off (``OMP_WAIT_POLICY=PASSIVE``), which would in turn slow
+    PyTorch's own steady state. The pause lets the previous case's spinning threads go to sleep;
+    the warm-up lets this case's pool reach its steady state, as in a loop of calls."""
 
     description = {"op": CPU_OP_TIME, "kernel": None, "throughput_from": "op"}
 
-    def __init__(self):
+    def __init__(self, settle_s: Optional[float] = None, warm_s: float = WARM_S, rounds: int = ROUNDS):
+        self.settle_s = default_settle() if settle_s is None else float(settle_s)
+        if not self.settle_s >= 0:
+            raise ValueError(f"bench: --settle must be a number of seconds >= 0; got {settle_s!r}")
+        self.warm_s, self.rounds = float(warm_s), int(rounds)
+        self.description = dict(self.description, protocol=(
+            f"blocks: {self.rounds} rounds; per case and round a {self.settle_s:g} s pause, "
+            f"{self.warm_s:g} s of untimed calls, then its share of the timed calls"))
         self._groups: Dict[str, List[Case]] = {}
         self._done: Dict[int, object] = {}      # id(case) -> Timing or the exception it raised
 
@@ -732,6 +765,18 @@ class CpuTimer:
         for c in cases:
             if c.group:
                 self._groups.setdefault(c.group, []).append(c)
+
+    def _block(self, c: Case, n: int, out: List[float]) -> None:
+        if self.settle_s > 0:
+            time.sleep(self.settle_s)
+        t_end = time.perf_counter() + self.warm_s
+        c.fn()
+        while time.perf_counter() < t_end:
+            c.fn()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c.fn()
+            out.append((time.perf_counter() - t0) * 1e3)
 
     def _interleaved(self, group: List[Case]) -> None:
         live, out = [], {}
@@ -743,13 +788,14 @@ class CpuTimer:
             else:
                 live.append(c)
                 out[id(c)] = []
-        for i in range(max((c.repeats or self._repeats for c in live), default=0)):
+        for r in range(self.rounds):
             for c in live:
-                if i < (c.repeats or self._repeats) and id(c) not in self._done:
+                want = c.repeats or self._repeats
+                # round r's share: the timed calls split as evenly as the rounds allow
+                n = want * (r + 1) // self.rounds - want * r // self.rounds
+                if n and id(c) not in self._done:
                     try:
-                        t0 = time.perf_counter()
-                        c.fn()
-                        out[id(c)].append((time.perf_counter() - t0) * 1e3)
+                        self._block(c, n, out[id(c)])
                     except Exception as exc:
                         self._done[id(c)] = exc
         for c in live:
@@ -1102,6 +1148,9 @@ def add_arguments(p) -> None:
     p.add_argument("--variants", nargs="+", help="SGEMM ladder steps to time (default: all)")
     p.add_argument("--repeats", type=int, default=0, help="timed repeats per case (default 20 GPU, 7 CPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    p.add_argument("--settle", type=float, default=None, metavar="SECONDS",
+                   help="without a GPU: the pause before each block of timed calls (default "
+                        f"{SETTLE_S:g}, or PYGPU_OPS_BENCH_SETTLE)")
     p.add_argument("--json", metavar="FILE", help="write the raw results as JSON to FILE ('-' for stdout)")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -1155,7 +1204,7 @@ def collect(args, gpu: bool, doc: Dict) -> None:
         from ._runtime import threads
 
         repeats = args.repeats or (3 if args.quick else 7)
-        timer = CpuTimer()
+        timer = CpuTimer(settle_s=args.settle)
         nthreads = threads.num_threads()
         meta.update(backend="numpy", device=f"CPU ({platform.processor() or platform.machine()})",
                     timing=dict(timer.description), repeats=repeats, threads=nthreads,

@@ -40,7 +40,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ._runtime import backends, npfast, validate
+from ._runtime import backends, native, npfast, validate
 from ._runtime.validate import INT32_LOOP_MAX, INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -214,6 +214,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     label = "numpy" if name == "numpy" else f"max_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
+            fn = None if return_indices or layout != "NHWC" else npfast.native_fn("max_pool_nhwc", dtype)
+            if fn is not None:
+                return _native_pool_nhwc(x, fn, (N, C, H, W), (OH, OW), k + s + p + d)
             vals, idx = npfast.per_batch(   # images on the thread pool
                 lambda xb: _numpy_max_pool(xb, layout, k, s, p, d, OH, OW, return_indices), np.asarray(x))
             return (vals, idx) if return_indices else vals
@@ -314,6 +317,21 @@ def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
     return best, row * x.shape[aw] + col
 
 
+def _native_pool_nhwc(x, fn, dims, out_hw, geo):
+    """An NHWC pool through its native loop (cpu_src/pooling.cpp): output rows (N * OH) split
+    over the threads; ``geo`` is the loop's int32 window arguments."""
+    N, C, H, W = dims
+    OH, OW = out_hw
+    x = np.ascontiguousarray(x)
+    y = np.empty((N, OH, OW, C), x.dtype)
+    if y.size:
+        px, py = native.ptr(x), native.ptr(y)
+        # the work of an output row is the input rows its windows read: kh of them
+        npfast.native_rows(N * OH, geo[0] * W * C * x.dtype.itemsize,
+                           lambda r0, r1: fn(px, py, H, W, C, OH, OW, *geo, r0, r1))
+    return y
+
+
 def _sum_axis(a, axis, k, s, p, O):
     """Sums of the windows (dilation 1) of one axis of ``a`` over the input taps only, in ``a``'s dtype."""
     shape = list(a.shape)
@@ -340,6 +358,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
+            fn = npfast.native_fn("avg_pool_nhwc", dtype) if layout == "NHWC" else None
+            if fn is not None:
+                return _native_pool_nhwc(x, fn, (N, C, H, W), (OH, OW),
+                                         k + s + (pt, pb, pl, pr, int(count_include_pad)))
             return npfast.per_batch(lambda xb: _numpy_avg_pool(xb, layout, k, s, p, OH, OW, count_include_pad),
                                     np.asarray(x))
         dev = get_device(name)

@@ -80,15 +80,33 @@ def test_peak_memory_counts_the_output():
     assert got["peak_rss_bytes"] is None or got["peak_rss_bytes"] <= 2.1 * 8 * n
 
 
-def test_interleaved_timing_alternates_the_group(monkeypatch):
+def test_groups_are_timed_in_alternating_blocks(monkeypatch):
+    """Each case's first call (errors), then per round a block of each case in turn: a warm-up
+    call and its share of the timed calls (7 over 3 rounds: 2, 2, 3), then the memory calls."""
     order = []
     cases = [bench.Case("x", "float32", v, "1", "GB/s", 1.0, (lambda v=v: order.append(v)), vendor=v == "a",
                         group="g") for v in ("a", "b")]
-    timer = bench.CpuTimer()
-    rows = bench.run_cases(cases, timer, 3, progress=False)
-    assert [r["repeats"] for r in rows] == [3, 3]
-    # warm-up of each, then a b a b a b, then the memory calls (two per case)
-    assert order[:8] == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    timer = bench.CpuTimer(settle_s=0, warm_s=0)
+    rows = bench.run_cases(cases, timer, 7, progress=False)
+    assert [r["repeats"] for r in rows] == [7, 7]
+    blocks = ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 4 + ["b"] * 4
+    assert order[:2 + len(blocks)] == ["a", "b"] + blocks
+    assert "3 rounds" in timer.description["protocol"]
+
+
+def test_the_pause_and_warm_up_are_spent(monkeypatch):
+    slept = []
+    monkeypatch.setattr(bench.time, "sleep", slept.append)
+    calls = []
+    cases = [bench.Case("x", "float32", v, "1", "GB/s", 1.0, (lambda v=v: calls.append(v)), group="g")
+             for v in ("a", "b")]
+    bench.run_cases(cases, bench.CpuTimer(settle_s=0.5, warm_s=0.01), 3, progress=False)
+    assert slept == [0.5] * 6                     # one pause per block: 2 cases x 3 rounds
+    assert calls.count("a") > 6                   # warm-up calls fill 10 ms per block
+    with pytest.raises(ValueError, match="--settle"):
+        bench.CpuTimer(settle_s=-1)
+    monkeypatch.setenv("PYGPU_OPS_BENCH_SETTLE", "0.125")
+    assert bench.CpuTimer().settle_s == 0.125
 
 
 def test_a_failing_case_in_an_interleaved_group_is_a_failed_row(capsys):

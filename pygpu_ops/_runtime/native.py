@@ -45,6 +45,8 @@ SIGNATURES = {
     "sigmoid_f32": (P, P, I64), "exp_f32": (P, P, I64),
     "softmax_rows_f32": (P, P, I64, I64, I32),
     # pooling.cpp
+    "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I64),
+    "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I64),
     # int8_gemm.cpp
     # sgemm.cpp
 }

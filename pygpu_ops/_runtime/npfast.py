@@ -68,7 +68,7 @@ def elementwise(x: np.ndarray, dtype, body) -> np.ndarray:
 _NATIVE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
-def _native(name: str, dtype):
+def native_fn(name: str, dtype):
     """The native loop ``<name>_<f32|f64>`` for dtype, or None (not built, off, or no such loop)."""
     lib = native.lib()
     suffix = _NATIVE_SUFFIX.get(np.dtype(dtype))
@@ -80,6 +80,16 @@ def _native(name: str, dtype):
 def _pieces(n: int, itemsize: int):
     """One contiguous piece of n items per thread (the whole range under ``PARALLEL_MIN_BYTES``)."""
     return threads.split(n, max(1, PARALLEL_MIN_BYTES // max(1, itemsize)))
+
+
+def native_rows(rows: int, row_bytes: int, call) -> None:
+    """``call(r0, r1)`` (a native loop over rows r0..r1) over one range of rows per thread, the
+    whole range on the caller under ``PARALLEL_MIN_BYTES``."""
+    ranges = threads.split(rows, max(1, PARALLEL_MIN_BYTES // max(1, row_bytes)))
+    if len(ranges) == 1:
+        call(*ranges[0])
+    else:
+        threads.map_ranges(ranges, call)
 
 
 def native_elementwise(x: np.ndarray, fn, *args) -> np.ndarray:
@@ -193,7 +203,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     """``x < 0 ? 0 : x``: one ``maximum`` pass where it has those semantics (`maximum_is_relu`).
     Against a block of zeros, not the scalar 0: NumPy's array-array maximum is the SIMD loop,
     the scalar-broadcast one measured 1.7-2.5x slower (8x64x56x56 float32, one thread)."""
-    fn = _native("relu", x.dtype)
+    fn = native_fn("relu", x.dtype)
     if fn is not None:
         return native_elementwise(x, fn)
     zero = x.dtype.type(0)
@@ -206,7 +216,7 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 def leaky_relu(x: np.ndarray, slope) -> np.ndarray:
     """``x < 0 ? slope * x : x``."""
-    fn = _native("leaky_relu", x.dtype)
+    fn = native_fn("leaky_relu", x.dtype)
     if fn is not None:
         return native_elementwise(x, fn, slope)
 
@@ -219,7 +229,7 @@ def leaky_relu(x: np.ndarray, slope) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``t = exp(-|x|)``; ``1 / (1 + t)`` for x >= 0, ``t / (1 + t)`` otherwise (NaN included, as
     the kernel): exp never overflows."""
-    fn = _native("sigmoid", x.dtype)
+    fn = native_fn("sigmoid", x.dtype)
     if fn is not None:
         return native_elementwise(x, fn)
     one = x.dtype.type(1)
@@ -280,14 +290,10 @@ def softmax_rows(x2: np.ndarray, log: bool) -> np.ndarray:
     ``z = x - max``; ``exp(z) / sum`` or ``z - log(sum exp(z))``, blocks of rows per thread."""
     rows, L = x2.shape
     y2 = np.empty_like(x2)
-    fn = _native("softmax_rows", x2.dtype)
+    fn = native_fn("softmax_rows", x2.dtype)
     if fn is not None and x2.size:
         px, py, row = native.ptr(x2), native.ptr(y2), L * x2.dtype.itemsize
-        ranges = threads.split(rows, max(1, PARALLEL_MIN_BYTES // max(1, row)))
-        if len(ranges) == 1:
-            fn(px, py, rows, L, int(log))
-        else:
-            threads.map_ranges(ranges, lambda a, b: fn(px + a * row, py + a * row, b - a, L, int(log)))
+        native_rows(rows, row, lambda a, b: fn(px + a * row, py + a * row, b - a, L, int(log)))
         return y2
 
     def body(r0, r1):

@@ -136,3 +136,43 @@ def test_off_switch_and_a_failed_build_fall_back_to_numpy(monkeypatch, tmp_path)
     x = np.float32([-1.0, 2.0, np.nan])
     assert np.array_equal(relu(x, backend="numpy"), np.float32([0, 2, np.nan]), equal_nan=True)
     assert leaky_relu(x, 0.5, backend="numpy")[0] == -0.5
+
+
+def _both_routes(monkeypatch, fn):
+    got = fn()
+    with monkeypatch.context() as m:
+        m.setenv(native.ENV_VAR, "0")
+        want = fn()
+    return got, want
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nhwc_pools_give_the_numpy_routes_bits(monkeypatch, seed):
+    """Random window geometry (asymmetric pads, dilation, ceil_mode, count_include_pad), channel
+    counts around the 64-channel block, and NaN / inf / -0.0 / ties in the data."""
+    from pygpu_ops import avg_pool2d, max_pool2d
+
+    rng = np.random.default_rng(seed)
+    N, H, W = int(rng.integers(1, 4)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
+    C = int(rng.choice([1, 3, 16, 63, 64, 65, 130]))
+    x = rng.integers(-3, 4, (N, H, W, C)).astype(np.float32)      # small integers: many ties
+    flat = x.reshape(-1)
+    for v, step in ((np.nan, 17), (np.inf, 23), (-np.inf, 29), (-0.0, 5)):
+        flat[int(rng.integers(0, 7))::step] = v
+    k = (int(rng.integers(1, min(H, 4) + 1)), int(rng.integers(1, min(W, 4) + 1)))
+    s = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    pads = tuple((int(rng.integers(0, k[i] // 2 + 1)), int(rng.integers(0, k[i] // 2 + 1))) for i in range(2))
+    ceil = bool(rng.integers(0, 2))
+    def same(got, want):     # bit for bit; a NaN's sign and payload (inf + -inf) are not compared
+        return ((got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))).all()
+    for cip in (True, False):
+        with np.errstate(invalid="ignore"):
+            got, want = _both_routes(monkeypatch, lambda: avg_pool2d(
+                x, k, s, pads, ceil_mode=ceil, count_include_pad=cip, layout="NHWC", backend="numpy"))
+        assert same(got, want), (k, s, pads, ceil, cip)
+    sym = (pads[0][0], pads[1][0])
+    d = tuple(2 if 2 * (k[i] - 1) + 1 <= (H, W)[i] + 2 * sym[i] and rng.integers(0, 2) else 1 for i in range(2))
+    if all(sym[i] <= (d[i] * (k[i] - 1) + 1) // 2 for i in range(2)):
+        got, want = _both_routes(monkeypatch, lambda: max_pool2d(
+            x, k, s, sym, d, ceil_mode=ceil, layout="NHWC", backend="numpy"))
+        assert same(got, want), (k, s, sym, d, ceil)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, threads, validate
 from ._runtime.device import Launch, device_scope, get_device, to_host
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -128,6 +128,8 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
             if outer * inner == 0:
                 # an empty result: numpy.take may check nothing (it skips an empty outer part)
                 _check_on_host(op, ids_name, ids, dim, axis)
+            if axis == 0 and ids.size * inner * dtype.itemsize >= npfast.PARALLEL_MIN_BYTES:
+                return _take_rows_parallel(op, ids_name, np.asarray(data), ids, out_shape, axis)
             try:
                 # mode="raise" takes -dim <= i < dim, ONNX's range, so the ids are checked in the
                 # same pass; np.asarray: a 0-d take of a 1-D array is a NumPy scalar.
@@ -155,6 +157,24 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
             value = int(to_host(idx[first:first + 1])[0])
             raise _range_error(op, ids_name, ids_shape, first, value, dim, axis)
         return dev.result(out)
+
+
+def _take_rows_parallel(op, ids_name, data, ids, out_shape, axis):
+    """Rows of data (axis 0) for a large result: the ids checked in one pass (their min and max),
+    then one ``numpy.take`` per piece of the ids on the thread pool, each writing its slice of
+    the result. ``mode="wrap"`` after the check: it maps -dim <= i < 0 as ONNX does, and unlike
+    ``mode="raise"`` it writes into ``out=`` without a buffer."""
+    dim = data.shape[0]
+    flat = ids.reshape(-1)
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < -dim or hi >= dim:
+        _check_on_host(op, ids_name, ids, dim, axis)     # raises, naming the first bad id
+    out = np.empty(out_shape, data.dtype)
+    rows = out.reshape((flat.size,) + data.shape[1:])
+    row_bytes = max(1, rows[:1].nbytes)
+    threads.map_ranges(threads.split(flat.size, max(1, npfast.PARALLEL_MIN_BYTES // (2 * row_bytes))),
+                       lambda a, b: np.take(data, flat[a:b], axis=0, out=rows[a:b], mode="wrap"))
+    return out
 
 
 def gather(data, indices, axis=0, *, backend="auto"):

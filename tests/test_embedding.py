@@ -273,3 +273,27 @@ def test_matches_torch_embedding(host_backend, dtype):
     ids = np.random.default_rng(5).integers(0, 50, size=(3, 7)).astype(np.int64)   # torch refuses negatives
     want = torch.nn.functional.embedding(torch.from_numpy(ids), torch.from_numpy(table)).numpy()
     assert_same(po.embedding(ids, table, backend=host_backend), want)
+
+
+@pytest.mark.parametrize("nthreads", ["1", "2", "3"])
+@pytest.mark.parametrize("ids_dtype", [np.int32, np.int64])
+def test_large_results_split_over_the_threads(monkeypatch, nthreads, ids_dtype):
+    """Results over npfast.PARALLEL_MIN_BYTES take the rows in pieces on the thread pool: the same
+    rows as numpy.take, negative ids counted from the end, and a bad id still named by its
+    first position."""
+    from pygpu_ops._runtime import npfast, threads
+
+    monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((1000, 96)).astype(np.float32)
+    n = npfast.PARALLEL_MIN_BYTES // (96 * 4) * 3 + 5
+    ids = rng.integers(-1000, 1000, (n // 5, 5)).astype(ids_dtype)
+    got = po.embedding(ids, table, backend="numpy")
+    assert got.shape == (n // 5, 5, 96) and got.flags.c_contiguous
+    assert np.array_equal(got, table[ids])
+    got = po.gather(table.T.copy().T, ids.reshape(-1), 0, backend="numpy")     # a Fortran-order table
+    assert np.array_equal(got, table[ids.reshape(-1)])
+    bad = ids.copy()
+    bad.reshape(-1)[[4000, 4050]] = [1000, -1001]
+    with pytest.raises(ValueError, match=r"^embedding: ids holds 1000 at position \(800, 0\), out of range"):
+        po.embedding(bad, table, backend="numpy")

@@ -33,8 +33,8 @@ from typing import Optional
 from . import sources
 
 ENV_VAR = "PYGPU_OPS_NATIVE"
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-fvisibility=hidden",
-         "-fno-math-errno", "-fdiagnostics-color=never")
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fPIC", "-shared",
+         "-fvisibility=hidden", "-fno-math-errno", "-fdiagnostics-color=never")
 
 F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 #: The exported functions and their argument types (pointers are passed as ints).

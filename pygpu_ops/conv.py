@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._runtime import backends, validate
+from ._runtime import backends, native, npfast, validate
 from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -811,6 +811,18 @@ def nhwc_to_nchw(x, *, backend="auto"):
     return _transpose("nhwc_to_nchw", x, "(N, H, W, C)", backend, to_nhwc=False)
 
 
+def native_transpose(lib, x: np.ndarray, shape, B: int, R: int, S: int) -> np.ndarray:
+    """x viewed as (B, R, S), transposed to (B, S, R) by cpu_src/transpose.cpp into a new array of
+    ``shape``: ranges of the B * R source rows on the thread pool (`npfast.native_rows`)."""
+    x = np.ascontiguousarray(x)
+    out = np.empty(shape, x.dtype)
+    if out.size:
+        fn = getattr(lib, f"transpose_u{8 * x.dtype.itemsize}")
+        px, py = native.ptr(x), native.ptr(out)
+        npfast.native_rows(B * R, S * x.dtype.itemsize, lambda g0, g1: fn(px, py, R, S, g0, g1))
+    return out
+
+
 def _transpose(op, x, layout_name, backend, to_nhwc: bool):
     name = backends.resolve(op, backend, {"x": x})
     dtype = validate.dtype_of(x)
@@ -825,6 +837,9 @@ def _transpose(op, x, layout_name, backend, to_nhwc: bool):
     label = "numpy" if name == "numpy" else "transpose_tiled"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
+            lib = native.lib()
+            if lib is not None:
+                return native_transpose(lib, np.asarray(x), shape, B, R, S)
             perm = (0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)
             return np.array(np.asarray(x).transpose(perm), order="C")   # a new array, even for (1, 1, 1, 1)
         dev = get_device(name)

@@ -47,6 +47,8 @@ SIGNATURES = {
     # pooling.cpp
     "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I64),
     "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I64),
+    # transpose.cpp
+    **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I64) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
     # sgemm.cpp
 }

@@ -176,3 +176,23 @@ def test_nhwc_pools_give_the_numpy_routes_bits(monkeypatch, seed):
         got, want = _both_routes(monkeypatch, lambda: max_pool2d(
             x, k, s, sym, d, ceil_mode=ceil, layout="NHWC", backend="numpy"))
         assert same(got, want), (k, s, sym, d, ceil)
+
+
+@pytest.mark.parametrize("nthreads", ["1", "2", "3"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.int64])
+def test_layout_transposes_move_every_element(monkeypatch, nthreads, dtype):
+    """nchw_to_nhwc / nhwc_to_nchw through cpu_src/transpose.cpp: tile edges (sizes around 16),
+    a result large enough to be split over the threads, and a non-contiguous input."""
+    from pygpu_ops import nchw_to_nhwc, nhwc_to_nchw
+
+    monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    rng = np.random.default_rng(3)
+    shapes = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 17, 4, 4), (3, 16, 1, 33), (2, 15, 17, 1)]
+    shapes.append((2, 40, 96, npfast.PARALLEL_MIN_BYTES // (40 * 96 * np.dtype(dtype).itemsize) + 3))
+    for shape in shapes:
+        x = rng.integers(0, 120, shape).astype(dtype)
+        assert np.array_equal(nchw_to_nhwc(x, backend="numpy"), x.transpose(0, 2, 3, 1))
+        assert np.array_equal(nhwc_to_nchw(x, backend="numpy"), x.transpose(0, 3, 1, 2))
+    x = rng.integers(0, 120, (2, 8, 9, 20)).astype(dtype)[:, ::2, :, 1:]
+    got = nchw_to_nhwc(x, backend="numpy")
+    assert got.flags.c_contiguous and np.array_equal(got, x.transpose(0, 2, 3, 1))

@@ -28,21 +28,41 @@ void clip(const T* __restrict x, T* __restrict y, int64_t n, T lo, T hi) {
     }
 }
 
-}  // namespace
-
-PYGPU_EXPORT void relu_f32(const float* x, float* y, int64_t n) { relu(x, y, n); }
-PYGPU_EXPORT void relu_f64(const double* x, double* y, int64_t n) { relu(x, y, n); }
-PYGPU_EXPORT void leaky_relu_f32(const float* x, float* y, int64_t n, float s) { leaky_relu(x, y, n, s); }
-PYGPU_EXPORT void leaky_relu_f64(const double* x, double* y, int64_t n, double s) { leaky_relu(x, y, n, s); }
-PYGPU_EXPORT void clip_f32(const float* x, float* y, int64_t n, float lo, float hi) { clip(x, y, n, lo, hi); }
-PYGPU_EXPORT void clip_f64(const double* x, double* y, int64_t n, double lo, double hi) { clip(x, y, n, lo, hi); }
-
-PYGPU_EXPORT void sigmoid_f32(const float* __restrict x, float* __restrict y, int64_t n) {
+void sigmoid(const float* __restrict x, float* __restrict y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         const float t = pygpu::exp_f32(-std::fabs(x[i]));
         const float d = 1.0f + t;
         y[i] = x[i] >= 0.0f ? 1.0f / d : t / d;
     }
+}
+
+// one piece per thread, cut on 64-byte boundaries of the flat arrays
+template <typename T, class F>
+void pieces(const T* x, T* y, int64_t n, int32_t nt, F op) {
+    pygpu::parallel_rows(0, n, nt, [&](int64_t a, int64_t b) { op(x + a, y + a, b - a); }, 64 / sizeof(T));
+}
+
+}  // namespace
+
+#define ELEMENTWISE(name, T, suffix)                                                          \
+    PYGPU_EXPORT void name##_##suffix(const T* x, T* y, int64_t n, int32_t nt) {             \
+        pieces(x, y, n, nt, [](const T* a, T* b, int64_t m) { name(a, b, m); });             \
+    }
+ELEMENTWISE(relu, float, f32)
+ELEMENTWISE(relu, double, f64)
+ELEMENTWISE(sigmoid, float, f32)
+
+PYGPU_EXPORT void leaky_relu_f32(const float* x, float* y, int64_t n, float s, int32_t nt) {
+    pieces(x, y, n, nt, [s](const float* a, float* b, int64_t m) { leaky_relu(a, b, m, s); });
+}
+PYGPU_EXPORT void leaky_relu_f64(const double* x, double* y, int64_t n, double s, int32_t nt) {
+    pieces(x, y, n, nt, [s](const double* a, double* b, int64_t m) { leaky_relu(a, b, m, s); });
+}
+PYGPU_EXPORT void clip_f32(const float* x, float* y, int64_t n, float lo, float hi, int32_t nt) {
+    pieces(x, y, n, nt, [lo, hi](const float* a, float* b, int64_t m) { clip(a, b, m, lo, hi); });
+}
+PYGPU_EXPORT void clip_f64(const double* x, double* y, int64_t n, double lo, double hi, int32_t nt) {
+    pieces(x, y, n, nt, [lo, hi](const double* a, double* b, int64_t m) { clip(a, b, m, lo, hi); });
 }
 
 // e^x elementwise: exp_f32 on its own, for tests/_runtime/test_native.py's accuracy check.

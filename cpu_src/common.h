@@ -9,12 +9,41 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define PYGPU_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace pygpu {
 
 constexpr int LANES = 16;     // partial sums / maxima of a row reduction
+
+// body(a, b) over [r0, r1) cut into nt contiguous pieces, one per OpenMP thread; nt <= 1 (or one
+// item) calls body(r0, r1) on the caller without entering OpenMP at all. Why OpenMP and not the
+// Python pool (pygpu_ops/_runtime/threads.py): handing a piece to a Python thread measured
+// 30-90 us here (wake-up, GIL), as long as the whole op at the bench's sizes; OpenMP's spinning
+// team takes it in a few microseconds. `align` keeps piece boundaries on multiples of it (whole
+// vectors for elementwise loops). The caller (native.py) passes nt = 1 after a fork: libgomp's
+// team does not survive fork, so a child entering a parallel region would hang.
+template <class F>
+inline void parallel_rows(int64_t r0, int64_t r1, int32_t nt, F body, int64_t align = 1) {
+    const int64_t n = r1 - r0;
+    if (nt > n / align) nt = (int32_t)(n / align);
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
+            const int64_t a = r0 + (n * t / k) / align * align;
+            const int64_t b = t + 1 == k ? r1 : r0 + (n * (t + 1) / k) / align * align;
+            if (a < b) body(a, b);
+        }
+        return;
+    }
+#endif
+    if (n > 0) body(r0, r1);
+}
 
 inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 

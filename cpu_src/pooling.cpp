@@ -1,7 +1,9 @@
 // NHWC pooling of the numpy backend: each output pixel's window is walked tap by tap with the C
 // channels of a tap contiguous, so the inner loop is a vector over channels (the NumPy route
-// slices the window taps out of the array one strided view at a time). One call computes the
-// output rows [r0, r1) of the flattened (N * OH) rows, so threads take disjoint row ranges.
+// slices the window taps out of the array one strided view at a time). Channels go 16 at a time
+// (a fixed width the compiler keeps in one vector register across the window), the last C % 16
+// one at a time. One call computes the output rows [r0, r1) of the flattened (N * OH) rows, so
+// threads take disjoint row ranges.
 //
 // The results are the NumPy route's bits (pygpu_ops/pooling.py):
 //   max: m starts at -inf and a tap replaces it when larger or NaN, walking the window row-major,
@@ -14,40 +16,69 @@
 
 namespace {
 
-constexpr int CB = 64;   // channels per pass: the running values of a block stay in registers
+constexpr int V = 16;
 
-}  // namespace
+// The taps of one window along an axis that land in the input: [lo, hi) of tap indices.
+struct Taps {
+    int32_t lo, hi;
+};
 
-PYGPU_EXPORT void max_pool_nhwc_f32(const float* __restrict x, float* __restrict y, int64_t H, int64_t W,
-                                    int64_t C, int64_t OH, int64_t OW, int32_t kh, int32_t kw, int32_t sh,
-                                    int32_t sw, int32_t ph, int32_t pw, int32_t dh, int32_t dw, int64_t r0,
-                                    int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const int64_t n = r / OH, oh = r % OH;
-        const float* xn = x + n * H * W * C;
-        for (int64_t ow = 0; ow < OW; ++ow) {
-            float* yo = y + (r * OW + ow) * C;
-            for (int64_t c0 = 0; c0 < C; c0 += CB) {
-                const int cb = (int)(C - c0 < CB ? C - c0 : CB);
-                float m[CB];
-                for (int c = 0; c < cb; ++c) m[c] = -INFINITY;
-                for (int32_t i = 0; i < kh; ++i) {
-                    const int64_t h = oh * sh - ph + (int64_t)i * dh;
-                    if (h < 0 || h >= H) continue;
-                    for (int32_t j = 0; j < kw; ++j) {
-                        const int64_t w = ow * sw - pw + (int64_t)j * dw;
-                        if (w < 0 || w >= W) continue;
-                        const float* v = xn + (h * W + w) * C + c0;
-                        for (int c = 0; c < cb; ++c) m[c] = (v[c] > m[c] || v[c] != v[c]) ? v[c] : m[c];
-                    }
-                }
-                for (int c = 0; c < cb; ++c) yo[c0 + c] = m[c];
-            }
-        }
-    }
+inline Taps taps(int64_t o, int32_t s, int32_t p, int32_t d, int32_t k, int64_t size) {
+    const int64_t start = o * s - p;
+    int32_t lo = 0, hi = k;
+    while (lo < k && start + (int64_t)lo * d < 0) ++lo;
+    while (hi > lo && start + (int64_t)(hi - 1) * d >= size) --hi;
+    return {lo, hi};
 }
 
-namespace {
+// A vector of W floats, a single float for W = 1 (GCC's vector extension: the compiler lowers it
+// to the widest registers it has, one zmm for 16 floats with AVX-512).
+template <int W>
+struct Vec {
+    typedef float type __attribute__((vector_size(4 * W)));
+};
+template <>
+struct Vec<1> {
+    typedef float type;
+};
+
+template <int W>
+inline typename Vec<W>::type load(const float* p) {
+    typename Vec<W>::type v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <int W>
+inline void store(float* p, typename Vec<W>::type v) { std::memcpy(p, &v, sizeof v); }
+
+// max over the window of W channels (W = V, or 1 for the tail) from channel c of pixel rows
+template <int W>
+inline void max_window(const float* __restrict xn, float* __restrict yo, int64_t Wd, int64_t C, int64_t h0,
+                       int64_t w0, int32_t dh, int32_t dw, Taps th, Taps tw) {
+    typedef typename Vec<W>::type vf;
+    vf m = vf{} - INFINITY, nan = vf{};
+    for (int32_t i = th.lo; i < th.hi; ++i)
+        for (int32_t j = tw.lo; j < tw.hi; ++j) {
+            const vf v = load<W>(xn + ((h0 + (int64_t)i * dh) * Wd + w0 + (int64_t)j * dw) * C);
+            m = v > m ? v : m;          // one vmaxps: equal values keep the first, NaN is skipped
+            nan = v != v ? v : nan;     // the last NaN, kept aside (one compare and a masked move)
+        }
+    store<W>(yo, nan != nan ? nan : m);
+}
+
+template <int W>
+inline void avg_window(const float* __restrict xn, float* __restrict yo, int64_t Wd, int64_t C, int64_t h0,
+                       int64_t w0, Taps th, Taps tw, int64_t dv) {
+    typedef typename Vec<W>::type vf;
+    vf s = vf{};
+    for (int32_t j = tw.lo; j < tw.hi; ++j) {
+        vf col = vf{};
+        for (int32_t i = th.lo; i < th.hi; ++i) col += load<W>(xn + ((h0 + i) * Wd + w0 + j) * C);
+        s += col;
+    }
+    store<W>(yo, dv > 0 ? s / (float)dv : vf{});
+}
 
 // The divisor along one axis (pooling.py:_avg_divisor): begin pad p0, end pad p1.
 inline int64_t divisor(int64_t o, int64_t size, int32_t k, int32_t s, int32_t p0, int32_t p1, int32_t cip) {
@@ -58,42 +89,61 @@ inline int64_t divisor(int64_t o, int64_t size, int32_t k, int32_t s, int32_t p0
     return valid > 0 ? valid : 0;
 }
 
-}  // namespace
+void max_pool_rows(const float* __restrict x, float* __restrict y, int64_t H, int64_t W,
+                                    int64_t C, int64_t OH, int64_t OW, int32_t kh, int32_t kw, int32_t sh,
+                                    int32_t sw, int32_t ph, int32_t pw, int32_t dh, int32_t dw, int64_t r0,
+                                    int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / OH, oh = r % OH;
+        const float* xn = x + n * H * W * C;
+        const Taps th = taps(oh, sh, ph, dh, kh, H);
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            float* yo = y + (r * OW + ow) * C;
+            const Taps tw = taps(ow, sw, pw, dw, kw, W);
+            const int64_t h0 = oh * sh - ph, w0 = ow * sw - pw;
+            int64_t c = 0;
+            for (; c + V <= C; c += V) max_window<V>(xn + c, yo + c, W, C, h0, w0, dh, dw, th, tw);
+            for (; c < C; ++c) max_window<1>(xn + c, yo + c, W, C, h0, w0, dh, dw, th, tw);
+        }
+    }
+}
 
-PYGPU_EXPORT void avg_pool_nhwc_f32(const float* __restrict x, float* __restrict y, int64_t H, int64_t W,
+void avg_pool_rows(const float* __restrict x, float* __restrict y, int64_t H, int64_t W,
                                     int64_t C, int64_t OH, int64_t OW, int32_t kh, int32_t kw, int32_t sh,
                                     int32_t sw, int32_t pt, int32_t pb, int32_t pl, int32_t pr, int32_t cip,
                                     int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / OH, oh = r % OH;
         const float* xn = x + n * H * W * C;
+        const Taps th = taps(oh, sh, pt, 1, kh, H);
         const int64_t dv_h = divisor(oh, H, kh, sh, pt, pb, cip);
         for (int64_t ow = 0; ow < OW; ++ow) {
             float* yo = y + (r * OW + ow) * C;
+            const Taps tw = taps(ow, sw, pl, 1, kw, W);
             const int64_t dv = dv_h * divisor(ow, W, kw, sw, pl, pr, cip);
-            const float fdiv = (float)dv;
-            for (int64_t c0 = 0; c0 < C; c0 += CB) {
-                const int cb = (int)(C - c0 < CB ? C - c0 : CB);
-                float s[CB];
-                for (int c = 0; c < cb; ++c) s[c] = 0.0f;
-                for (int32_t j = 0; j < kw; ++j) {
-                    const int64_t w = ow * sw - pl + j;
-                    if (w < 0 || w >= W) continue;
-                    float col[CB];
-                    for (int c = 0; c < cb; ++c) col[c] = 0.0f;
-                    for (int32_t i = 0; i < kh; ++i) {
-                        const int64_t h = oh * sh - pt + i;
-                        if (h < 0 || h >= H) continue;
-                        const float* v = xn + (h * W + w) * C + c0;
-                        for (int c = 0; c < cb; ++c) col[c] += v[c];
-                    }
-                    for (int c = 0; c < cb; ++c) s[c] += col[c];
-                }
-                if (dv > 0)
-                    for (int c = 0; c < cb; ++c) yo[c0 + c] = s[c] / fdiv;
-                else
-                    for (int c = 0; c < cb; ++c) yo[c0 + c] = 0.0f;
-            }
+            const int64_t h0 = oh * sh - pt, w0 = ow * sw - pl;
+            int64_t c = 0;
+            for (; c + V <= C; c += V) avg_window<V>(xn + c, yo + c, W, C, h0, w0, th, tw, dv);
+            for (; c < C; ++c) avg_window<1>(xn + c, yo + c, W, C, h0, w0, th, tw, dv);
         }
     }
+}
+
+}  // namespace
+
+// output rows [0, rows) of the flattened (N * OH) split over nt threads
+PYGPU_EXPORT void max_pool_nhwc_f32(const float* x, float* y, int64_t H, int64_t W, int64_t C, int64_t OH,
+                                    int64_t OW, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph,
+                                    int32_t pw, int32_t dh, int32_t dw, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) {
+        max_pool_rows(x, y, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, a, b);
+    });
+}
+
+PYGPU_EXPORT void avg_pool_nhwc_f32(const float* x, float* y, int64_t H, int64_t W, int64_t C, int64_t OH,
+                                    int64_t OW, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                                    int32_t pb, int32_t pl, int32_t pr, int32_t cip, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) {
+        avg_pool_rows(x, y, H, W, C, OH, OW, kh, kw, sh, sw, pt, pb, pl, pr, cip, a, b);
+    });
 }

@@ -46,10 +46,7 @@ float exp_sum(const float* __restrict x, float* __restrict e, int64_t L, float m
     return s;
 }
 
-}  // namespace
-
-PYGPU_EXPORT void softmax_rows_f32(const float* __restrict x, float* __restrict y, int64_t rows, int64_t L,
-                                   int32_t log) {
+void softmax_rows(const float* __restrict x, float* __restrict y, int64_t rows, int64_t L, int32_t log) {
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * L;
         float* yr = y + r * L;
@@ -65,4 +62,11 @@ PYGPU_EXPORT void softmax_rows_f32(const float* __restrict x, float* __restrict 
             for (int64_t i = 0; i < L; ++i) yr[i] = yr[i] * inv;
         }
     }
+}
+
+}  // namespace
+
+// rows split over nt threads
+PYGPU_EXPORT void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t L, int32_t log, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) { softmax_rows(x + a * L, y + a * L, b - a, L, log); });
 }

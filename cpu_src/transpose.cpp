@@ -2,8 +2,8 @@
 // tiles of T x T elements, so that both the reads (rows of the source) and the writes (rows of
 // the destination) touch T consecutive elements of a few cache lines at a time, where a strided
 // NumPy copy walks one of the two a whole row apart per element. Elements are moved as unsigned
-// words of their size, so any dtype of that size keeps its bits. One call moves the source rows
-// [g0, g1) of the B * R rows, so threads take disjoint ranges.
+// words of their size, so any dtype of that size keeps its bits. The B * R source rows are split
+// over the threads.
 #include "common.h"
 
 namespace {
@@ -29,15 +29,15 @@ void transpose_rows(const U* __restrict x, U* __restrict y, int64_t R, int64_t S
 
 }  // namespace
 
-PYGPU_EXPORT void transpose_u8(const uint8_t* x, uint8_t* y, int64_t R, int64_t S, int64_t g0, int64_t g1) {
-    transpose_rows(x, y, R, S, g0, g1);
+PYGPU_EXPORT void transpose_u8(const uint8_t* x, uint8_t* y, int64_t R, int64_t S, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) { transpose_rows(x, y, R, S, a, b); });
 }
-PYGPU_EXPORT void transpose_u16(const uint16_t* x, uint16_t* y, int64_t R, int64_t S, int64_t g0, int64_t g1) {
-    transpose_rows(x, y, R, S, g0, g1);
+PYGPU_EXPORT void transpose_u16(const uint16_t* x, uint16_t* y, int64_t R, int64_t S, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) { transpose_rows(x, y, R, S, a, b); });
 }
-PYGPU_EXPORT void transpose_u32(const uint32_t* x, uint32_t* y, int64_t R, int64_t S, int64_t g0, int64_t g1) {
-    transpose_rows(x, y, R, S, g0, g1);
+PYGPU_EXPORT void transpose_u32(const uint32_t* x, uint32_t* y, int64_t R, int64_t S, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) { transpose_rows(x, y, R, S, a, b); });
 }
-PYGPU_EXPORT void transpose_u64(const uint64_t* x, uint64_t* y, int64_t R, int64_t S, int64_t g0, int64_t g1) {
-    transpose_rows(x, y, R, S, g0, g1);
+PYGPU_EXPORT void transpose_u64(const uint64_t* x, uint64_t* y, int64_t R, int64_t S, int64_t rows, int32_t nt) {
+    pygpu::parallel_rows(0, rows, nt, [&](int64_t a, int64_t b) { transpose_rows(x, y, R, S, a, b); });
 }

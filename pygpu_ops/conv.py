@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._runtime import backends, native, npfast, validate
+from ._runtime import backends, native, validate
 from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -813,13 +813,12 @@ def nhwc_to_nchw(x, *, backend="auto"):
 
 def native_transpose(lib, x: np.ndarray, shape, B: int, R: int, S: int) -> np.ndarray:
     """x viewed as (B, R, S), transposed to (B, S, R) by cpu_src/transpose.cpp into a new array of
-    ``shape``: ranges of the B * R source rows on the thread pool (`npfast.native_rows`)."""
+    ``shape``, the B * R source rows split over the loop's threads."""
     x = np.ascontiguousarray(x)
     out = np.empty(shape, x.dtype)
     if out.size:
         fn = getattr(lib, f"transpose_u{8 * x.dtype.itemsize}")
-        px, py = native.ptr(x), native.ptr(out)
-        npfast.native_rows(B * R, S * x.dtype.itemsize, lambda g0, g1: fn(px, py, R, S, g0, g1))
+        fn(native.ptr(x), native.ptr(out), R, S, B * R, native.threads_for(x.nbytes))
     return out
 
 

@@ -318,17 +318,16 @@ def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
 
 
 def _native_pool_nhwc(x, fn, dims, out_hw, geo):
-    """An NHWC pool through its native loop (cpu_src/pooling.cpp): output rows (N * OH) split
-    over the threads; ``geo`` is the loop's int32 window arguments."""
+    """An NHWC pool through its native loop (cpu_src/pooling.cpp), which splits the output rows
+    (N * OH) over its threads; ``geo`` is the loop's int32 window arguments."""
     N, C, H, W = dims
     OH, OW = out_hw
     x = np.ascontiguousarray(x)
     y = np.empty((N, OH, OW, C), x.dtype)
     if y.size:
-        px, py = native.ptr(x), native.ptr(y)
-        # the work of an output row is the input rows its windows read: kh of them
-        npfast.native_rows(N * OH, geo[0] * W * C * x.dtype.itemsize,
-                           lambda r0, r1: fn(px, py, H, W, C, OH, OW, *geo, r0, r1))
+        # the work: every output row reads kh input rows
+        work = N * OH * geo[0] * W * C * x.dtype.itemsize
+        fn(native.ptr(x), native.ptr(y), H, W, C, OH, OW, *geo, N * OH, native.threads_for(work))
     return y
 
 

@@ -5,7 +5,9 @@ Why: an op NumPy computes in several passes (softmax: max, subtract, exp, sum, d
 one strided slice per window tap) reads and writes memory once per pass, and its float32 ``exp``
 is a library call per pass; PyTorch's CPU kernels make one or two fused, vectorized passes. The
 loops in ``cpu_src/`` do the same, and `npfast` hands them blocks on its thread pool (ctypes
-releases the GIL during a call), so both cores run them.
+releases the GIL during a call) and each loop splits its work over OpenMP threads, as many as
+the Python pool has (`threads_for`): handing a piece to a Python thread costs 30-90 us here, as
+much as a whole softmax at the bench's size, where OpenMP's team takes it in microseconds.
 
 How: every ``cpu_src/*.cpp`` file, its quoted includes inlined (`sources.expand_files`), is one
 translation unit compiled once with the C++ compiler the emulator uses (``PYGPU_OPS_EMU_CXX``,
@@ -30,31 +32,55 @@ import threading
 import warnings
 from typing import Optional
 
-from . import sources
+from . import sources, threads
 
 ENV_VAR = "PYGPU_OPS_NATIVE"
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fPIC", "-shared",
-         "-fvisibility=hidden", "-fno-math-errno", "-fdiagnostics-color=never")
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC",
+         "-shared", "-fvisibility=hidden", "-fno-math-errno", "-fdiagnostics-color=never")
 
 F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 #: The exported functions and their argument types (pointers are passed as ints).
-SIGNATURES = {
-    "relu_f32": (P, P, I64), "relu_f64": (P, P, I64),
-    "leaky_relu_f32": (P, P, I64, F32), "leaky_relu_f64": (P, P, I64, F64),
-    "clip_f32": (P, P, I64, F32, F32), "clip_f64": (P, P, I64, F64, F64),
-    "sigmoid_f32": (P, P, I64), "exp_f32": (P, P, I64),
-    "softmax_rows_f32": (P, P, I64, I64, I32),
+SIGNATURES = {       # the last argument of each is the thread count (`threads_for`)
+    "relu_f32": (P, P, I64, I32), "relu_f64": (P, P, I64, I32),
+    "leaky_relu_f32": (P, P, I64, F32, I32), "leaky_relu_f64": (P, P, I64, F64, I32),
+    "clip_f32": (P, P, I64, F32, F32, I32), "clip_f64": (P, P, I64, F64, F64, I32),
+    "sigmoid_f32": (P, P, I64, I32), "exp_f32": (P, P, I64),
+    "softmax_rows_f32": (P, P, I64, I64, I32, I32),
     # pooling.cpp
-    "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I64),
-    "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I64),
+    "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I32),
+    "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I32),
     # transpose.cpp
-    **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I64) for size in (1, 2, 4, 8)},
+    **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
     # sgemm.cpp
 }
 
+#: Work (bytes read) under which a native loop runs on the calling thread alone.
+PARALLEL_MIN_BYTES = 256 << 10
+
 _lock = threading.Lock()
 _state: dict = {}       # "lib": the CDLL, or "problem": why there is none
+_forked = False         # this process is a fork child of one that ran a parallel region
+
+
+def _after_fork() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def threads_for(nbytes: int) -> int:
+    """The thread count to pass a native loop that reads ``nbytes``: `threads.num_threads`
+    (``PYGPU_OPS_NUM_THREADS``), or 1 below `PARALLEL_MIN_BYTES`, inside a chunk of the Python
+    pool (no nested fan-out), and in a forked child: libgomp's thread team does not survive
+    ``fork``, and a child that enters a parallel region hangs (PyTorch runs single-threaded in
+    such a child for the same reason)."""
+    if nbytes < PARALLEL_MIN_BYTES or _forked or threads.inside_chunk():
+        return 1
+    return threads.num_threads()
 
 
 def enabled() -> bool:

@@ -19,8 +19,8 @@ Limits: a block is at least a row (softmax) or ``BLOCK_BYTES`` (elementwise); ar
 it saves.
 
 Where the native loops are built (`native.lib`), relu, leaky_relu, clip, sigmoid and last-axis
-softmax of float32 (float64 for the first three) run them instead, one contiguous piece per
-thread (they need no cache blocking: each is one pass, or one pass per row). relu, leaky_relu and
+softmax of float32 (float64 for the first three) run them instead, split over OpenMP threads
+inside the loop (they need no cache blocking: each is one pass, or one pass per row). relu, leaky_relu and
 clip give the same bits either way; sigmoid and softmax round their own ``exp`` (within 1 ulp)
 and so differ from the NumPy steps in the last bits, within the ops' error bounds.
 """
@@ -82,27 +82,12 @@ def _pieces(n: int, itemsize: int):
     return threads.split(n, max(1, PARALLEL_MIN_BYTES // max(1, itemsize)))
 
 
-def native_rows(rows: int, row_bytes: int, call) -> None:
-    """``call(r0, r1)`` (a native loop over rows r0..r1) over one range of rows per thread, the
-    whole range on the caller under ``PARALLEL_MIN_BYTES``."""
-    ranges = threads.split(rows, max(1, PARALLEL_MIN_BYTES // max(1, row_bytes)))
-    if len(ranges) == 1:
-        call(*ranges[0])
-    else:
-        threads.map_ranges(ranges, call)
-
-
 def native_elementwise(x: np.ndarray, fn, *args) -> np.ndarray:
-    """A new C-contiguous array of x's shape and dtype: ``fn(x, y, n, *args)`` (a native loop) over
-    one piece of the flat arrays per thread."""
+    """A new C-contiguous array of x's shape and dtype: ``fn(x, y, n, *args, threads)`` (a native
+    loop, which splits the flat arrays over its threads)."""
     x = np.asarray(x, order="C")   # not ascontiguousarray: 0-d stays 0-d
     y = np.empty(x.shape, x.dtype)
-    px, py, size = native.ptr(x), native.ptr(y), x.dtype.itemsize
-    ranges = _pieces(x.size, size)
-    if len(ranges) == 1:
-        fn(px, py, x.size, *args)
-    else:
-        threads.map_ranges(ranges, lambda a, b: fn(px + a * size, py + a * size, b - a, *args))
+    fn(native.ptr(x), native.ptr(y), x.size, *args, native.threads_for(x.nbytes))
     return y
 
 
@@ -292,8 +277,7 @@ def softmax_rows(x2: np.ndarray, log: bool) -> np.ndarray:
     y2 = np.empty_like(x2)
     fn = native_fn("softmax_rows", x2.dtype)
     if fn is not None and x2.size:
-        px, py, row = native.ptr(x2), native.ptr(y2), L * x2.dtype.itemsize
-        native_rows(rows, row, lambda a, b: fn(px + a * row, py + a * row, b - a, L, int(log)))
+        fn(native.ptr(x2), native.ptr(y2), rows, L, int(log), native.threads_for(x2.nbytes))
         return y2
 
     def body(r0, r1):

@@ -69,6 +69,11 @@ def num_threads() -> int:
     return n
 
 
+def inside_chunk() -> bool:
+    """Whether the calling thread is running a chunk of `parallel_for`."""
+    return bool(getattr(_local, "inside", False))
+
+
 def _get_executor(workers: int) -> ThreadPoolExecutor:
     global _executor, _executor_size
     with _lock:

@@ -1,6 +1,8 @@
 """The numpy backend's native loops (cpu_src/, pygpu_ops/_runtime/native.py): the same bits as
 the NumPy route where the op is exact, within the stated bounds where it rounds an exp, and a
 clean fallback to NumPy where they cannot be built."""
+import os
+
 import numpy as np
 import pytest
 
@@ -196,3 +198,29 @@ def test_layout_transposes_move_every_element(monkeypatch, nthreads, dtype):
     x = rng.integers(0, 120, (2, 8, 9, 20)).astype(dtype)[:, ::2, :, 1:]
     got = nchw_to_nhwc(x, backend="numpy")
     assert got.flags.c_contiguous and np.array_equal(got, x.transpose(0, 2, 3, 1))
+
+
+def test_a_forked_child_runs_the_loops_on_one_thread():
+    """libgomp's team does not survive fork: a child entering a parallel region hangs. After a
+    fork the loops get one thread (`native.threads_for`), so the child finishes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os, numpy as np
+        from pygpu_ops import relu
+        from pygpu_ops._runtime import native
+        x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+        assert native.threads_for(x.nbytes) == 2
+        relu(x, backend="numpy")                       # the parent's team exists now
+        pid = os.fork()
+        if pid == 0:
+            ok = native.threads_for(x.nbytes) == 1 and (relu(x, backend="numpy") == np.maximum(x, 0)).all()
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    env = dict(os.environ, PYGPU_OPS_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -46,6 +46,8 @@ SIGNATURES = {
     "softmax_rows_f32": (P, P, I64, I64, I32),
     # pooling.cpp
     # int8_gemm.cpp
+    "int8_gemm_info": (I64, I64, I64, P),
+    "int8_gemm_rows_cols": (P, I64, I32, P, I64, I32, I64, I64, I64, I64, I64, P, I64, P, I64, P, I64, P),
     # sgemm.cpp
 }
 

@@ -477,9 +477,10 @@ def _pick(variant: str, backend_name: str) -> Int8GemmVariant:
 _F32_EXACT = 1 << 24
 
 
-#: Below this many multiply-adds the native GEMM runs on the calling thread alone (about 20 us
-#: of one core's vpdpbusd work: handing a chunk to a pool thread costs tens of microseconds).
-_NATIVE_PARALLEL_MACS = 1 << 22
+#: Below this many multiply-adds the native GEMM runs on the calling thread alone: about 80 us
+#: of one core's vpdpbusd work, against ~20 us to hand chunks to the pool and the risk, on a
+#: loaded machine, of waiting for a worker that shares its core (256^3 stays on one thread).
+_NATIVE_PARALLEL_MACS = 1 << 25
 #: A thread keeps its workspace (the packed b of its chunks) for the next call up to this size,
 #: so that a repeated GEMM neither allocates nor faults in fresh pages; larger ones are freed.
 _NATIVE_KEEP_BYTES = 8 << 20
@@ -500,10 +501,12 @@ def _native_chunks(M: int, N: int, K: int, panel: int) -> list:
     per thread when they share out evenly (b is then packed once in all), else rows per thread
     (each packs all of b, K * N bytes, which is small next to its (M / threads) * N * K products).
     A problem under `_NATIVE_PARALLEL_MACS` is one block."""
-    t = threads.num_threads()
-    if t == 1 or M * N * K < _NATIVE_PARALLEL_MACS:
+    if M * N * K < _NATIVE_PARALLEL_MACS:
         return [(0, M, 0, N)]
+    t = threads.num_threads()
     P = -(-N // panel)
+    if t == 1:
+        return [(0, M, 0, N)]
     if P >= t and (P % t == 0 or P >= 4 * t):
         return [(0, M, p0 * panel, min(N, p1 * panel)) for p0, p1 in threads.split(P, 1, threads=t)]
     return [(m0, m1, 0, N) for m0, m1 in threads.split(M, 16, threads=t)]

@@ -107,6 +107,7 @@ def test_chunks_on_threads(monkeypatch, nthreads, M, N, K):
     """Over the parallel threshold the output is cut into column panels or rows per thread (both
     kinds occur among these shapes); each chunk packs its own b and writes its own block."""
     monkeypatch.setenv(threads.ENV_VAR, nthreads)
+    monkeypatch.setattr(quant, "_NATIVE_PARALLEL_MACS", 1 << 22)    # small shapes, cheap references
     assert M * N * K >= quant._NATIVE_PARALLEL_MACS
     chunks = quant._native_chunks(M, N, K, 64)
     assert len(chunks) == int(nthreads) and sum((m1 - m0) * (n1 - n0) for m0, m1, n0, n1 in chunks) == M * N
@@ -118,6 +119,7 @@ def test_chunks_on_threads(monkeypatch, nthreads, M, N, K):
 
 def test_chunking_uses_columns_and_rows(monkeypatch):
     monkeypatch.setenv(threads.ENV_VAR, "2")
+    monkeypatch.setattr(quant, "_NATIVE_PARALLEL_MACS", 1 << 22)
     assert quant._native_chunks(512, 512, 512, 64) == [(0, 512, 0, 256), (0, 512, 256, 512)]
     assert quant._native_chunks(512, 100, 512, 64) == [(0, 512, 0, 64), (0, 512, 64, 100)]   # 1 panel each
     assert quant._native_chunks(512, 150, 512, 64) == [(0, 256, 0, 150), (256, 512, 0, 150)]   # 3 panels

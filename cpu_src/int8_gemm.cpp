@@ -1,0 +1,350 @@
+// Exact int8 GEMM of the numpy backend (pygpu_ops/quantization.py `_native_acc` calls it, one
+// block of output columns per thread): c (M, N) int32 = sum_k (a[m, k] - za[m]) (b[k, n] - zb[n])
+// for a (M, K) and b (K, N) of int8 or uint8 (independently; the bytes are passed with a flag),
+// za per row or scalar, zb per column or scalar, both in their operand's own range.
+//
+// With AVX512-VNNI (this file is compiled with -march=native, so the choice is made at compile
+// time for this CPU) the raw products go through vpdpbusd, which multiplies 4 unsigned bytes by 4
+// signed bytes and adds the 4 products to an int32 lane:
+//   * the roles: a is read as it is, as the signed operand when a is int8 and as the unsigned one
+//     when a is uint8, so a is never copied; b is packed as the other kind, d = b + beta with
+//     beta = +128 (both int8: xor 0x80 makes b unsigned), -128 (both uint8: xor 0x80 makes it
+//     signed) or 0 (mixed kinds). Then, with zd = zb + beta,
+//       (a - za)(b - zb) = (a - za)(d - zd) = a d - za d - zd a + za zd, so
+//       c = sum_k a d - za colsum(d) - zd rowsum(a) + K za zd
+//         = sum_k a d - za (colsum(d) - K zd) - zd rowsum(a).
+//     Everything is computed modulo 2**32 (unsigned or vpmulld/vpaddd wraparound), which gives
+//     the exact result whenever it fits int32; the caller limits K so that it does. A lane's 4
+//     products are at most 4 * 255 * 128 in magnitude, so vpdpbusd's own sum cannot overflow.
+//   * b is packed per call into panels of NR columns: for each group of 4 k, the 4 bytes of a
+//     column are adjacent (the vpdpbusd layout), NR columns after each other, K padded to a
+//     multiple of 4 and the columns to NR with zeros; colsum(d) comes from the packed panel.
+//   * the micro-kernel keeps an MR x NR tile of int32 accumulators in zmm registers (6 x 64:
+//     24 accumulators, 4 b vectors, 1 broadcast of 4 a bytes), and per group of 4 k loads 4 b
+//     vectors and 6 broadcasts for 24 vpdpbusd.
+//   * blocking: a b panel of KC k (KC * NR = 32 KiB) stays in the 48 KiB L1 while the rows of a
+//     (MC rows x KC, <= 256 KiB) stream through it from L2; for K > KC the tile is added to c
+//     and the zero-point terms are applied with the last K block.
+// Without AVX512-VNNI a portable loop computes each row as sum_k (a - za) * (b - zb) in unsigned
+// 32-bit arithmetic (each product is exact in int32; the wrapped sum is exact as above).
+#include "common.h"
+
+#include <cstddef>
+
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define PYGPU_I8GEMM_VNNI 1
+#endif
+
+namespace i8gemm {
+
+constexpr int64_t MR = 6;         // rows of the register tile
+constexpr int64_t NV = 4;         // zmm vectors (16 int32 columns each) of the register tile
+constexpr int64_t NR = 16 * NV;   // columns of a panel
+constexpr int64_t KC = 512;       // k per L1 block (a multiple of 4)
+constexpr int64_t MC = 510;       // rows per L2 block of a (a multiple of MR)
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+struct Ws {              // a chunk's workspace, laid out in the caller's buffer
+    uint8_t* bp;         // packed b: panels x (K4 / 4) groups x NR columns x 4 bytes
+    int32_t* colterm;    // per column of the chunk: colsum(d) - K zd (mod 2**32)
+    int32_t* zd;         // per column: zb + beta
+    int32_t* rowsum;     // per row: rowsum(a)
+};
+
+inline int64_t panels(int64_t ncols) { return (ncols + NR - 1) / NR; }
+
+// bytes a chunk of ncols columns needs (64 for the alignment of the start)
+inline int64_t workspace_bytes(int64_t M, int64_t K, int64_t ncols) {
+    const int64_t P = panels(ncols), K4 = round_up(K, 4);
+    return 64 + round_up(P * K4 * NR, 64) + 2 * round_up(P * NR * 4, 64) + round_up(M * 4, 64);
+}
+
+inline Ws layout(void* ws, int64_t M, int64_t K, int64_t ncols) {
+    const int64_t P = panels(ncols), K4 = round_up(K, 4);
+    uint8_t* p = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<intptr_t>(ws), 64));
+    Ws w;
+    w.bp = p;
+    p += round_up(P * K4 * NR, 64);
+    w.colterm = reinterpret_cast<int32_t*>(p);
+    p += round_up(P * NR * 4, 64);
+    w.zd = reinterpret_cast<int32_t*>(p);
+    p += round_up(P * NR * 4, 64);
+    w.rowsum = reinterpret_cast<int32_t*>(p);
+    (void)M;
+    return w;
+}
+
+#ifdef PYGPU_I8GEMM_VNNI
+
+// Packs columns [n0, n0 + nc) of b (nc <= NR) into one panel, xor-ing each byte with bx, and
+// returns colsum(d) per column in cs (NR lanes, 0 past nc). Per 4 rows of b and 16 columns,
+// unpacking bytes then words interleaves them as r0 r1 r2 r3 per column (the vpdpbusd order).
+template <bool D_SIGNED>
+void pack_panel(const uint8_t* b, int64_t ldb, int64_t K, int64_t n0, int64_t nc, uint8_t bx,
+                uint8_t* __restrict out, int32_t* cs) {
+    const __m128i x = _mm_set1_epi8(static_cast<char>(bx));
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i sum[NV];
+    for (int v = 0; v < NV; ++v) sum[v] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < K; k += 4, out += NR * 4) {
+        for (int v = 0; v < NV; ++v) {
+            const int64_t c0 = n0 + 16 * v, cols = nc - 16 * v;
+            __m128i r[4];
+            for (int t = 0; t < 4; ++t) {
+                if (cols <= 0 || k + t >= K) {
+                    r[t] = _mm_setzero_si128();
+                    continue;
+                }
+                // only the columns of the chunk are read, and only they are xor-ed: padding stays 0
+                const __mmask16 m = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
+                r[t] = _mm_maskz_mov_epi8(m, _mm_xor_si128(_mm_maskz_loadu_epi8(m, b + (k + t) * ldb + c0), x));
+            }
+            const __m128i lo01 = _mm_unpacklo_epi8(r[0], r[1]), hi01 = _mm_unpackhi_epi8(r[0], r[1]);
+            const __m128i lo23 = _mm_unpacklo_epi8(r[2], r[3]), hi23 = _mm_unpackhi_epi8(r[2], r[3]);
+            __m512i g = _mm512_castsi128_si512(_mm_unpacklo_epi16(lo01, lo23));      // columns 0-3
+            g = _mm512_inserti32x4(g, _mm_unpackhi_epi16(lo01, lo23), 1);             // 4-7
+            g = _mm512_inserti32x4(g, _mm_unpacklo_epi16(hi01, hi23), 2);             // 8-11
+            g = _mm512_inserti32x4(g, _mm_unpackhi_epi16(hi01, hi23), 3);             // 12-15
+            _mm512_store_si512(reinterpret_cast<__m512i*>(out + 64 * v), g);
+            sum[v] = D_SIGNED ? _mm512_dpbusd_epi32(sum[v], ones, g) : _mm512_dpbusd_epi32(sum[v], g, ones);
+        }
+    }
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(reinterpret_cast<__m512i*>(cs + 16 * v), sum[v]);
+}
+
+// The 4 bytes of a row from k (tail < 4: only those, the rest 0; b's padding is 0 there anyway).
+inline int32_t a_quad(const uint8_t* p, int tail) {
+    int32_t q = 0;
+    std::memcpy(&q, p, tail ? tail : 4);
+    return q;
+}
+
+struct Tile {
+    const uint8_t* a;        // row m0, column k0 of a
+    int64_t lda;
+    int64_t mr;              // valid rows (<= MR)
+    const uint8_t* bp;       // the panel at group k0 / 4
+    int64_t groups;          // full groups of 4 k
+    int tail;                // k left over after them (last K block only)
+    int32_t* c;              // row m0, first column of the panel
+    int64_t ldc;
+    int64_t nr;              // valid columns (<= NR)
+    bool first, last;        // the first K block (start from 0), the last (apply zero points)
+    const int32_t* za;       // a's zero point at row m0 (za_step 0: one for all rows)
+    int64_t za_step;
+    const int32_t* rowsum;   // at row m0
+    const int32_t* colterm;  // at the panel's first column
+    const int32_t* zd;
+};
+
+template <bool A_SIGNED>
+inline __m512i dp(__m512i acc, __m512i av, __m512i bv) {
+    return A_SIGNED ? _mm512_dpbusd_epi32(acc, bv, av) : _mm512_dpbusd_epi32(acc, av, bv);
+}
+
+template <bool A_SIGNED>
+void tile(const Tile& t) {
+    __m512i acc[MR][NV];
+    const uint8_t* ar[MR];
+    // rows past mr repeat row 0 (computed, never stored): the loop keeps one shape
+    for (int i = 0; i < MR; ++i) ar[i] = t.a + (i < t.mr ? i : 0) * t.lda;
+    __mmask16 mask[NV];
+    for (int v = 0; v < NV; ++v) {
+        const int64_t cols = t.nr - 16 * v;
+        mask[v] = cols >= 16 ? __mmask16(0xFFFF) : cols <= 0 ? __mmask16(0) : __mmask16((1u << cols) - 1);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+            acc[i][v] = t.first || i >= t.mr ? _mm512_setzero_si512()
+                                             : _mm512_maskz_loadu_epi32(mask[v], t.c + i * t.ldc + 16 * v);
+    const uint8_t* bp = t.bp;
+    for (int64_t g = 0; g < t.groups; ++g, bp += NR * 4) {
+        __m512i bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(reinterpret_cast<const __m512i*>(bp + 64 * v));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+            int32_t q;
+            std::memcpy(&q, ar[i] + 4 * g, 4);
+            const __m512i av = _mm512_set1_epi32(q);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = dp<A_SIGNED>(acc[i][v], av, bv[v]);
+        }
+    }
+    if (t.tail) {
+        __m512i bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(reinterpret_cast<const __m512i*>(bp + 64 * v));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+            const __m512i av = _mm512_set1_epi32(a_quad(ar[i] + 4 * t.groups, t.tail));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = dp<A_SIGNED>(acc[i][v], av, bv[v]);
+        }
+    }
+    // constant trip counts everywhere (rows past mr are skipped by a test): an index the compiler
+    // cannot resolve would put the accumulators in memory
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+        if (i >= t.mr) continue;
+        if (t.last) {
+            const __m512i za = _mm512_set1_epi32(t.za[i * t.za_step]);
+            const __m512i rs = _mm512_set1_epi32(t.rowsum[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                const __m512i ct = _mm512_loadu_si512(t.colterm + 16 * v);
+                const __m512i zd = _mm512_loadu_si512(t.zd + 16 * v);
+                acc[i][v] = _mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(za, ct));
+                acc[i][v] = _mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(rs, zd));
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) _mm512_mask_storeu_epi32(t.c + i * t.ldc + 16 * v, mask[v], acc[i][v]);
+    }
+}
+
+template <typename T>
+void row_sums(const uint8_t* a, int64_t lda, int64_t M, int64_t K, int32_t* rs) {
+    for (int64_t m = 0; m < M; ++m) {
+        const T* r = reinterpret_cast<const T*>(a + m * lda);
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; ++k) s += r[k];   // |s| <= 255 K < 2**31 (K is limited)
+        rs[m] = s;
+    }
+}
+
+template <bool A_SIGNED>
+void gemm(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t m0, int64_t m1,
+          int64_t K, int64_t n0, int64_t n1, const int32_t* za, int64_t za_step, const int32_t* zb,
+          int64_t zb_step, int32_t* c, int64_t ldc, void* workspace, bool b_signed) {
+    const int64_t M = m1 - m0, ncols = n1 - n0, P = panels(ncols), K4 = round_up(K, 4);
+    const Ws w = layout(workspace, M, K, ncols);
+    // d is b in the kind a is not: xor 0x80 when both have the same kind (module comment)
+    const bool same = A_SIGNED == b_signed;
+    const uint8_t bx = same ? 0x80 : 0;
+    const int32_t beta = !same ? 0 : A_SIGNED ? 128 : -128;
+    bool any_zd = false;
+    for (int64_t p = 0; p < P; ++p) {
+        const int64_t nc = n1 - n0 - p * NR < NR ? n1 - n0 - p * NR : NR;
+        int32_t* cs = w.colterm + p * NR;
+        if (A_SIGNED)
+            pack_panel<false>(b, ldb, K, n0 + p * NR, nc, bx, w.bp + p * K4 * NR, cs);
+        else
+            pack_panel<true>(b, ldb, K, n0 + p * NR, nc, bx, w.bp + p * K4 * NR, cs);
+        for (int64_t j = 0; j < NR; ++j) {
+            const int32_t zd = j < nc ? static_cast<int32_t>(zb[(n0 + p * NR + j) * zb_step] + beta) : 0;
+            w.zd[p * NR + j] = zd;
+            any_zd |= zd != 0;
+            cs[j] = static_cast<int32_t>(static_cast<uint32_t>(cs[j]) - static_cast<uint32_t>(K) * static_cast<uint32_t>(zd));
+        }
+    }
+    const uint8_t* a0 = a + m0 * lda;
+    if (any_zd) {
+        if (A_SIGNED) row_sums<int8_t>(a0, lda, M, K, w.rowsum);
+        else row_sums<uint8_t>(a0, lda, M, K, w.rowsum);
+    } else {
+        std::memset(w.rowsum, 0, static_cast<size_t>(M) * 4);
+    }
+    const int64_t Kfull = K / 4 * 4;
+    for (int64_t k0 = 0; k0 < K4; k0 += KC) {
+        const bool last = k0 + KC >= K4;
+        const int64_t kend = last ? Kfull : k0 + KC;
+        for (int64_t mc = 0; mc < M; mc += MC) {
+            const int64_t mce = mc + MC < M ? mc + MC : M;
+            for (int64_t p = 0; p < P; ++p) {
+                for (int64_t m = mc; m < mce; m += MR) {
+                    Tile t;
+                    t.a = a0 + m * lda + k0;
+                    t.lda = lda;
+                    t.mr = mce - m < MR ? mce - m : MR;
+                    t.bp = w.bp + p * K4 * NR + k0 * NR;
+                    t.groups = (kend - k0) / 4;
+                    t.tail = last ? static_cast<int>(K - Kfull) : 0;
+                    t.c = c + (m0 + m) * ldc + n0 + p * NR;
+                    t.ldc = ldc;
+                    t.nr = n1 - n0 - p * NR < NR ? n1 - n0 - p * NR : NR;
+                    t.first = k0 == 0;
+                    t.last = last;
+                    t.za = za + (m0 + m) * za_step;
+                    t.za_step = za_step;
+                    t.rowsum = w.rowsum + m;
+                    t.colterm = w.colterm + p * NR;
+                    t.zd = w.zd + p * NR;
+                    tile<A_SIGNED>(t);
+                }
+            }
+        }
+    }
+}
+
+#else  // portable
+
+template <typename TA, typename TB>
+void gemm_portable(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t m0, int64_t m1,
+                   int64_t K, int64_t n0, int64_t n1, const int32_t* za, int64_t za_step,
+                   const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc) {
+    for (int64_t m = m0; m < m1; ++m) {
+        uint32_t* __restrict acc = reinterpret_cast<uint32_t*>(c + m * ldc);
+        const TA* ar = reinterpret_cast<const TA*>(a + m * lda);
+        const int32_t zam = za[m * za_step];
+        for (int64_t n = n0; n < n1; ++n) acc[n] = 0;
+        for (int64_t k = 0; k < K; ++k) {
+            const int32_t av = static_cast<int32_t>(ar[k]) - zam;          // |av| <= 255
+            const TB* br = reinterpret_cast<const TB*>(b + k * ldb);
+            for (int64_t n = n0; n < n1; ++n)   // each product <= 255 * 255: exact in int32
+                acc[n] += static_cast<uint32_t>(av * (static_cast<int32_t>(br[n]) - zb[n * zb_step]));
+        }
+    }
+}
+
+#endif
+
+}  // namespace i8gemm
+
+// out[0]: columns per panel (the unit to split columns over threads in), out[1]: the workspace
+// bytes of a chunk of M rows and ncols columns, out[2]: 1 with the VNNI kernel, 0 portable.
+PYGPU_EXPORT void int8_gemm_info(int64_t M, int64_t K, int64_t ncols, int64_t* out) {
+#ifdef PYGPU_I8GEMM_VNNI
+    out[0] = i8gemm::NR;
+    out[1] = i8gemm::workspace_bytes(M, K, ncols);
+    out[2] = 1;
+#else
+    (void)M; (void)K; (void)ncols;
+    out[0] = 64;
+    out[1] = 0;
+    out[2] = 0;
+#endif
+}
+
+// c[m, n] for rows [m0, m1) and columns [n0, n1), exact int32 (see the top of the file).
+// a (M, K) and b (K, N) as bytes, rows lda / ldb bytes apart, a_signed / b_signed: int8 (1) or
+// uint8 (0); za[m * za_step], zb[n * zb_step] the zero points in the operands' own ranges; c
+// rows ldc int32 apart; workspace: int8_gemm_info's out[1] bytes, this call's alone.
+PYGPU_EXPORT void int8_gemm_rows_cols(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b,
+                                      int64_t ldb, int32_t b_signed, int64_t m0, int64_t m1, int64_t K,
+                                      int64_t n0, int64_t n1, const int32_t* za, int64_t za_step,
+                                      const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc,
+                                      void* workspace) {
+    if (m1 <= m0 || n1 <= n0) return;
+    if (K == 0) {    // an empty sum: no zero-point term either
+        for (int64_t m = m0; m < m1; ++m) std::memset(c + m * ldc + n0, 0, static_cast<size_t>(n1 - n0) * 4);
+        return;
+    }
+#ifdef PYGPU_I8GEMM_VNNI
+    if (a_signed)
+        i8gemm::gemm<true>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, workspace, b_signed);
+    else
+        i8gemm::gemm<false>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, workspace, b_signed);
+#else
+    (void)workspace;
+    using i8gemm::gemm_portable;
+    if (a_signed && b_signed) gemm_portable<int8_t, int8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
+    else if (a_signed) gemm_portable<int8_t, uint8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
+    else if (b_signed) gemm_portable<uint8_t, int8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
+    else gemm_portable<uint8_t, uint8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
+#endif
+}

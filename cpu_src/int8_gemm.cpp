@@ -1,5 +1,5 @@
-// Exact int8 GEMM of the numpy backend (pygpu_ops/quantization.py `_native_acc` calls it, one
-// block of output columns per thread): c (M, N) int32 = sum_k (a[m, k] - za[m]) (b[k, n] - zb[n])
+// Exact int8 GEMM of the numpy backend (pygpu_ops/quantization.py `_native_acc` calls it; the
+// output is split over OpenMP threads, `int8_gemm` at the end): c (M, N) int32 = sum_k (a[m, k] - za[m]) (b[k, n] - zb[n])
 // for a (M, K) and b (K, N) of int8 or uint8 (independently; the bytes are passed with a flag),
 // za per row or scalar, zb per column or scalar, both in their operand's own range.
 //
@@ -30,6 +30,7 @@
 #include "common.h"
 
 #include <cstddef>
+#include <vector>
 
 #if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -305,46 +306,66 @@ void gemm_portable(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb,
 
 }  // namespace i8gemm
 
-// out[0]: columns per panel (the unit to split columns over threads in), out[1]: the workspace
-// bytes of a chunk of M rows and ncols columns, out[2]: 1 with the VNNI kernel, 0 portable.
-PYGPU_EXPORT void int8_gemm_info(int64_t M, int64_t K, int64_t ncols, int64_t* out) {
-#ifdef PYGPU_I8GEMM_VNNI
-    out[0] = i8gemm::NR;
-    out[1] = i8gemm::workspace_bytes(M, K, ncols);
-    out[2] = 1;
-#else
-    (void)M; (void)K; (void)ncols;
-    out[0] = 64;
-    out[1] = 0;
-    out[2] = 0;
-#endif
-}
+namespace i8gemm {
 
-// c[m, n] for rows [m0, m1) and columns [n0, n1), exact int32 (see the top of the file).
-// a (M, K) and b (K, N) as bytes, rows lda / ldb bytes apart, a_signed / b_signed: int8 (1) or
-// uint8 (0); za[m * za_step], zb[n * zb_step] the zero points in the operands' own ranges; c
-// rows ldc int32 apart; workspace: int8_gemm_info's out[1] bytes, this call's alone.
-PYGPU_EXPORT void int8_gemm_rows_cols(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b,
-                                      int64_t ldb, int32_t b_signed, int64_t m0, int64_t m1, int64_t K,
-                                      int64_t n0, int64_t n1, const int32_t* za, int64_t za_step,
-                                      const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc,
-                                      void* workspace) {
+// one block of the output: rows [m0, m1), columns [n0, n1)
+void block(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b, int64_t ldb, int32_t b_signed,
+           int64_t m0, int64_t m1, int64_t K, int64_t n0, int64_t n1, const int32_t* za, int64_t za_step,
+           const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc) {
     if (m1 <= m0 || n1 <= n0) return;
     if (K == 0) {    // an empty sum: no zero-point term either
         for (int64_t m = m0; m < m1; ++m) std::memset(c + m * ldc + n0, 0, static_cast<size_t>(n1 - n0) * 4);
         return;
     }
 #ifdef PYGPU_I8GEMM_VNNI
+    // each thread keeps its workspace (packed b, column and row terms) for the next call up to
+    // 8 MiB, so a repeated GEMM neither allocates nor faults in fresh pages
+    thread_local std::vector<uint8_t> ws;
+    const size_t need = static_cast<size_t>(workspace_bytes(m1 - m0, K, n1 - n0));
+    if (ws.size() < need) ws.resize(need);
     if (a_signed)
-        i8gemm::gemm<true>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, workspace, b_signed);
+        gemm<true>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, ws.data(), b_signed);
     else
-        i8gemm::gemm<false>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, workspace, b_signed);
+        gemm<false>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc, ws.data(), b_signed);
+    if (ws.size() > (8u << 20)) std::vector<uint8_t>().swap(ws);
 #else
-    (void)workspace;
-    using i8gemm::gemm_portable;
     if (a_signed && b_signed) gemm_portable<int8_t, int8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
     else if (a_signed) gemm_portable<int8_t, uint8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
     else if (b_signed) gemm_portable<uint8_t, int8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
     else gemm_portable<uint8_t, uint8_t>(a, lda, b, ldb, m0, m1, K, n0, n1, za, za_step, zb, zb_step, c, ldc);
 #endif
+}
+
+}  // namespace i8gemm
+
+// out[0]: columns per panel, out[1]: 1 with the VNNI kernel, 0 portable (for the tests).
+PYGPU_EXPORT void int8_gemm_info(int64_t* out) {
+    out[0] = i8gemm::NR;
+#ifdef PYGPU_I8GEMM_VNNI
+    out[1] = 1;
+#else
+    out[1] = 0;
+#endif
+}
+
+// c (M, N) exact int32 (see the top of the file): a (M, K) and b (K, N) as bytes, rows lda / ldb
+// bytes apart, a_signed / b_signed: int8 (1) or uint8 (0); za[m * za_step], zb[n * zb_step] the
+// zero points in the operands' own ranges; c rows ldc int32 apart. With nt threads, each takes
+// whole panels of columns when they share out evenly (b is then packed once in all), else a block
+// of rows (each packs all of b, K * N bytes, small next to its (M / nt) * N * K products).
+PYGPU_EXPORT void int8_gemm(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b, int64_t ldb,
+                            int32_t b_signed, int64_t M, int64_t N, int64_t K, const int32_t* za, int64_t za_step,
+                            const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc, int32_t nt) {
+    using i8gemm::NR;
+    const int64_t P = (N + NR - 1) / NR;
+    if (nt > 1 && P >= nt && (P % nt == 0 || P >= 4 * nt)) {
+        pygpu::parallel_rows(0, P, nt, [&](int64_t p0, int64_t p1) {
+            i8gemm::block(a, lda, a_signed, b, ldb, b_signed, 0, M, K, p0 * NR, p1 * NR < N ? p1 * NR : N, za,
+                          za_step, zb, zb_step, c, ldc);
+        });
+    } else {
+        pygpu::parallel_rows(0, M, nt, [&](int64_t m0, int64_t m1) {
+            i8gemm::block(a, lda, a_signed, b, ldb, b_signed, m0, m1, K, 0, N, za, za_step, zb, zb_step, c, ldc);
+        }, 16);
+    }
 }

@@ -43,13 +43,12 @@ Numerical contract (every backend gives the same bits):
 from __future__ import annotations
 
 import numbers
-import threading
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ._runtime import backends, native, npfast, threads, validate
+from ._runtime import backends, native, npfast, validate
 from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device, to_host
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -477,16 +476,6 @@ def _pick(variant: str, backend_name: str) -> Int8GemmVariant:
 _F32_EXACT = 1 << 24
 
 
-#: Below this many multiply-adds the native GEMM runs on the calling thread alone: about 80 us
-#: of one core's vpdpbusd work, against ~20 us to hand chunks to the pool and the risk, on a
-#: loaded machine, of waiting for a worker that shares its core (256^3 stays on one thread).
-_NATIVE_PARALLEL_MACS = 1 << 25
-#: A thread keeps its workspace (the packed b of its chunks) for the next call up to this size,
-#: so that a repeated GEMM neither allocates nor faults in fresh pages; larger ones are freed.
-_NATIVE_KEEP_BYTES = 8 << 20
-_native_ws = threading.local()
-
-
 def _byte_rows(x) -> Tuple[np.ndarray, int]:
     """x (2-D, 8-bit) as bytes whose rows are contiguous, and the row stride in bytes: the array
     itself when its rows already are (a column slice, a row-strided view), else a C copy."""
@@ -496,35 +485,11 @@ def _byte_rows(x) -> Tuple[np.ndarray, int]:
     return x.view(np.uint8), int(x.strides[0]) if x.shape[0] > 1 else x.shape[1]
 
 
-def _native_chunks(M: int, N: int, K: int, panel: int) -> list:
-    """``(m0, m1, n0, n1)`` blocks of the output, one native call each: whole panels of columns
-    per thread when they share out evenly (b is then packed once in all), else rows per thread
-    (each packs all of b, K * N bytes, which is small next to its (M / threads) * N * K products).
-    A problem under `_NATIVE_PARALLEL_MACS` is one block."""
-    if M * N * K < _NATIVE_PARALLEL_MACS:
-        return [(0, M, 0, N)]
-    t = threads.num_threads()
-    P = -(-N // panel)
-    if t == 1:
-        return [(0, M, 0, N)]
-    if P >= t and (P % t == 0 or P >= 4 * t):
-        return [(0, M, p0 * panel, min(N, p1 * panel)) for p0, p1 in threads.split(P, 1, threads=t)]
-    return [(m0, m1, 0, N) for m0, m1 in threads.split(M, 16, threads=t)]
-
-
-def _native_workspace(nbytes: int) -> np.ndarray:
-    buf = getattr(_native_ws, "buf", None)
-    if buf is not None and buf.size >= nbytes:
-        return buf
-    buf = np.empty(max(nbytes, 64), np.uint8)
-    _native_ws.buf = buf if nbytes <= _NATIVE_KEEP_BYTES else None
-    return buf
-
-
 def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     """int32 sum_k (a - za)(b - zb) by ``cpu_src/int8_gemm.cpp`` (vpdpbusd with AVX512-VNNI, a
-    plain int32 loop without), exact for every K `_gemm_problem` accepts; blocks of the output
-    (`_native_chunks`) on the thread pool, each with its own part of the workspace."""
+    plain int32 loop without), exact for every K `_gemm_problem` accepts; the loop splits the
+    output over its threads (`native.threads_for`, with M * N * K / 8 as the work in bytes: about
+    2M multiply-adds, 5 us of one core, before a second thread helps)."""
     M, N, K = p.M, p.N, p.K
     a, lda = _byte_rows(p.a)
     b, ldb = _byte_rows(p.b)
@@ -532,31 +497,10 @@ def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     # then zb in one buffer
     zp = np.concatenate([p.za + (128 if p.a_flip else 0), p.zb + (128 if p.b_flip else 0)]).astype(np.int32)
     out = np.empty((M, N), np.int32)
-    info = np.zeros(3, np.int64)
-    pinfo = native.ptr(info)
-    lib.int8_gemm_info(M, K, N, pinfo)
-    chunks = _native_chunks(M, N, K, int(info[0]))
-    if len(chunks) == 1:
-        offsets = [0, int(info[1])]
-    else:
-        offsets = [0]
-        for m0, m1, n0, n1 in chunks:
-            lib.int8_gemm_info(m1 - m0, K, n1 - n0, pinfo)
-            offsets.append(offsets[-1] + int(info[1]))
-    ws = _native_workspace(offsets[-1])     # referenced until the calls return
-    pws = native.ptr(ws)
     pza = native.ptr(zp)
-    head = (native.ptr(a), lda, int(not p.a_flip), native.ptr(b), ldb, int(not p.b_flip))
-    tail = (pza, int(p.za.size > 1), pza + 4 * p.za.size, int(p.zb.size > 1), native.ptr(out), N)
-
-    def run(i):
-        m0, m1, n0, n1 = chunks[i]
-        lib.int8_gemm_rows_cols(*head, m0, m1, K, n0, n1, *tail, pws + offsets[i])
-    if len(chunks) == 1:
-        run(0)
-    else:
-        threads.parallel_for(len(chunks), run)
-    del ws
+    lib.int8_gemm(native.ptr(a), lda, int(not p.a_flip), native.ptr(b), ldb, int(not p.b_flip), M, N, K,
+                  pza, int(p.za.size > 1), pza + 4 * p.za.size, int(p.zb.size > 1), native.ptr(out), N,
+                  native.threads_for(M * N * K // 8))
     return out
 
 

@@ -52,8 +52,8 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     # transpose.cpp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
-    "int8_gemm_info": (I64, I64, I64, P),
-    "int8_gemm_rows_cols": (P, I64, I32, P, I64, I32, I64, I64, I64, I64, I64, P, I64, P, I64, P, I64, P),
+    "int8_gemm_info": (P,),
+    "int8_gemm": (P, I64, I32, P, I64, I32, I64, I64, I64, P, I64, P, I64, P, I64, I32),
     # sgemm.cpp
 }
 

@@ -49,10 +49,10 @@ def _native_defines(march):
 
 
 def test_vnni_kernel_is_the_one_built_where_the_compiler_targets_it():
-    info = np.zeros(3, np.int64)
-    native.lib().int8_gemm_info(1, 1, 1, native.ptr(info))
+    info = np.zeros(2, np.int64)
+    native.lib().int8_gemm_info(native.ptr(info))
     d = _native_defines("native")
-    assert info[2] == int({"__AVX512VNNI__", "__AVX512BW__", "__AVX512VL__"} <= d)
+    assert info[1] == int({"__AVX512VNNI__", "__AVX512BW__", "__AVX512VL__"} <= d)
     assert info[0] == 64
 
 
@@ -102,28 +102,18 @@ def test_results_at_the_int32_limit():
 
 
 @pytest.mark.parametrize("nthreads", ["1", "2", "3"])
-@pytest.mark.parametrize("M,N,K", [(130, 700, 261), (301, 65, 230), (6, 1000, 1030), (600, 130, 65)])
-def test_chunks_on_threads(monkeypatch, nthreads, M, N, K):
-    """Over the parallel threshold the output is cut into column panels or rows per thread (both
-    kinds occur among these shapes); each chunk packs its own b and writes its own block."""
+@pytest.mark.parametrize("M,N,K", [(130, 700, 261), (301, 65, 230), (6, 1000, 1030), (600, 130, 65),
+                                   (512, 150, 64)])
+def test_split_over_threads(monkeypatch, nthreads, M, N, K):
+    """Over the parallel threshold the loop cuts the output into column panels per thread when the
+    64-column panels share out evenly, else rows (both kinds occur among these shapes); each
+    thread packs its own b and writes its own block."""
     monkeypatch.setenv(threads.ENV_VAR, nthreads)
-    monkeypatch.setattr(quant, "_NATIVE_PARALLEL_MACS", 1 << 22)    # small shapes, cheap references
-    assert M * N * K >= quant._NATIVE_PARALLEL_MACS
-    chunks = quant._native_chunks(M, N, K, 64)
-    assert len(chunks) == int(nthreads) and sum((m1 - m0) * (n1 - n0) for m0, m1, n0, n1 in chunks) == M * N
+    assert native.threads_for(M * N * K // 8) == int(nthreads)
     rng = np.random.default_rng(M + N)
     for adt, bdt in KINDS:
         a, b = _random(rng, (M, K), adt), _random(rng, (K, N), bdt)
         _check(a, b, _random(rng, (M,), adt), _random(rng, (N,), bdt))
-
-
-def test_chunking_uses_columns_and_rows(monkeypatch):
-    monkeypatch.setenv(threads.ENV_VAR, "2")
-    monkeypatch.setattr(quant, "_NATIVE_PARALLEL_MACS", 1 << 22)
-    assert quant._native_chunks(512, 512, 512, 64) == [(0, 512, 0, 256), (0, 512, 256, 512)]
-    assert quant._native_chunks(512, 100, 512, 64) == [(0, 512, 0, 64), (0, 512, 64, 100)]   # 1 panel each
-    assert quant._native_chunks(512, 150, 512, 64) == [(0, 256, 0, 150), (256, 512, 0, 150)]   # 3 panels
-    assert quant._native_chunks(8, 8, 8, 64) == [(0, 8, 0, 8)]
 
 
 def test_strided_and_non_contiguous_inputs():
@@ -173,11 +163,11 @@ def portable_lib(tmp_path_factory):
     flags = [f for f in native.FLAGS if f != "-march=native"]
     subprocess.run([_build.compiler(), *flags, "-march=x86-64-v2", str(src), "-o", str(so)], check=True)
     dll = ctypes.CDLL(str(so))
-    for name in ("int8_gemm_info", "int8_gemm_rows_cols"):
+    for name in ("int8_gemm_info", "int8_gemm"):
         getattr(dll, name).argtypes, getattr(dll, name).restype = native.SIGNATURES[name], None
-    info = np.zeros(3, np.int64)
-    dll.int8_gemm_info(1, 1, 1, native.ptr(info))
-    assert info[2] == 0       # built without AVX512-VNNI: the portable loop
+    info = np.zeros(2, np.int64)
+    dll.int8_gemm_info(native.ptr(info))
+    assert info[1] == 0       # built without AVX512-VNNI: the portable loop
     return dll
 
 

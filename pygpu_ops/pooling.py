@@ -216,7 +216,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         if name == "numpy":
             fn = None if return_indices or layout != "NHWC" else npfast.native_fn("max_pool_nhwc", dtype)
             if fn is not None:
-                return _native_pool_nhwc(x, fn, (N, C, H, W), (OH, OW), k + s + p + d)
+                return _native_pool(x, fn, layout, (N, C, H, W), (OH, OW), k + s + p + d)
             vals, idx = npfast.per_batch(   # images on the thread pool
                 lambda xb: _numpy_max_pool(xb, layout, k, s, p, d, OH, OW, return_indices), np.asarray(x))
             return (vals, idx) if return_indices else vals
@@ -317,17 +317,21 @@ def _numpy_max_pool(x, layout, k, s, p, d, OH, OW, with_indices=True):
     return best, row * x.shape[aw] + col
 
 
-def _native_pool_nhwc(x, fn, dims, out_hw, geo):
-    """An NHWC pool through its native loop (cpu_src/pooling.cpp), which splits the output rows
-    (N * OH) over its threads; ``geo`` is the loop's int32 window arguments."""
+def _native_pool(x, fn, layout, dims, out_hw, geo):
+    """A pool through its native loop (cpu_src/pooling.cpp), which splits the output rows (N * OH,
+    or N * C * OH planes' rows for NCHW) over its threads; ``geo`` is the loop's int32 window
+    arguments."""
     N, C, H, W = dims
     OH, OW = out_hw
     x = np.ascontiguousarray(x)
-    y = np.empty((N, OH, OW, C), x.dtype)
+    y = np.empty(_out_shape(layout, N, C, OH, OW), x.dtype)
     if y.size:
         # the work: every output row reads kh input rows
         work = N * OH * geo[0] * W * C * x.dtype.itemsize
-        fn(native.ptr(x), native.ptr(y), H, W, C, OH, OW, *geo, N * OH, native.threads_for(work))
+        if layout == "NHWC":
+            fn(native.ptr(x), native.ptr(y), H, W, C, OH, OW, *geo, N * OH, native.threads_for(work))
+        else:
+            fn(native.ptr(x), native.ptr(y), H, W, OH, OW, *geo, N * C * OH, native.threads_for(work))
     return y
 
 
@@ -357,10 +361,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     label = "numpy" if name == "numpy" else f"avg_pool2d_{layout.lower()}"
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
-            fn = npfast.native_fn("avg_pool_nhwc", dtype) if layout == "NHWC" else None
+            fn = npfast.native_fn(f"avg_pool_{layout.lower()}", dtype)
             if fn is not None:
-                return _native_pool_nhwc(x, fn, (N, C, H, W), (OH, OW),
-                                         k + s + (pt, pb, pl, pr, int(count_include_pad)))
+                return _native_pool(x, fn, layout, (N, C, H, W), (OH, OW),
+                                    k + s + (pt, pb, pl, pr, int(count_include_pad)))
             return npfast.per_batch(lambda xb: _numpy_avg_pool(xb, layout, k, s, p, OH, OW, count_include_pad),
                                     np.asarray(x))
         dev = get_device(name)

@@ -49,6 +49,7 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     # pooling.cpp
     "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I32),
     "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I32),
+    "avg_pool_nchw_f32": (P, P) + (I64,) * 4 + (I32,) * 9 + (I64, I32),
     # transpose.cpp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp

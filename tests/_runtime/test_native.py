@@ -149,15 +149,19 @@ def _both_routes(monkeypatch, fn):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_nhwc_pools_give_the_numpy_routes_bits(monkeypatch, seed):
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_pools_give_the_numpy_routes_bits(monkeypatch, seed, layout):
     """Random window geometry (asymmetric pads, dilation, ceil_mode, count_include_pad), channel
-    counts around the 64-channel block, and NaN / inf / -0.0 / ties in the data."""
+    counts around the 16-channel vector, and NaN / inf / -0.0 / ties in the data. (NCHW: avg
+    only is native; max is checked too, on the NumPy route both times.)"""
     from pygpu_ops import avg_pool2d, max_pool2d
 
     rng = np.random.default_rng(seed)
     N, H, W = int(rng.integers(1, 4)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
     C = int(rng.choice([1, 3, 16, 63, 64, 65, 130]))
     x = rng.integers(-3, 4, (N, H, W, C)).astype(np.float32)      # small integers: many ties
+    if layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     flat = x.reshape(-1)
     for v, step in ((np.nan, 17), (np.inf, 23), (-np.inf, 29), (-0.0, 5)):
         flat[int(rng.integers(0, 7))::step] = v
@@ -170,13 +174,13 @@ def test_nhwc_pools_give_the_numpy_routes_bits(monkeypatch, seed):
     for cip in (True, False):
         with np.errstate(invalid="ignore"):
             got, want = _both_routes(monkeypatch, lambda: avg_pool2d(
-                x, k, s, pads, ceil_mode=ceil, count_include_pad=cip, layout="NHWC", backend="numpy"))
+                x, k, s, pads, ceil_mode=ceil, count_include_pad=cip, layout=layout, backend="numpy"))
         assert same(got, want), (k, s, pads, ceil, cip)
     sym = (pads[0][0], pads[1][0])
     d = tuple(2 if 2 * (k[i] - 1) + 1 <= (H, W)[i] + 2 * sym[i] and rng.integers(0, 2) else 1 for i in range(2))
     if all(sym[i] <= (d[i] * (k[i] - 1) + 1) // 2 for i in range(2)):
         got, want = _both_routes(monkeypatch, lambda: max_pool2d(
-            x, k, s, sym, d, ceil_mode=ceil, layout="NHWC", backend="numpy"))
+            x, k, s, sym, d, ceil_mode=ceil, layout=layout, backend="numpy"))
         assert same(got, want), (k, s, sym, d, ceil)
 
 

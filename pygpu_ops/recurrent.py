@@ -58,7 +58,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import linalg
-from ._runtime import backends, validate
+from ._runtime import backends, npfast, validate
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -264,9 +264,9 @@ def _y_strides(order: str, S: int, B: int, D: int, H: int) -> Tuple[Tuple[int, .
 # NumPy path
 # ---------------------------------------------------------------------------------------------
 def _sigmoid(v):
-    # exp of a non-positive number only: no overflow, accurate in the far negative tail.
-    e = np.exp(-np.abs(v))
-    return np.where(v >= 0, 1 / (1 + e), e / (1 + e)).astype(F32)
+    # exp of a non-positive number only: no overflow, accurate in the far negative tail
+    # (npfast.sigmoid: the native loop where it is built, else the same formula in NumPy)
+    return npfast.sigmoid(np.asarray(v, F32))
 
 
 def _numpy_layer(L: Layer):

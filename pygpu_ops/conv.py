@@ -48,7 +48,7 @@ from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
-from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant
+from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant, native_blocks, native_run
 from .linalg import launch_config as gemm_launch_config
 
 # ---------------------------------------------------------------------------------------------
@@ -681,7 +681,8 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     the input), whatever the padding and dilation. ``dtype`` is the computation's (qconv2d's
     fallback sums exact integers in float64 through this same path)."""
     dtype = np.dtype(dtype)
-    if layout == "NCHW" and g.G == 1 and g.KH * g.KW > 1 and x.size and w.size:
+    lib = native.lib() if dtype == np.float32 and g.G == 1 else None
+    if layout == "NCHW" and lib is None and g.G == 1 and g.KH * g.KW > 1 and x.size and w.size:
         # Through NHWC: its columns put C innermost (long contiguous copies) and its matmul is one
         # (pixels x K) @ (K x O) SGEMM for the chunk, where NCHW's is a batch of small ones per
         # image. Measured on the bench's ResNet layers (8x64x28x28, 1x128x28x28, 1x256x14x14, the
@@ -698,8 +699,12 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     G, Cg, Og = g.G, g.Cg, g.Og
     taps_h, taps_w = _taps(g)
     nh, nw = len(taps_h), len(taps_w)
+    fused = False       # bias and activation applied by the native kernel
     if x.size == 0 or w.size == 0 or nh == 0 or nw == 0:
         out[...] = 0
+    elif lib is not None:
+        _native_conv(lib, x, w, bias, g, layout, act, slope, out, taps_h, taps_w)
+        fused = True
     else:
         ih, iw = [t[0] for t in taps_h], [t[0] for t in taps_w]
         if layout == "NCHW":
@@ -757,6 +762,8 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
                 out[n0:n1, h0:h1] = r.transpose(1, 0, 2).reshape(nb, oh, g.OW, g.O)
     if x.size:   # an empty x (H or W of 0 too) gives the bias alone, as on the device
         _skipped_taps_nan(out, w, g, layout, taps_h, taps_w)
+    if fused:    # NaN stays NaN under + bias and every activation: the order does not matter
+        return out
     if bias is not None:
         out += np.asarray(bias).reshape((1, g.O, 1, 1) if layout == "NCHW" else (1, 1, 1, g.O))
     if act in (1, 3):
@@ -766,6 +773,50 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     elif act == 2:
         out[out < 0] *= np.float32(slope)
     return out
+
+
+def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: float, out, taps_h, taps_w) -> None:
+    """``out`` = act(conv(x, w) + bias) for one group, float32, by the native kernel
+    (``cpu_src/sgemm.cpp: conv_nhwc_f32``): the im2col matrix is never built, each tile reads its
+    pixels' channel vectors from NHWC x (zeros in the padding), so there is no column buffer (the
+    `set_column_buffer_limit` cap holds trivially), and the weights are read in place in either
+    layout. Only the taps that read the input enter the sum, as in the NumPy route
+    (`_skipped_taps_nan` covers the others). NCHW: x is transposed to NHWC first (O(input));
+    the kernel scatters its last K block's results straight into the NCHW output. One block of
+    output pixels or channels per thread (`linalg.native_blocks`)."""
+    nchw = layout == "NCHW"
+    ih = np.asarray([t[0] for t in taps_h], np.int64)
+    iw = np.asarray([t[0] for t in taps_w], np.int64)
+    th = np.repeat(ih, len(iw))
+    tw = np.tile(iw, len(ih))
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nchw else x, np.float32)
+    w = np.ascontiguousarray(w, np.float32)
+    taps = g.KH * g.KW
+    if nchw:        # w (O, C, kh, kw)
+        boff, rs, cs = th * g.KW + tw, taps, g.C * taps
+    else:           # w (O, kh, kw, C)
+        boff, rs, cs = (th * g.KW + tw) * g.C, 1, taps * g.C
+    M, K = g.N * g.OH * g.OW, len(th) * g.C
+    # NCHW: the partial sums between K blocks live in a (pixels, O) scratch; the kernel's scatter
+    # takes int32 offsets, so an image of more than 2**26 pixels goes through a transpose instead.
+    scatter = nchw and g.OH * g.OW <= INT32_MAX // 32
+    y = np.empty((M, g.O), np.float32) if nchw else out
+    b = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    zeros = np.zeros(max(1, min(g.C, 512)), np.float32)       # a padding row: one K block of C
+    th32, tw32 = th.astype(np.int32), tw.astype(np.int32)
+    keep = (x, w, b, zeros, th32, tw32, boff, y)               # alive until the calls return
+    ptr = native.ptr
+    args = (ptr(th32), ptr(tw32), ptr(boff), len(th), ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
+            ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
+
+    def call(m0, m1, n0, n1):
+        lib.conv_nhwc_f32(ptr(x), g.H, g.W, g.C, g.OH, g.OW, g.SH, g.SW, g.PT, g.PL, g.DH, g.DW,
+                          *args, m0, m1, n0, n1)
+
+    native_run(native_blocks(M, g.O, K), call)
+    del keep
+    if nchw and not scatter:
+        out[...] = y.reshape(g.N, g.OH, g.OW, g.O).transpose(0, 3, 1, 2)
 
 
 def _skipped_taps_nan(out, w, g: Geometry, layout: str, taps_h, taps_w) -> None:

@@ -325,6 +325,80 @@ def _numpy_gemm(opa, opb, c, alpha, beta, dtype, out):
     return r
 
 
+#: The native GEMM's tile (cpu_src/sgemm.cpp: MR rows x NR columns per micro-kernel call).
+NATIVE_MR, NATIVE_NR = 14, 32
+#: Below this many flops one thread does the whole product (handing a block to the pool costs
+#: tens of microseconds, about 5 MFLOP of the kernel).
+NATIVE_PARALLEL_MIN_FLOPS = 8e6
+
+
+def native_blocks(M: int, N: int, K: int):
+    """``[(m0, m1, n0, n1), ...]``: one block of C per thread for the native GEMM. Columns are
+    split (in whole NR panels) when they divide evenly over the threads or are plenty, since then
+    each thread packs only its own columns of B; otherwise rows (in whole MR tiles), each thread
+    packing all of B."""
+    from ._runtime import threads
+
+    t = threads.num_threads() if 2.0 * M * N * K >= NATIVE_PARALLEL_MIN_FLOPS else 1
+    panels, tiles = ceil_div(N, NATIVE_NR), ceil_div(M, NATIVE_MR)
+    if t == 1 or (panels < t and tiles < t):
+        return [(0, M, 0, N)]
+    if panels >= t and (panels % t == 0 or panels >= 4 * t or tiles < t):
+        return [(0, M, a * NATIVE_NR, min(N, b * NATIVE_NR)) for a, b in threads.split(panels, 1, t)]
+    return [(a * NATIVE_MR, min(M, b * NATIVE_MR), 0, N) for a, b in threads.split(tiles, 1, t)]
+
+
+def native_run(blocks, call) -> None:
+    """``call(m0, m1, n0, n1)`` for each block of `native_blocks`, on the thread pool (ctypes
+    releases the GIL, so the blocks run in parallel)."""
+    from ._runtime import threads
+
+    if len(blocks) == 1:
+        call(*blocks[0])
+    else:
+        threads.parallel_for(len(blocks), lambda i: call(*blocks[i]))
+
+
+def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, lib=None):
+    """``act(a @ b + bias)`` in float32 by the native kernel (``cpu_src/sgemm.cpp: sgemm_f32``),
+    or None where the native loops are unavailable. ``a`` (M, K) and ``b`` (K, N) are float32
+    (``a`` is copied when its rows are not unit-stride; ``b`` may have any strides), ``bias``
+    (N,) or None; ``act`` 0 none, 1 relu, 2 leaky (``slope``), 3 relu6. ``out``: an (M, N) float32
+    array with unit column stride to write into (rows at any stride), else a new one. ``lib``: a
+    CDLL with the same exports (the tests' portable build), default `native.lib`."""
+    from ._runtime import native
+
+    lib = native.lib() if lib is None else lib
+    if lib is None:
+        return None
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    (M, K), (Kb, N) = a.shape, b.shape
+    if K != Kb:
+        raise ValueError(f"native_sgemm: a is {a.shape} and b is {b.shape}; inner dimensions differ")
+    if a.strides[1] != 4 or a.strides[0] % 4 or a.strides[0] < 0:
+        a = np.ascontiguousarray(a)
+    if any(st % 4 or st < 0 for st in b.strides):
+        b = np.ascontiguousarray(b)
+    if out is None:
+        out = np.empty((M, N), np.float32)
+    elif out.shape != (M, N) or out.dtype != np.float32 or out.strides[1] != 4 or out.strides[0] % 4:
+        raise ValueError(f"native_sgemm: out must be float32 ({M}, {N}) with unit column stride")
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    if bias is not None and bias.shape != (N,):
+        raise ValueError(f"native_sgemm: bias has shape {bias.shape}; expected ({N},)")
+    if out.size == 0:
+        return out
+    ptr = native.ptr
+    lda, (rs, cs), ldc = a.strides[0] // 4, (st // 4 for st in b.strides), out.strides[0] // 4
+    pa, pb, pc, pbias = ptr(a), ptr(b), ptr(out), None if bias is None else ptr(bias)
+
+    def call(m0, m1, n0, n1):
+        lib.sgemm_f32(pa, lda, pb, rs, cs, pc, ldc, K, pbias, act, slope, m0, m1, n0, n1)
+
+    native_run(native_blocks(M, N, K), call)
+    return out
+
+
 def matmul(a, b, *, variant="auto", backend="auto"):
     """``a`` (..., M, K) @ ``b`` (..., K, N); batch dimensions broadcast as in NumPy.
 

@@ -1,0 +1,343 @@
+// float32 GEMM of the numpy backend: C = act(A @ B + bias), and the NHWC convolution with its
+// im2col folded into the A operand (no column buffer). Called from pygpu_ops/linalg.py and
+// pygpu_ops/conv.py through pygpu_ops/_runtime/native.py, one (rows, columns) block per thread.
+//
+//   A is read through MR row pointers per tile: rows of a row-major (M, K) matrix for the GEMM;
+//   for the convolution, the pixel's input vector x[n, ih, iw, :] of the current kernel tap, or a
+//   row of zeros where the tap lands in the padding. Either way a K block's A rows are contiguous,
+//   so A is never packed or copied: one tile's MR x kc slice (at most 14 x 512 floats, 28 KiB)
+//   stays in L1 while the tile runs across every B panel of the block.
+//   B (K, N), any strides, is packed per K block into NR-wide panels, [panel][k][NR], the columns
+//   past N zero (a 16 x 16 register transpose when B is column-major, e.g. conv weights (O, K)).
+//   The micro-kernel keeps MR x NR = 14 x 32 sums in 28 of the 32 zmm registers: per k, two loads
+//   of B, 14 broadcasts of A (folded into the FMA), 28 FMAs; 4-cycle FMA latency over two FMA
+//   pipes needs at least 8 independent sums, 28 hide it with room.
+//
+// Numerics: each C[i, j] is one float32 FMA chain over k = 0 .. K-1 in order (K blocks reload
+// the partial sum from C), then + bias[j], then the activation, in float32. No term is skipped:
+// 0 * inf and 0 * NaN are NaN as in a plain dot product. Padding lanes (rows past M point at a
+// real row, columns past N are zero in packed B) are computed but never stored, so they cannot
+// leak a NaN into a real output.
+// act: 0 none, 1 relu (max(v, 0), NaN kept), 2 leaky (v < 0 ? slope * v : v), 3 relu6.
+//
+// Without AVX-512F (or with PYGPU_SGEMM_PORTABLE defined) the same loops run a plain C++
+// micro-kernel over a float[MR][NR] tile (a * b + c, rounded twice: no FMA contraction in
+// -std=c++17); the results then differ from the AVX-512 path in the last bits only.
+#include "common.h"
+#include <cstdlib>
+#include <vector>
+
+#if defined(__AVX512F__) && !defined(PYGPU_SGEMM_PORTABLE)
+#include <immintrin.h>
+#define PYGPU_SGEMM_AVX512 1
+#endif
+
+namespace {
+
+constexpr int MR = 14;
+constexpr int NR = 32;
+constexpr int64_t KC_MAX = 512;     // K block: the tile's A rows (14 x 512 x 4 B = 28 KiB) fit in L1
+constexpr int64_t NC_MAX = 512;     // columns per packed B block (512 x 512 x 4 B = 1 MiB of L2 at most)
+
+// Columns n0 .. n1 of rows k0 .. k0 + kc of B (element (k, j) at B[k * rs + j * cs]) into panels
+// of NR columns: dst[p * kc * NR + k * NR + c] = B[k0 + k, n0 + p * NR + c], zero past n1.
+void pack_b(const float* B, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t n1,
+            float* __restrict dst) {
+    for (int64_t j0 = n0; j0 < n1; j0 += NR, dst += kc * NR) {
+        const int nc = (int)(n1 - j0 < NR ? n1 - j0 : NR);
+        const float* src = B + k0 * rs + j0 * cs;
+#ifdef PYGPU_SGEMM_AVX512
+        if (cs == 1) {                  // row-major B: each k is a (masked) copy of nc floats
+            const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+            const __mmask16 m1 = nc <= 16 ? 0 : nc >= 32 ? 0xFFFF : (__mmask16)((1u << (nc - 16)) - 1);
+            for (int64_t k = 0; k < kc; ++k) {
+                _mm512_store_ps(dst + k * NR, _mm512_maskz_loadu_ps(m0, src + k * rs));
+                _mm512_store_ps(dst + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * rs + 16));
+            }
+            continue;
+        }
+        if (rs == 1) {                  // column-major B: 16 x 16 transposes, columns as rows
+            for (int h = 0; h < 2; ++h)
+                for (int64_t k = 0; k < kc; k += 16) {
+                    const int kn = (int)(kc - k < 16 ? kc - k : 16);
+                    const __mmask16 km = kn == 16 ? 0xFFFF : (__mmask16)((1u << kn) - 1);
+                    __m512 r[16];
+                    for (int c = 0; c < 16; ++c)
+                        r[c] = h * 16 + c < nc ? _mm512_maskz_loadu_ps(km, src + (h * 16 + c) * cs + k)
+                                               : _mm512_setzero_ps();
+                    __m512 t[16], u[16];
+                    for (int c = 0; c < 16; c += 2) {   // per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3)
+                        t[c] = _mm512_unpacklo_ps(r[c], r[c + 1]);
+                        t[c + 1] = _mm512_unpackhi_ps(r[c], r[c + 1]);
+                    }
+                    for (int c = 0; c < 16; c += 4) {   // per lane, u[c + q] = rows c .. c+3 at element q
+                        const __m512d a = _mm512_castps_pd(t[c]), b = _mm512_castps_pd(t[c + 2]);
+                        const __m512d e = _mm512_castps_pd(t[c + 1]), f = _mm512_castps_pd(t[c + 3]);
+                        u[c] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                        u[c + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+                        u[c + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(e, f));
+                        u[c + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(e, f));
+                    }
+                    for (int q = 0; q < 4; ++q) {      // gather lane L of u[q], u[4+q], u[8+q], u[12+q]
+                        const __m512 v = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x44);
+                        const __m512 v2 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xEE);
+                        const __m512 w = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x44);
+                        const __m512 w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xEE);
+                        const __m512 o[4] = {_mm512_shuffle_f32x4(v, w, 0x88), _mm512_shuffle_f32x4(v, w, 0xDD),
+                                             _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
+                        for (int l = 0; l < 4; ++l)     // o[l] is column k + 4 l + q of the 16 rows
+                            if (4 * l + q < kn) _mm512_store_ps(dst + (k + 4 * l + q) * NR + h * 16, o[l]);
+                    }
+                }
+            continue;
+        }
+        if (cs > 0 && cs <= INT32_MAX / NR) {   // strided both ways (NCHW conv weights): gathers
+            const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                   _mm512_set1_epi32((int32_t)cs));
+            const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+            const __mmask16 m1 = nc <= 16 ? 0 : nc >= 32 ? 0xFFFF : (__mmask16)((1u << (nc - 16)) - 1);
+            for (int64_t k = 0; k < kc; ++k) {
+                const float* row = src + k * rs;
+                _mm512_store_ps(dst + k * NR, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, row, 4));
+                _mm512_store_ps(dst + k * NR + 16,
+                                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, row + 16 * cs, 4));
+            }
+            continue;
+        }
+#endif
+        for (int64_t k = 0; k < kc; ++k)
+            for (int c = 0; c < NR; ++c)
+                dst[k * NR + c] = c < nc ? src[k * rs + c * cs] : 0.0f;
+    }
+}
+
+#ifdef PYGPU_SGEMM_AVX512
+inline __m512 activate(__m512 v, int act, __m512 slope) {
+    const __m512 zero = _mm512_setzero_ps();
+    if (act == 1 || act == 3) v = _mm512_max_ps(zero, v);             // NaN in v: v (the second operand)
+    if (act == 3) v = _mm512_min_ps(_mm512_set1_ps(6.0f), v);
+    if (act == 2) v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, slope);
+    return v;
+}
+
+// C tile (rows x cols of it real) = [C +] A rows . B panel over kc; on the last K block + bias, act.
+void kernel(const float* const* a, const float* __restrict b, int64_t kc, float* c, int64_t ldc,
+            int rows, int cols, bool first, bool last, const float* bias, int act, float slope,
+            float* const* fin, int64_t fcs) {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    const __mmask16 m1 = cols <= 16 ? 0 : cols >= 32 ? 0xFFFF : (__mmask16)((1u << (cols - 16)) - 1);
+    __m512 acc[MR][2];
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) {
+        if (first || i >= rows) {
+            acc[i][0] = _mm512_setzero_ps();
+            acc[i][1] = _mm512_setzero_ps();
+        } else {
+            acc[i][0] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
+            acc[i][1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+        }
+    }
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5], *a6 = a[6];
+    const float *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11], *a12 = a[12], *a13 = a[13];
+    for (int64_t k = 0; k < kc; ++k, b += NR) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#define PYGPU_ROW(i)                                                         \
+        {   const __m512 av = _mm512_set1_ps(a##i[k]);                       \
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);                  \
+            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]); }
+        PYGPU_ROW(0) PYGPU_ROW(1) PYGPU_ROW(2) PYGPU_ROW(3) PYGPU_ROW(4) PYGPU_ROW(5) PYGPU_ROW(6)
+        PYGPU_ROW(7) PYGPU_ROW(8) PYGPU_ROW(9) PYGPU_ROW(10) PYGPU_ROW(11) PYGPU_ROW(12) PYGPU_ROW(13)
+#undef PYGPU_ROW
+    }
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    const __m512 vslope = _mm512_set1_ps(slope);
+    if (last && bias) {
+        bias0 = _mm512_maskz_loadu_ps(m0, bias);
+        bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) {
+        if (i >= rows) break;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (last) {
+            if (bias) {
+                v0 = _mm512_add_ps(v0, bias0);
+                v1 = _mm512_add_ps(v1, bias1);
+            }
+            v0 = activate(v0, act, vslope);
+            v1 = activate(v1, act, vslope);
+            if (fcs > INT32_MAX / NR) {     // indices past int32: element by element
+                alignas(64) float t[NR];
+                _mm512_store_ps(t, v0);
+                _mm512_store_ps(t + 16, v1);
+                for (int j = 0; j < cols; ++j) fin[i][j * fcs] = t[j];
+                continue;
+            }
+            if (fcs) {          // column stride fcs (NCHW output): one scatter per 16 columns
+                const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                       _mm512_set1_epi32((int32_t)fcs));
+                _mm512_mask_i32scatter_ps(fin[i], m0, idx, v0, 4);
+                _mm512_mask_i32scatter_ps(fin[i] + 16 * fcs, m1, idx, v1, 4);
+                continue;
+            }
+        }
+        _mm512_mask_storeu_ps(c + i * ldc, m0, v0);
+        _mm512_mask_storeu_ps(c + i * ldc + 16, m1, v1);
+    }
+}
+#else
+inline float activate(float v, int act, float slope) {
+    if (act == 1 || act == 3) v = 0.0f > v ? 0.0f : v;                // NaN: v
+    if (act == 3) v = 6.0f < v ? 6.0f : v;
+    if (act == 2) v = v < 0.0f ? slope * v : v;
+    return v;
+}
+
+void kernel(const float* const* a, const float* __restrict b, int64_t kc, float* c, int64_t ldc,
+            int rows, int cols, bool first, bool last, const float* bias, int act, float slope,
+            float* const* fin, int64_t fcs) {
+    float acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j)
+            acc[i][j] = first || i >= rows || j >= cols ? 0.0f : c[i * ldc + j];
+    for (int64_t k = 0; k < kc; ++k, b += NR)
+        for (int i = 0; i < MR; ++i) {
+            const float av = a[i][k];
+            for (int j = 0; j < NR; ++j) acc[i][j] += av * b[j];
+        }
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) {
+            float v = acc[i][j];
+            if (last) v = activate(bias ? v + bias[j] : v, act, slope);
+            if (last && fcs) fin[i][j * fcs] = v;
+            else c[i * ldc + j] = v;
+        }
+}
+#endif
+
+struct Aligned {            // a 64-byte aligned float buffer (aligned vector loads of packed B)
+    float* p;
+    explicit Aligned(int64_t n) : p((float*)std::aligned_alloc(64, (size_t)((n * 4 + 63) / 64 * 64))) {}
+    ~Aligned() { std::free(p); }
+};
+
+// The K blocks: balanced pieces of at most KC_MAX.
+inline int64_t k_blocks(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
+
+// Rows m0 .. m1, columns n0 .. n1 of C. `block(kb, p0, kc, bp)` gives K block kb: B rows
+// p0 .. p0 + kc, the first at bp (columns at cs, rows at rs). `rows_at(i, rows, kb, p0, kc, ptrs)`
+// fills the MR row pointers of A for the tile starting at row i; rows past m1 must point at
+// readable memory (their sums are dropped). With fcs != 0 the last K block stores column j of
+// row i at fin_at(i)[j * fcs] instead of C (which then holds only the partial sums).
+template <class Block, class Rows, class Fin>
+void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, Block block, Rows rows_at,
+           Fin fin_at, int64_t fcs, int64_t rs, int64_t cs, float* C, int64_t ldc, const float* bias,
+           int act, float slope) {
+    if (m1 <= m0 || n1 <= n0) return;
+    int64_t kc_max = 0;
+    for (int64_t kb = 0; kb < nblocks; ++kb) {
+        int64_t p0, kc;
+        const float* bp;
+        block(kb, p0, kc, bp);
+        kc_max = kc > kc_max ? kc : kc_max;
+    }
+    const int64_t nc_max = n1 - n0 < NC_MAX ? n1 - n0 : NC_MAX;
+    Aligned packed((kc_max > 0 ? kc_max : 1) * ((nc_max + NR - 1) / NR) * NR);
+    const float* ptrs[MR];
+    float* fin[MR];
+    float* fcol[MR];
+    for (int64_t j0 = n0; j0 < n1; j0 += NC_MAX) {
+        const int64_t j1 = n1 - j0 < NC_MAX ? n1 : j0 + NC_MAX;
+        for (int64_t kb = 0; kb < nblocks; ++kb) {
+            int64_t p0, kc;
+            const float* bp;
+            block(kb, p0, kc, bp);
+            const bool last = kb == nblocks - 1;
+            pack_b(bp, rs, cs, 0, kc, j0, j1, packed.p);
+            for (int64_t i = m0; i < m1; i += MR) {
+                const int rows = (int)(m1 - i < MR ? m1 - i : MR);
+                rows_at(i, rows, kb, p0, kc, ptrs);
+                if (last && fcs) fin_at(i, rows, fin);
+                for (int64_t j = j0; j < j1; j += NR) {
+                    if (last && fcs)
+                        for (int r = 0; r < rows; ++r) fcol[r] = fin[r] + j * fcs;
+                    kernel(ptrs, packed.p + (j - j0) * kc, kc, C + i * ldc + j, ldc, rows,
+                           (int)(j1 - j < NR ? j1 - j : NR), kb == 0, last,
+                           bias ? bias + j : nullptr, act, slope, fcol, fcs);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// C[m0:m1, n0:n1] = act(A @ B + bias): A (M, K) row-major with leading dimension lda, B (K, N)
+// with element (k, j) at B[k * rs + j * cs], C row-major with leading dimension ldc, bias (N,) or
+// null. Blocks of one C on different threads must not overlap.
+PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
+                            int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
+                            int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t nb = k_blocks(K);
+    auto block = [&](int64_t kb, int64_t& p0, int64_t& kc, const float*& bp) {
+        p0 = K * kb / nb;
+        kc = K * (kb + 1) / nb - p0;
+        bp = B + p0 * rs;
+    };
+    auto rows_at = [&](int64_t i, int rows, int64_t, int64_t p0, int64_t, const float** ptrs) {
+        for (int r = 0; r < MR; ++r) ptrs[r] = A + (i + (r < rows ? r : 0)) * lda + p0;
+    };
+    auto no_fin = [](int64_t, int, float**) {};
+    drive(m0, m1, n0, n1, nb, block, rows_at, no_fin, 0, rs, cs, C, ldc, bias, act, slope);
+}
+
+// The convolution of one group as a GEMM over its im2col matrix, without building it:
+// y[p, o] (p = (n, oh, ow) flattened) = act(sum over taps t and channels c of
+// x[n, oh * sh - pt + th[t] * dh, ow * sw - pl + tw[t] * dw, c] * B(t, c, o) + bias[o]), the input
+// taken as 0 outside the image; x (N, H, W, C) contiguous; B(t, c, o) at w[boff[t] + c * rs + o * cs]
+// (NHWC weights (O, kh, kw, C): boff = (kh*KW + kw) * C, rs 1, cs KH*KW*C; NCHW (O, C, kh, kw):
+// boff = kh*KW + kw, rs KH*KW, cs C*KH*KW: no copy of the weights either way). Pixels m0 .. m1,
+// output channels n0 .. n1. y is `out` (row-major, leading dimension ldc) when nchw_out is null;
+// otherwise y[p, o] goes to nchw_out[n * O * OH*OW + o * OH*OW + q] (q = oh * OW + ow) and `out`
+// holds only partial sums between K blocks. The K blocks follow the taps (one tap's C channels,
+// split in balanced pieces of at most KC_MAX), so a tile's A row is a slice of one input pixel's
+// channel vector, or of `zeros` (at least min(C, KC_MAX) floats) where the tap is in the padding.
+PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
+                                int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                                const int32_t* th, const int32_t* tw, const int64_t* boff, int64_t taps,
+                                const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
+                                int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
+                                float slope, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t per_tap = k_blocks(C), hw = OH * OW;
+    auto block = [&](int64_t kb, int64_t& p0, int64_t& kc, const float*& bp) {
+        const int64_t t = kb / per_tap, s = kb % per_tap;
+        const int64_t c0 = C * s / per_tap;
+        p0 = t * C + c0;
+        kc = C * (s + 1) / per_tap - c0;
+        bp = w + boff[t] + c0 * rs;
+    };
+    auto rows_at = [&](int64_t i, int rows, int64_t kb, int64_t p0, int64_t, const float** ptrs) {
+        const int64_t t = kb / per_tap, c0 = p0 - t * C;
+        const int64_t oy = (int64_t)th[t] * dh - pt, ox = (int64_t)tw[t] * dw - pl;
+        for (int r = 0; r < MR; ++r) {
+            const int64_t p = i + (r < rows ? r : 0);
+            const int64_t n = p / hw, q = p % hw;
+            const int64_t ih = q / OW * sh + oy, iw = q % OW * sw + ox;
+            ptrs[r] = ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((n * H + ih) * W + iw) * C + c0 : zeros;
+        }
+    };
+    auto fin_at = [&](int64_t i, int rows, float** fin) {
+        for (int r = 0; r < rows; ++r) fin[r] = nchw_out + (i + r) / hw * O * hw + (i + r) % hw;
+    };
+    drive(m0, m1, n0, n1, per_tap * taps, block, rows_at, fin_at, nchw_out ? hw : 0, rs, cs, out, ldc,
+          bias, act, slope);
+}
+
+// *out = 1 when this build runs the AVX-512 micro-kernel, 0 for the portable one (for the tests).
+PYGPU_EXPORT void sgemm_f32_avx512(int32_t* out) {
+#ifdef PYGPU_SGEMM_AVX512
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}

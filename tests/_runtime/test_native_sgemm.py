@@ -256,3 +256,25 @@ def test_native_off_keeps_the_numpy_route(monkeypatch):
     assert native_sgemm(x[0, 0], w[:, 0, 0].T) is None
     off = pygpu_ops.conv2d(x, w, padding=1, layout="NHWC", backend="numpy")
     assert np.allclose(on, off, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_and_matmul_through_the_public_api(trans_a, trans_b):
+    """Products above NATIVE_MATMUL_MIN_FLOPS take the native kernel (transposed operands as
+    strided views, alpha and beta after it); an ``out`` that is an operand still gets the right
+    answer (numpy.matmul's buffering takes over)."""
+    rng = np.random.default_rng(int(trans_a) * 2 + int(trans_b))
+    M, N, K = 131, 97, 150
+    assert 2.0 * M * N * K >= pygpu_ops.linalg.NATIVE_MATMUL_MIN_FLOPS
+    a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    got = pygpu_ops.gemm(a, b, c, alpha=0.5, beta=2.0, trans_a=trans_a, trans_b=trans_b, backend="numpy")
+    want = 0.5 * _reference(opa, opb) + 2.0 * c.astype(np.float64)
+    assert (np.abs(got - want) <= _bound(opa, opb, K) + 4 * EPS * np.abs(want)).all()
+    _check(pygpu_ops.matmul(opa, opb, backend="numpy"), opa, opb)
+    sq = rng.standard_normal((140, 140)).astype(np.float32)
+    want_sq, bound_sq = _reference(sq, sq), _bound(sq, sq, 140)
+    got_sq = pygpu_ops.gemm(sq, sq, out=sq, backend="numpy")
+    assert got_sq is sq and (np.abs(sq - want_sq) <= bound_sq).all()

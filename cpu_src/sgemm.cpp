@@ -319,15 +319,23 @@ PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C,
     auto rows_at = [&](int64_t i, int rows, int64_t kb, int64_t p0, int64_t, const float** ptrs) {
         const int64_t t = kb / per_tap, c0 = p0 - t * C;
         const int64_t oy = (int64_t)th[t] * dh - pt, ox = (int64_t)tw[t] * dw - pl;
-        for (int r = 0; r < MR; ++r) {
-            const int64_t p = i + (r < rows ? r : 0);
-            const int64_t n = p / hw, q = p % hw;
-            const int64_t ih = q / OW * sh + oy, iw = q % OW * sw + ox;
+        int64_t n = i / hw, oh = i % hw / OW, ow = i % OW;    // divisions once per tile, not per row
+        for (int r = 0; r < rows; ++r) {
+            const int64_t ih = oh * sh + oy, iw = ow * sw + ox;
             ptrs[r] = ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((n * H + ih) * W + iw) * C + c0 : zeros;
+            if (++ow == OW) {
+                ow = 0;
+                if (++oh == OH) oh = 0, ++n;
+            }
         }
+        for (int r = rows; r < MR; ++r) ptrs[r] = ptrs[0];
     };
     auto fin_at = [&](int64_t i, int rows, float** fin) {
-        for (int r = 0; r < rows; ++r) fin[r] = nchw_out + (i + r) / hw * O * hw + (i + r) % hw;
+        int64_t n = i / hw, q = i % hw;
+        for (int r = 0; r < rows; ++r) {
+            fin[r] = nchw_out + n * O * hw + q;
+            if (++q == hw) q = 0, ++n;
+        }
     };
     drive(m0, m1, n0, n1, per_tap * taps, block, rows_at, fin_at, nchw_out ? hw : 0, rs, cs, out, ldc,
           bias, act, slope);

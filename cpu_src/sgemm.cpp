@@ -38,14 +38,16 @@ constexpr int MR = 14;
 constexpr int NR = 32;
 constexpr int64_t KC_MAX = 512;     // K block: the tile's A rows (14 x 512 x 4 B = 28 KiB) fit in L1
 constexpr int64_t NC_MAX = 512;     // columns per packed B block (512 x 512 x 4 B = 1 MiB of L2 at most)
+constexpr int64_t CONV_KC = 3072;   // rows of B per convolution K block: a panel of 384 KiB in L2
 
-// Columns n0 .. n1 of rows k0 .. k0 + kc of B (element (k, j) at B[k * rs + j * cs]) into panels
-// of NR columns: dst[p * kc * NR + k * NR + c] = B[k0 + k, n0 + p * NR + c], zero past n1.
-void pack_b(const float* B, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t n1,
+// Columns n0 .. n1 of rows 0 .. kc of B (element (k, j) at B[k * rs + j * cs]) into panels of
+// NR columns, pstride floats apart: dst[p * pstride + k * NR + c] = B[k, n0 + p * NR + c], zero
+// past n1.
+void pack_b(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_t n0, int64_t n1, int64_t pstride,
             float* __restrict dst) {
-    for (int64_t j0 = n0; j0 < n1; j0 += NR, dst += kc * NR) {
+    for (int64_t j0 = n0; j0 < n1; j0 += NR, dst += pstride) {
         const int nc = (int)(n1 - j0 < NR ? n1 - j0 : NR);
-        const float* src = B + k0 * rs + j0 * cs;
+        const float* src = B + j0 * cs;
 #ifdef PYGPU_SGEMM_AVX512
         if (cs == 1) {                  // row-major B: each k is a (masked) copy of nc floats
             const __mmask16 m0 = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
@@ -121,7 +123,7 @@ inline __m512 activate(__m512 v, int act, __m512 slope) {
 }
 
 // C tile (rows x cols of it real) = [C +] A rows . B panel over kc; on the last K block + bias, act.
-void kernel(const float* const* a, const float* __restrict b, int64_t kc, float* c, int64_t ldc,
+void kernel(const float* const* a, int64_t nseg, int64_t seg, const float* __restrict b, float* c, int64_t ldc,
             int rows, int cols, bool first, bool last, const float* bias, int act, float slope,
             float* const* fin, int64_t fcs) {
     const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
@@ -137,9 +139,10 @@ void kernel(const float* const* a, const float* __restrict b, int64_t kc, float*
             acc[i][1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
         }
     }
+    for (int64_t sg = 0; sg < nseg; ++sg, a += MR) {   // segment sg: its own MR row pointers
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5], *a6 = a[6];
     const float *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11], *a12 = a[12], *a13 = a[13];
-    for (int64_t k = 0; k < kc; ++k, b += NR) {
+    for (int64_t k = 0; k < seg; ++k, b += NR) {
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #define PYGPU_ROW(i)                                                         \
         {   const __m512 av = _mm512_set1_ps(a##i[k]);                       \
@@ -148,6 +151,7 @@ void kernel(const float* const* a, const float* __restrict b, int64_t kc, float*
         PYGPU_ROW(0) PYGPU_ROW(1) PYGPU_ROW(2) PYGPU_ROW(3) PYGPU_ROW(4) PYGPU_ROW(5) PYGPU_ROW(6)
         PYGPU_ROW(7) PYGPU_ROW(8) PYGPU_ROW(9) PYGPU_ROW(10) PYGPU_ROW(11) PYGPU_ROW(12) PYGPU_ROW(13)
 #undef PYGPU_ROW
+    }
     }
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
     const __m512 vslope = _mm512_set1_ps(slope);
@@ -193,18 +197,19 @@ inline float activate(float v, int act, float slope) {
     return v;
 }
 
-void kernel(const float* const* a, const float* __restrict b, int64_t kc, float* c, int64_t ldc,
+void kernel(const float* const* a, int64_t nseg, int64_t seg, const float* __restrict b, float* c, int64_t ldc,
             int rows, int cols, bool first, bool last, const float* bias, int act, float slope,
             float* const* fin, int64_t fcs) {
     float acc[MR][NR];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j)
             acc[i][j] = first || i >= rows || j >= cols ? 0.0f : c[i * ldc + j];
-    for (int64_t k = 0; k < kc; ++k, b += NR)
-        for (int i = 0; i < MR; ++i) {
-            const float av = a[i][k];
-            for (int j = 0; j < NR; ++j) acc[i][j] += av * b[j];
-        }
+    for (int64_t sg = 0; sg < nseg; ++sg, a += MR)
+        for (int64_t k = 0; k < seg; ++k, b += NR)
+            for (int i = 0; i < MR; ++i) {
+                const float av = a[i][k];
+                for (int j = 0; j < NR; ++j) acc[i][j] += av * b[j];
+            }
     for (int i = 0; i < rows; ++i)
         for (int j = 0; j < cols; ++j) {
             float v = acc[i][j];
@@ -221,50 +226,59 @@ struct Aligned {            // a 64-byte aligned float buffer (aligned vector lo
     ~Aligned() { std::free(p); }
 };
 
-// The K blocks: balanced pieces of at most KC_MAX.
-inline int64_t k_blocks(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
+// Balanced pieces of at most KC_MAX.
+inline int64_t k_pieces(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
 
-// Rows m0 .. m1, columns n0 .. n1 of C. `block(kb, p0, kc, bp)` gives K block kb: B rows
-// p0 .. p0 + kc, the first at bp (columns at cs, rows at rs). `rows_at(i, rows, kb, p0, kc, ptrs)`
-// fills the MR row pointers of A for the tile starting at row i; rows past m1 must point at
-// readable memory (their sums are dropped). With fcs != 0 the last K block stores column j of
-// row i at fin_at(i)[j * fcs] instead of C (which then holds only the partial sums).
-template <class Block, class Rows, class Fin>
-void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, Block block, Rows rows_at,
-           Fin fin_at, int64_t fcs, int64_t rs, int64_t cs, float* C, int64_t ldc, const float* bias,
-           int act, float slope) {
+// Rows m0 .. m1, columns n0 .. n1 of C, over nblocks K blocks. K block kb is `nseg(kb)` segments
+// of `seg(kb)` rows of B each; `b_at(kb, s)` is segment s's first row of B (rows at rs, columns
+// at cs) and `rows_at(i, rows, kb, ptrs)` fills the MR row pointers of A of every segment of the
+// tile starting at row i (ptrs[s * MR + r]); rows past m1 must point at readable memory (their
+// sums are dropped). Partial sums between K blocks are kept in C. With fcs != 0 the last K block
+// stores column j of row i at fin_at(i)[j * fcs] instead of C.
+//   tile_outer: for each tile, every panel of the block (the tile's A rows stay in L1, B streams
+//   from L2: the GEMM, K blocks of KC_MAX); otherwise for each panel every tile (the panel, up
+//   to CONV_KC x NR floats, stays in L2; the convolution, whose taps re-read the same input
+//   pixels, so one K block spans all of them and the sums never leave the registers).
+template <class Seg, class BAt, class Rows, class Fin>
+void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int64_t max_seg, Seg seg_of,
+           BAt b_at, Rows rows_at, Fin fin_at, int64_t fcs, int64_t rs, int64_t cs, float* C, int64_t ldc,
+           const float* bias, int act, float slope, bool tile_outer) {
     if (m1 <= m0 || n1 <= n0) return;
-    int64_t kc_max = 0;
+    int64_t kc_max = 1;
     for (int64_t kb = 0; kb < nblocks; ++kb) {
-        int64_t p0, kc;
-        const float* bp;
-        block(kb, p0, kc, bp);
-        kc_max = kc > kc_max ? kc : kc_max;
+        int64_t nseg, seg;
+        seg_of(kb, nseg, seg);
+        kc_max = nseg * seg > kc_max ? nseg * seg : kc_max;
     }
-    const int64_t nc_max = n1 - n0 < NC_MAX ? n1 - n0 : NC_MAX;
-    Aligned packed((kc_max > 0 ? kc_max : 1) * ((nc_max + NR - 1) / NR) * NR);
-    const float* ptrs[MR];
+    const int64_t nc_max = tile_outer ? (n1 - n0 < NC_MAX ? n1 - n0 : NC_MAX) : NR;
+    Aligned packed(kc_max * ((nc_max + NR - 1) / NR) * NR);
+    std::vector<const float*> ptrs((size_t)(max_seg * MR));
     float* fin[MR];
     float* fcol[MR];
-    for (int64_t j0 = n0; j0 < n1; j0 += NC_MAX) {
-        const int64_t j1 = n1 - j0 < NC_MAX ? n1 : j0 + NC_MAX;
+    auto run = [&](int64_t i, int rows, int64_t j, int64_t j1, int64_t kb, int64_t nseg, int64_t seg,
+                   const float* panel) {
+        const bool last = kb == nblocks - 1;
+        if (last && fcs)
+            for (int r = 0; r < rows; ++r) fcol[r] = fin[r] + j * fcs;
+        kernel(ptrs.data(), nseg, seg, panel, C + i * ldc + j, ldc, rows, (int)(j1 - j < NR ? j1 - j : NR),
+               kb == 0, last, bias ? bias + j : nullptr, act, slope, fcol, fcs);
+    };
+    auto pack = [&](int64_t kb, int64_t nseg, int64_t seg, int64_t j0, int64_t j1, int64_t pstride) {
+        for (int64_t sg = 0; sg < nseg; ++sg)
+            pack_b(b_at(kb, sg), rs, cs, seg, j0, j1, pstride, packed.p + sg * seg * NR);
+    };
+    for (int64_t j0 = n0; j0 < n1; j0 += nc_max) {
+        const int64_t j1 = n1 - j0 < nc_max ? n1 : j0 + nc_max;
         for (int64_t kb = 0; kb < nblocks; ++kb) {
-            int64_t p0, kc;
-            const float* bp;
-            block(kb, p0, kc, bp);
-            const bool last = kb == nblocks - 1;
-            pack_b(bp, rs, cs, 0, kc, j0, j1, packed.p);
+            int64_t nseg, seg;
+            seg_of(kb, nseg, seg);
+            pack(kb, nseg, seg, j0, j1, nseg * seg * NR);
             for (int64_t i = m0; i < m1; i += MR) {
                 const int rows = (int)(m1 - i < MR ? m1 - i : MR);
-                rows_at(i, rows, kb, p0, kc, ptrs);
-                if (last && fcs) fin_at(i, rows, fin);
-                for (int64_t j = j0; j < j1; j += NR) {
-                    if (last && fcs)
-                        for (int r = 0; r < rows; ++r) fcol[r] = fin[r] + j * fcs;
-                    kernel(ptrs, packed.p + (j - j0) * kc, kc, C + i * ldc + j, ldc, rows,
-                           (int)(j1 - j < NR ? j1 - j : NR), kb == 0, last,
-                           bias ? bias + j : nullptr, act, slope, fcol, fcs);
-                }
+                rows_at(i, rows, kb, ptrs.data());
+                if (kb == nblocks - 1 && fcs) fin_at(i, rows, fin);
+                for (int64_t j = j0; j < j1; j += NR)
+                    run(i, rows, j, j1, kb, nseg, seg, packed.p + (j - j0) * nseg * seg);
             }
         }
     }
@@ -278,17 +292,15 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, Bloc
 PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
                             int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
                             int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const int64_t nb = k_blocks(K);
-    auto block = [&](int64_t kb, int64_t& p0, int64_t& kc, const float*& bp) {
-        p0 = K * kb / nb;
-        kc = K * (kb + 1) / nb - p0;
-        bp = B + p0 * rs;
-    };
-    auto rows_at = [&](int64_t i, int rows, int64_t, int64_t p0, int64_t, const float** ptrs) {
-        for (int r = 0; r < MR; ++r) ptrs[r] = A + (i + (r < rows ? r : 0)) * lda + p0;
+    const int64_t nb = k_pieces(K);
+    auto p0_of = [&](int64_t kb) { return K * kb / nb; };
+    auto seg_of = [&](int64_t kb, int64_t& nseg, int64_t& seg) { nseg = 1; seg = p0_of(kb + 1) - p0_of(kb); };
+    auto b_at = [&](int64_t kb, int64_t) { return B + p0_of(kb) * rs; };
+    auto rows_at = [&](int64_t i, int rows, int64_t kb, const float** ptrs) {
+        for (int r = 0; r < MR; ++r) ptrs[r] = A + (i + (r < rows ? r : 0)) * lda + p0_of(kb);
     };
     auto no_fin = [](int64_t, int, float**) {};
-    drive(m0, m1, n0, n1, nb, block, rows_at, no_fin, 0, rs, cs, C, ldc, bias, act, slope);
+    drive(m0, m1, n0, n1, nb, 1, seg_of, b_at, rows_at, no_fin, 0, rs, cs, C, ldc, bias, act, slope, true);
 }
 
 // The convolution of one group as a GEMM over its im2col matrix, without building it:
@@ -299,36 +311,65 @@ PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t
 // boff = kh*KW + kw, rs KH*KW, cs C*KH*KW: no copy of the weights either way). Pixels m0 .. m1,
 // output channels n0 .. n1. y is `out` (row-major, leading dimension ldc) when nchw_out is null;
 // otherwise y[p, o] goes to nchw_out[n * O * OH*OW + o * OH*OW + q] (q = oh * OW + ow) and `out`
-// holds only partial sums between K blocks. The K blocks follow the taps (one tap's C channels,
-// split in balanced pieces of at most KC_MAX), so a tile's A row is a slice of one input pixel's
-// channel vector, or of `zeros` (at least min(C, KC_MAX) floats) where the tap is in the padding.
+// holds only partial sums between K blocks.
+// A segment of the K sum is one tap's C channels (C <= KC_MAX) or a balanced piece of them; a
+// tile's A rows for a segment are slices of its pixels' channel vectors, or of `zeros` (at least
+// min(C, KC_MAX) floats) where the tap is in the padding. A K block is as many whole taps as fit
+// CONV_KC rows of B (one K block for 3x3 kernels up to C = 341), or one piece of a tap.
 PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
                                 int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
                                 const int32_t* th, const int32_t* tw, const int64_t* boff, int64_t taps,
                                 const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
                                 int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
                                 float slope, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const int64_t per_tap = k_blocks(C), hw = OH * OW;
-    auto block = [&](int64_t kb, int64_t& p0, int64_t& kc, const float*& bp) {
-        const int64_t t = kb / per_tap, s = kb % per_tap;
-        const int64_t c0 = C * s / per_tap;
-        p0 = t * C + c0;
-        kc = C * (s + 1) / per_tap - c0;
-        bp = w + boff[t] + c0 * rs;
-    };
-    auto rows_at = [&](int64_t i, int rows, int64_t kb, int64_t p0, int64_t, const float** ptrs) {
-        const int64_t t = kb / per_tap, c0 = p0 - t * C;
-        const int64_t oy = (int64_t)th[t] * dh - pt, ox = (int64_t)tw[t] * dw - pl;
-        int64_t n = i / hw, oh = i % hw / OW, ow = i % OW;    // divisions once per tile, not per row
-        for (int r = 0; r < rows; ++r) {
-            const int64_t ih = oh * sh + oy, iw = ow * sw + ox;
-            ptrs[r] = ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((n * H + ih) * W + iw) * C + c0 : zeros;
-            if (++ow == OW) {
-                ow = 0;
-                if (++oh == OH) oh = 0, ++n;
-            }
+    const int64_t per_tap = k_pieces(C), hw = OH * OW;
+    // taps per K block (with per_tap > 1 a block is one piece of one tap)
+    const int64_t tpb = per_tap > 1 ? 1 : (CONV_KC / C < 1 ? 1 : CONV_KC / C < taps ? CONV_KC / C : taps);
+    const int64_t nblocks = per_tap > 1 ? taps * per_tap : (taps + tpb - 1) / tpb;
+    auto seg_of = [&](int64_t kb, int64_t& nseg, int64_t& seg) {
+        if (per_tap > 1) {
+            const int64_t s = kb % per_tap;
+            nseg = 1;
+            seg = C * (s + 1) / per_tap - C * s / per_tap;
+        } else {
+            nseg = taps - kb * tpb < tpb ? taps - kb * tpb : tpb;
+            seg = C;
         }
-        for (int r = rows; r < MR; ++r) ptrs[r] = ptrs[0];
+    };
+    // segment sg of block kb: (tap, first channel)
+    auto tap_of = [&](int64_t kb, int64_t sg, int64_t& t, int64_t& c0) {
+        if (per_tap > 1) {
+            t = kb / per_tap;
+            c0 = C * (kb % per_tap) / per_tap;
+        } else {
+            t = kb * tpb + sg;
+            c0 = 0;
+        }
+    };
+    auto b_at = [&](int64_t kb, int64_t sg) {
+        int64_t t, c0;
+        tap_of(kb, sg, t, c0);
+        return w + boff[t] + c0 * rs;
+    };
+    auto rows_at = [&](int64_t i, int rows, int64_t kb, const float** ptrs) {
+        int64_t nseg, seg;
+        seg_of(kb, nseg, seg);
+        const int64_t n_i = i / hw, oh_i = i % hw / OW, ow_i = i % OW;   // divisions once per tile
+        for (int64_t sg = 0; sg < nseg; ++sg, ptrs += MR) {
+            int64_t t, c0;
+            tap_of(kb, sg, t, c0);
+            const int64_t oy = (int64_t)th[t] * dh - pt, ox = (int64_t)tw[t] * dw - pl;
+            int64_t n = n_i, oh = oh_i, ow = ow_i;
+            for (int r = 0; r < rows; ++r) {
+                const int64_t ih = oh * sh + oy, iw = ow * sw + ox;
+                ptrs[r] = ih >= 0 && ih < H && iw >= 0 && iw < W ? x + ((n * H + ih) * W + iw) * C + c0 : zeros;
+                if (++ow == OW) {
+                    ow = 0;
+                    if (++oh == OH) oh = 0, ++n;
+                }
+            }
+            for (int r = rows; r < MR; ++r) ptrs[r] = ptrs[0];
+        }
     };
     auto fin_at = [&](int64_t i, int rows, float** fin) {
         int64_t n = i / hw, q = i % hw;
@@ -337,8 +378,8 @@ PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C,
             if (++q == hw) q = 0, ++n;
         }
     };
-    drive(m0, m1, n0, n1, per_tap * taps, block, rows_at, fin_at, nchw_out ? hw : 0, rs, cs, out, ldc,
-          bias, act, slope);
+    drive(m0, m1, n0, n1, nblocks, per_tap > 1 ? 1 : tpb, seg_of, b_at, rows_at, fin_at, nchw_out ? hw : 0,
+          rs, cs, out, ldc, bias, act, slope, false);
 }
 
 // *out = 1 when this build runs the AVX-512 micro-kernel, 0 for the portable one (for the tests).

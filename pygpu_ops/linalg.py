@@ -337,12 +337,11 @@ NATIVE_PARALLEL_MIN_FLOPS = 8e6
 def native_blocks(M: int, N: int, K: int):
     """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on the thread pool. Columns are
     split (in whole NR panels) when they divide evenly over the threads or are plenty, since then
-    a block packs only its own columns of B, into up to two blocks per thread of at least two
-    panels: on a shared machine a worker that wakes late, or a core another process holds, then
-    still leaves the blocks balanced (traced here: with one block per thread the caller often ran
-    both while the worker waited for a core), and a block still reuses each tile's A rows from L1
-    over two panels (one panel per block measured ~10% slower). Otherwise rows (in whole MR
-    tiles), one block per thread, each packing all of B."""
+    a block packs only its own columns of B, into up to two blocks per thread: on a shared
+    machine a worker that wakes late, or a core another process holds, then still leaves the
+    blocks balanced (traced here: with one block per thread the caller often ran both while the
+    worker waited for a core). Otherwise rows (in whole MR tiles), one block per thread, each
+    packing all of B."""
     from ._runtime import threads
 
     t = threads.num_threads() if 2.0 * M * N * K >= NATIVE_PARALLEL_MIN_FLOPS else 1
@@ -350,7 +349,7 @@ def native_blocks(M: int, N: int, K: int):
     if t == 1 or (panels < t and tiles < t):
         return [(0, M, 0, N)]
     if panels >= t and (panels % t == 0 or panels >= 4 * t or tiles < t):
-        return [(0, M, a * NATIVE_NR, min(N, b * NATIVE_NR)) for a, b in threads.split(panels, 2, t, 2)]
+        return [(0, M, a * NATIVE_NR, min(N, b * NATIVE_NR)) for a, b in threads.split(panels, 1, t, 2)]
     return [(a * NATIVE_MR, min(M, b * NATIVE_MR), 0, N) for a, b in threads.split(tiles, 1, t)]
 
 

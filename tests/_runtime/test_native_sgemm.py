@@ -179,6 +179,8 @@ CONV_CASES = [  # N, C, H, W, O, kh, kw, stride, padding, dilation
     (2, 3, 9, 11, 5, 3, 3, 1, ((1, 1), (1, 1)), 1),
     (3, 17, 7, 5, 33, 3, 2, (2, 1), ((2, 0), (1, 3)), (1, 2)),
     (1, 600, 4, 4, 7, 3, 3, 1, ((1, 1), (1, 1)), 1),        # C over one K block: split per tap
+    (1, 400, 5, 6, 40, 3, 3, 1, ((1, 1), (1, 1)), 1),       # K blocks of 7 taps and 2 taps
+    (2, 130, 6, 5, 20, 5, 5, 1, ((2, 2), (2, 2)), 1),       # 25 taps: blocks of 23 and 2
     (2, 8, 6, 6, 65, 1, 1, 1, ((0, 0), (0, 0)), 1),
     (1, 5, 3, 3, 4, 3, 3, 1, ((3, 3), (3, 3)), 1),          # taps that only read padding
     (4, 16, 1, 1, 31, 5, 5, 2, ((2, 2), (2, 2)), 1),
@@ -187,17 +189,20 @@ CONV_CASES = [  # N, C, H, W, O, kh, kw, stride, padding, dilation
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("activation", [None, "relu6"])
-def test_conv2d_matches_torch_float64(layout, case, activation):
+@pytest.mark.parametrize("activation,build", [(None, "default"), ("relu6", "default"), ("relu", "portable")])
+def test_conv2d_matches_torch_float64(request, monkeypatch, layout, case, activation, build):
     torch = pytest.importorskip("torch")
+    if build == "portable":
+        portable = request.getfixturevalue("portable_lib")
+        monkeypatch.setattr(native, "lib", lambda: portable)
     N, C, H, W, O, kh, kw, stride, padding, dilation = case
     rng = np.random.default_rng(C * O)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = (rng.standard_normal((O, C, kh, kw)) / np.sqrt(C * kh * kw)).astype(np.float32)
     b = rng.standard_normal(O).astype(np.float32)
     want = _torch_conv(torch, x, w, b, stride, padding, dilation)
-    if activation == "relu6":
-        want = np.clip(want, 0, 6)
+    if activation is not None:
+        want = np.clip(want, 0, 6 if activation == "relu6" else None)
     xl = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     wl = w if layout == "NCHW" else np.ascontiguousarray(w.transpose(0, 2, 3, 1))
     got = pygpu_ops.conv2d(xl, wl, b, stride=stride, padding=padding, dilation=dilation, layout=layout,

@@ -306,7 +306,8 @@ PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t
 // The convolution of one group as a GEMM over its im2col matrix, without building it:
 // y[p, o] (p = (n, oh, ow) flattened) = act(sum over taps t and channels c of
 // x[n, oh * sh - pt + th[t] * dh, ow * sw - pl + tw[t] * dw, c] * B(t, c, o) + bias[o]), the input
-// taken as 0 outside the image; x (N, H, W, C) contiguous; B(t, c, o) at w[boff[t] + c * rs + o * cs]
+// taken as 0 outside the image; tap_info = (th, tw, boff), `taps` each; x (N, H, W, C) contiguous;
+// B(t, c, o) at w[boff[t] + c * rs + o * cs]
 // (NHWC weights (O, kh, kw, C): boff = (kh*KW + kw) * C, rs 1, cs KH*KW*C; NCHW (O, C, kh, kw):
 // boff = kh*KW + kw, rs KH*KW, cs C*KH*KW: no copy of the weights either way). Pixels m0 .. m1,
 // output channels n0 .. n1. y is `out` (row-major, leading dimension ldc) when nchw_out is null;
@@ -318,10 +319,11 @@ PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t
 // CONV_KC rows of B (one K block for 3x3 kernels up to C = 341), or one piece of a tap.
 PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
                                 int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
-                                const int32_t* th, const int32_t* tw, const int64_t* boff, int64_t taps,
+                                const int64_t* tap_info, int64_t taps,
                                 const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
                                 int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
                                 float slope, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t *th = tap_info, *tw = tap_info + taps, *boff = tap_info + 2 * taps;
     const int64_t per_tap = k_pieces(C), hw = OH * OW;
     // taps per K block (with per_tap > 1 a block is one piece of one tap)
     const int64_t tpb = per_tap > 1 ? 1 : (CONV_KC / C < 1 ? 1 : CONV_KC / C < taps ? CONV_KC / C : taps);
@@ -358,7 +360,7 @@ PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C,
         for (int64_t sg = 0; sg < nseg; ++sg, ptrs += MR) {
             int64_t t, c0;
             tap_of(kb, sg, t, c0);
-            const int64_t oy = (int64_t)th[t] * dh - pt, ox = (int64_t)tw[t] * dw - pl;
+            const int64_t oy = th[t] * dh - pt, ox = tw[t] * dw - pl;
             int64_t n = n_i, oh = oh_i, ow = ow_i;
             for (int r = 0; r < rows; ++r) {
                 const int64_t ih = oh * sh + oy, iw = ow * sw + ox;

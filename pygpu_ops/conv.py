@@ -789,17 +789,16 @@ def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: flo
     the kernel scatters its last K block's results straight into the NCHW output. One block of
     output pixels or channels per thread (`linalg.native_blocks`)."""
     nchw = layout == "NCHW"
-    ih = np.asarray([t[0] for t in taps_h], np.int64)
-    iw = np.asarray([t[0] for t in taps_w], np.int64)
-    th = np.repeat(ih, len(iw))
-    tw = np.tile(iw, len(ih))
+    th = [t[0] for t in taps_h for _ in taps_w]
+    tw = [t[0] for _ in taps_h for t in taps_w]
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nchw else x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     taps = g.KH * g.KW
-    if nchw:        # w (O, C, kh, kw)
-        boff, rs, cs = th * g.KW + tw, taps, g.C * taps
-    else:           # w (O, kh, kw, C)
-        boff, rs, cs = (th * g.KW + tw) * g.C, 1, taps * g.C
+    if nchw:        # w (O, C, kh, kw): tap (i, j) of channel c of output o at o * C*taps + c * taps + i*KW + j
+        boff, rs, cs = [i * g.KW + j for i, j in zip(th, tw)], taps, g.C * taps
+    else:           # w (O, kh, kw, C): at o * taps*C + (i*KW + j) * C + c
+        boff, rs, cs = [(i * g.KW + j) * g.C for i, j in zip(th, tw)], 1, taps * g.C
+    tap_info = np.array(th + tw + boff, np.int64)
     M, K = g.N * g.OH * g.OW, len(th) * g.C
     # NCHW: the partial sums between K blocks live in a (pixels, O) scratch; the kernel's scatter
     # takes int32 offsets, so an image of more than 2**26 pixels goes through a transpose instead.
@@ -807,10 +806,9 @@ def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: flo
     y = np.empty((M, g.O), np.float32) if nchw else out
     b = None if bias is None else np.ascontiguousarray(bias, np.float32)
     zeros = np.zeros(max(1, min(g.C, 512)), np.float32)       # a padding row: one K block of C
-    th32, tw32 = th.astype(np.int32), tw.astype(np.int32)
-    keep = (x, w, b, zeros, th32, tw32, boff, y)               # alive until the calls return
+    keep = (x, w, b, zeros, tap_info, y)                       # alive until the calls return
     ptr = native.ptr
-    args = (ptr(th32), ptr(tw32), ptr(boff), len(th), ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
+    args = (ptr(tap_info), len(th), ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
             ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
 
     def call(m0, m1, n0, n1):
@@ -827,8 +825,8 @@ def _skipped_taps_nan(out, w, g: Geometry, layout: str, taps_h, taps_w) -> None:
     """A tap that lands in the padding for every output is left out of the fallback's matmul, but
     the kernels (and PyTorch) multiply the zero padding by its weight: 0 * inf and 0 * NaN are
     NaN. So an output channel with a non-finite weight at such a tap is NaN everywhere."""
-    if out.size == 0 or w.size == 0:
-        return
+    if out.size == 0 or w.size == 0 or (len(taps_h), len(taps_w)) == (g.KH, g.KW):
+        return      # (every tap reads the input somewhere: none was left out)
     inside = np.zeros((g.KH, g.KW), bool)
     inside[np.ix_([t[0] for t in taps_h], [t[0] for t in taps_w])] = True
     if inside.all():

@@ -1,6 +1,7 @@
 // float32 GEMM of the numpy backend: C = act(A @ B + bias), and the NHWC convolution with its
 // im2col folded into the A operand (no column buffer). Called from pygpu_ops/linalg.py and
-// pygpu_ops/conv.py through pygpu_ops/_runtime/native.py, one (rows, columns) block per thread.
+// pygpu_ops/conv.py through pygpu_ops/_runtime/native.py with a list of (rows, columns) blocks of
+// C, which run on the library's own thread pool (pool.h).
 //
 //   A is read through MR row pointers per tile: rows of a row-major (M, K) matrix for the GEMM;
 //   for the convolution, the pixel's input vector x[n, ih, iw, :] of the current kernel tap, or a
@@ -24,6 +25,7 @@
 // micro-kernel over a float[MR][NR] tile (a * b + c, rounded twice: no FMA contraction in
 // -std=c++17); the results then differ from the AVX-512 path in the last bits only.
 #include "common.h"
+#include "pool.h"
 #include <cstdlib>
 #include <vector>
 
@@ -220,11 +222,23 @@ void kernel(const float* const* a, int64_t nseg, int64_t seg, const float* __res
 }
 #endif
 
-struct Aligned {            // a 64-byte aligned float buffer (aligned vector loads of packed B)
-    float* p;
-    explicit Aligned(int64_t n) : p((float*)std::aligned_alloc(64, (size_t)((n * 4 + 63) / 64 * 64))) {}
-    ~Aligned() { std::free(p); }
-};
+// This thread's buffer for packed B: 64-byte aligned (aligned vector loads), at least n floats,
+// kept between calls. A fresh allocation per call (100s of KiB: an mmap) cost page faults and,
+// on release, a TLB shootdown that interrupts the other threads mid-kernel.
+float* packed_buffer(int64_t n) {
+    struct Buffer {
+        float* p = nullptr;
+        int64_t size = 0;
+        ~Buffer() { std::free(p); }
+    };
+    thread_local Buffer buf;
+    if (n > buf.size) {
+        std::free(buf.p);
+        buf.size = n > 2 * buf.size ? n : 2 * buf.size;
+        buf.p = (float*)std::aligned_alloc(64, (size_t)((buf.size * 4 + 63) / 64 * 64));
+    }
+    return buf.p;
+}
 
 // Balanced pieces of at most KC_MAX.
 inline int64_t k_pieces(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
@@ -251,7 +265,7 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int6
         kc_max = nseg * seg > kc_max ? nseg * seg : kc_max;
     }
     const int64_t nc_max = tile_outer ? (n1 - n0 < NC_MAX ? n1 - n0 : NC_MAX) : NR;
-    Aligned packed(kc_max * ((nc_max + NR - 1) / NR) * NR);
+    float* const packed = packed_buffer(kc_max * ((nc_max + NR - 1) / NR) * NR);
     std::vector<const float*> ptrs((size_t)(max_seg * MR));
     float* fin[MR];
     float* fcol[MR];
@@ -265,7 +279,7 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int6
     };
     auto pack = [&](int64_t kb, int64_t nseg, int64_t seg, int64_t j0, int64_t j1, int64_t pstride) {
         for (int64_t sg = 0; sg < nseg; ++sg)
-            pack_b(b_at(kb, sg), rs, cs, seg, j0, j1, pstride, packed.p + sg * seg * NR);
+            pack_b(b_at(kb, sg), rs, cs, seg, j0, j1, pstride, packed + sg * seg * NR);
     };
     for (int64_t j0 = n0; j0 < n1; j0 += nc_max) {
         const int64_t j1 = n1 - j0 < nc_max ? n1 : j0 + nc_max;
@@ -278,7 +292,7 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int6
                 rows_at(i, rows, kb, ptrs.data());
                 if (kb == nblocks - 1 && fcs) fin_at(i, rows, fin);
                 for (int64_t j = j0; j < j1; j += NR)
-                    run(i, rows, j, j1, kb, nseg, seg, packed.p + (j - j0) * nseg * seg);
+                    run(i, rows, j, j1, kb, nseg, seg, packed + (j - j0) * nseg * seg);
             }
         }
     }
@@ -289,9 +303,9 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int6
 // C[m0:m1, n0:n1] = act(A @ B + bias): A (M, K) row-major with leading dimension lda, B (K, N)
 // with element (k, j) at B[k * rs + j * cs], C row-major with leading dimension ldc, bias (N,) or
 // null. Blocks of one C on different threads must not overlap.
-PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
-                            int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
-                            int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+static void sgemm_block(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
+                        int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
+                        int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t nb = k_pieces(K);
     auto p0_of = [&](int64_t kb) { return K * kb / nb; };
     auto seg_of = [&](int64_t kb, int64_t& nseg, int64_t& seg) { nseg = 1; seg = p0_of(kb + 1) - p0_of(kb); };
@@ -317,12 +331,12 @@ PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t
 // tile's A rows for a segment are slices of its pixels' channel vectors, or of `zeros` (at least
 // min(C, KC_MAX) floats) where the tap is in the padding. A K block is as many whole taps as fit
 // CONV_KC rows of B (one K block for 3x3 kernels up to C = 341), or one piece of a tap.
-PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
-                                int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
-                                const int64_t* tap_info, int64_t taps,
-                                const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
-                                int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
-                                float slope, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+static void conv_block(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
+                       int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                       const int64_t* tap_info, int64_t taps,
+                       const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
+                       int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
+                       float slope, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t *th = tap_info, *tw = tap_info + taps, *boff = tap_info + 2 * taps;
     const int64_t per_tap = k_pieces(C), hw = OH * OW;
     // taps per K block (with per_tap > 1 a block is one piece of one tap)
@@ -382,6 +396,32 @@ PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C,
     };
     drive(m0, m1, n0, n1, nblocks, per_tap > 1 ? 1 : tpb, seg_of, b_at, rows_at, fin_at, nchw_out ? hw : 0,
           rs, cs, out, ldc, bias, act, slope, false);
+}
+
+// The exported entry points take a list of C blocks, blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1)
+// (disjoint), run on `threads` threads of the library's pool (pool.h).
+PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
+                            int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
+                            const int64_t* blocks, int64_t nblocks, int32_t threads) {
+    auto one = [&](int64_t k) {
+        const int64_t* b = blocks + 4 * k;
+        sgemm_block(A, lda, B, rs, cs, C, ldc, K, bias, act, slope, b[0], b[1], b[2], b[3]);
+    };
+    pygpu::pool::run(nblocks, threads, one);
+}
+
+PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
+                                int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                                const int64_t* tap_info, int64_t taps,
+                                const float* zeros, const float* w, int64_t rs, int64_t cs, float* out,
+                                int64_t ldc, float* nchw_out, int64_t O, const float* bias, int32_t act,
+                                float slope, const int64_t* blocks, int64_t nblocks, int32_t threads) {
+    auto one = [&](int64_t k) {
+        const int64_t* b = blocks + 4 * k;
+        conv_block(x, H, W, C, OH, OW, sh, sw, pt, pl, dh, dw, tap_info, taps, zeros, w, rs, cs, out, ldc,
+                   nchw_out, O, bias, act, slope, b[0], b[1], b[2], b[3]);
+    };
+    pygpu::pool::run(nblocks, threads, one);
 }
 
 // *out = 1 when this build runs the AVX-512 micro-kernel, 0 for the portable one (for the tests).

@@ -811,11 +811,8 @@ def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: flo
     args = (ptr(tap_info), len(th), ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
             ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
 
-    def call(m0, m1, n0, n1):
-        lib.conv_nhwc_f32(ptr(x), g.H, g.W, g.C, g.OH, g.OW, g.SH, g.SW, g.PT, g.PL, g.DH, g.DW,
-                          *args, m0, m1, n0, n1)
-
-    native_run(native_blocks(M, g.O, K), call)
+    native_run(native_blocks(M, g.O, K), lib.conv_nhwc_f32, ptr(x), g.H, g.W, g.C, g.OH, g.OW,
+               g.SH, g.SW, g.PT, g.PL, g.DH, g.DW, *args)
     del keep
     if nchw and not scatter:
         out[...] = y.reshape(g.N, g.OH, g.OW, g.O).transpose(0, 3, 1, 2)

@@ -335,7 +335,8 @@ NATIVE_PARALLEL_MIN_FLOPS = 8e6
 
 
 def native_blocks(M: int, N: int, K: int):
-    """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on the thread pool. Columns are
+    """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on the library's pool
+    (`native_run`). Columns are
     split (in whole NR panels) when they divide evenly over the threads or are plenty, since then
     a block packs only its own columns of B, into up to two blocks per thread: on a shared
     machine a worker that wakes late, or a core another process holds, then still leaves the
@@ -353,15 +354,14 @@ def native_blocks(M: int, N: int, K: int):
     return [(a * NATIVE_MR, min(M, b * NATIVE_MR), 0, N) for a, b in threads.split(tiles, 1, t)]
 
 
-def native_run(blocks, call) -> None:
-    """``call(m0, m1, n0, n1)`` for each block of `native_blocks`, on the thread pool (ctypes
-    releases the GIL, so the blocks run in parallel)."""
-    from ._runtime import threads
+def native_run(blocks, fn, *args) -> None:
+    """``fn(*args, blocks, len(blocks), threads)``: a native entry point that runs the C blocks of
+    `native_blocks` on the library's own pool (``cpu_src/pool.h``, whose workers spin between
+    back-to-back calls instead of sleeping, see there) with `threads.num_threads` threads."""
+    from ._runtime import native, threads
 
-    if len(blocks) == 1:
-        call(*blocks[0])
-    else:
-        threads.parallel_for(len(blocks), lambda i: call(*blocks[i]))
+    arr = np.asarray(blocks, np.int64).reshape(-1)
+    fn(*args, native.ptr(arr), len(blocks), threads.num_threads() if len(blocks) > 1 else 1)
 
 
 def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, lib=None):
@@ -395,12 +395,8 @@ def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, li
         return out
     ptr = native.ptr
     lda, (rs, cs), ldc = a.strides[0] // 4, (st // 4 for st in b.strides), out.strides[0] // 4
-    pa, pb, pc, pbias = ptr(a), ptr(b), ptr(out), None if bias is None else ptr(bias)
-
-    def call(m0, m1, n0, n1):
-        lib.sgemm_f32(pa, lda, pb, rs, cs, pc, ldc, K, pbias, act, slope, m0, m1, n0, n1)
-
-    native_run(native_blocks(M, N, K), call)
+    native_run(native_blocks(M, N, K), lib.sgemm_f32, ptr(a), lda, ptr(b), rs, cs, ptr(out), ldc, K,
+               None if bias is None else ptr(bias), act, slope)
     return out
 
 

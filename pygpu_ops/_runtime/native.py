@@ -56,9 +56,9 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     "int8_gemm_info": (P,),
     "int8_gemm": (P, I64, I32, P, I64, I32, I64, I64, I64, P, I64, P, I64, P, I64, I32),
     # sgemm.cpp
-    "sgemm_f32": (P, I64, P, I64, I64, P, I64, I64, P, I32, F32, I64, I64, I64, I64),
+    "sgemm_f32": (P, I64, P, I64, I64, P, I64, I64, P, I32, F32, P, I64, I32),
     "conv_nhwc_f32": (P, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, P, I64,
-                      P, P, I64, I64, P, I64, P, I64, P, I32, F32, I64, I64, I64, I64),
+                      P, P, I64, I64, P, I64, P, I64, P, I32, F32, P, I64, I32),
     "sgemm_f32_avx512": (P,),
 }
 

@@ -283,3 +283,38 @@ def test_gemm_and_matmul_through_the_public_api(trans_a, trans_b):
     want_sq, bound_sq = _reference(sq, sq), _bound(sq, sq, 140)
     got_sq = pygpu_ops.gemm(sq, sq, out=sq, backend="numpy")
     assert got_sq is sq and (np.abs(sq - want_sq) <= bound_sq).all()
+
+
+def test_library_pool_after_fork_and_from_concurrent_threads():
+    """The library's own worker pool (cpu_src/pool.h): a forked child (which has none of the
+    parent's workers) starts its own, and Python threads calling at once (one finds the pool busy
+    and runs its blocks alone) all get the right answer."""
+    import os
+    import threading
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((300, 200)).astype(np.float32)
+    b = rng.standard_normal((200, 256)).astype(np.float32)
+    want = native_sgemm(a, b)                 # starts the parent's workers
+    _check(want, a, b)
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:                          # the child: exit code 0 only if the bits agree
+            ok = False
+            try:
+                ok = np.array_equal(native_sgemm(a, b), want)
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    results = [None] * 4
+
+    def work(k):
+        results[k] = [native_sgemm(a, b) for _ in range(5)]
+
+    ths = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert all(np.array_equal(r, want) for rs in results for r in rs)

@@ -41,13 +41,14 @@ different order than BLAS, so results differ from the NumPy route in the last bi
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
 
-from ._runtime import backends, native, validate
+from ._runtime import backends, native, threads, validate
 from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
@@ -380,9 +381,12 @@ def _launch_im2col_nhwc(dev, xd, g, dtype, q0, nrows, col, pad=0):
     dev.launch(IM2COL_NHWC[dtype], elementwise_launch(nrows * g.KH * g.KW * g.C), args)
 
 
+@functools.lru_cache(maxsize=256)
 def _taps(g: Geometry):
-    """The taps of each axis that read the input (``axis_taps``): rows, columns."""
-    return (axis_taps(g.H, g.OH, g.KH, g.SH, g.PT, g.DH), axis_taps(g.W, g.OW, g.KW, g.SW, g.PL, g.DW))
+    """The taps of each axis that read the input (``axis_taps``): rows, columns (cached per
+    geometry: a network calls the same layers again and again)."""
+    return (tuple(axis_taps(g.H, g.OH, g.KH, g.SH, g.PT, g.DH)),
+            tuple(axis_taps(g.W, g.OW, g.KW, g.SW, g.PL, g.DW)))
 
 
 def _rows(t0: int, n: int, s: int) -> slice:
@@ -707,7 +711,7 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     if x.size == 0 or w.size == 0 or nh == 0 or nw == 0:
         out[...] = 0
     elif lib is not None:
-        _native_conv(lib, x, w, bias, g, layout, act, slope, out, taps_h, taps_w)
+        _native_conv(lib, x, w, bias, g, layout, act, slope, out)
         fused = True
     else:
         ih, iw = [t[0] for t in taps_h], [t[0] for t in taps_w]
@@ -779,43 +783,51 @@ def _numpy_conv(x, w, bias, g: Geometry, layout: str, act: int, slope: float, sh
     return out
 
 
-def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: float, out, taps_h, taps_w) -> None:
+def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: float, out) -> None:
     """``out`` = act(conv(x, w) + bias) for one group, float32, by the native kernel
     (``cpu_src/sgemm.cpp: conv_nhwc_f32``): the im2col matrix is never built, each tile reads its
     pixels' channel vectors from NHWC x (zeros in the padding), so there is no column buffer (the
     `set_column_buffer_limit` cap holds trivially), and the weights are read in place in either
     layout. Only the taps that read the input enter the sum, as in the NumPy route
     (`_skipped_taps_nan` covers the others). NCHW: x is transposed to NHWC first (O(input));
-    the kernel scatters its last K block's results straight into the NCHW output. One block of
-    output pixels or channels per thread (`linalg.native_blocks`)."""
+    the kernel scatters its last K block's results straight into the NCHW output. Blocks of
+    output channels (or pixels) per thread (`linalg.native_blocks`) on the library's pool."""
     nchw = layout == "NCHW"
-    th = [t[0] for t in taps_h for _ in taps_w]
-    tw = [t[0] for _ in taps_h for t in taps_w]
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nchw else x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
+    tap_info, zeros, blocks, rs, cs, scatter = _native_plan(g, nchw, threads.num_threads())
+    y = np.empty((g.N * g.OH * g.OW, g.O), np.float32) if nchw else out
+    b = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    ptr = native.ptr
+    native_run(blocks, lib.conv_nhwc_f32, ptr(x), g.H, g.W, g.C, g.OH, g.OW, g.SH, g.SW, g.PT, g.PL,
+               g.DH, g.DW, ptr(tap_info), len(tap_info) // 3, ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
+               ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
+    if nchw and not scatter:
+        out[...] = y.reshape(g.N, g.OH, g.OW, g.O).transpose(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _native_plan(g: Geometry, nchw: bool, n_threads: int):
+    """What `_native_conv` hands the kernel besides the arrays, per geometry (cached: rebuilding it
+    is Python work that, with the caches cold after the kernel, cost ~0.1-0.3 ms a call here):
+    the taps (rows, columns, weight offsets) as one read-only int64 array, a row of zeros for the
+    padding (at least one K block of C), the C blocks, B's strides, and whether NCHW results are
+    scattered by the kernel (an image of more than 2**26 pixels, past the scatter's int32
+    offsets, goes through a (pixels, O) array and a transpose instead)."""
+    taps_h, taps_w = _taps(g)
+    th = [t[0] for t in taps_h for _ in taps_w]
+    tw = [t[0] for _ in taps_h for t in taps_w]
     taps = g.KH * g.KW
     if nchw:        # w (O, C, kh, kw): tap (i, j) of channel c of output o at o * C*taps + c * taps + i*KW + j
         boff, rs, cs = [i * g.KW + j for i, j in zip(th, tw)], taps, g.C * taps
     else:           # w (O, kh, kw, C): at o * taps*C + (i*KW + j) * C + c
         boff, rs, cs = [(i * g.KW + j) * g.C for i, j in zip(th, tw)], 1, taps * g.C
     tap_info = np.array(th + tw + boff, np.int64)
-    M, K = g.N * g.OH * g.OW, len(th) * g.C
-    # NCHW: the partial sums between K blocks live in a (pixels, O) scratch; the kernel's scatter
-    # takes int32 offsets, so an image of more than 2**26 pixels goes through a transpose instead.
-    scatter = nchw and g.OH * g.OW <= INT32_MAX // 32
-    y = np.empty((M, g.O), np.float32) if nchw else out
-    b = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    zeros = np.zeros(max(1, min(g.C, 512)), np.float32)       # a padding row: one K block of C
-    keep = (x, w, b, zeros, tap_info, y)                       # alive until the calls return
-    ptr = native.ptr
-    args = (ptr(tap_info), len(th), ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
-            ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
-
-    native_run(native_blocks(M, g.O, K), lib.conv_nhwc_f32, ptr(x), g.H, g.W, g.C, g.OH, g.OW,
-               g.SH, g.SW, g.PT, g.PL, g.DH, g.DW, *args)
-    del keep
-    if nchw and not scatter:
-        out[...] = y.reshape(g.N, g.OH, g.OW, g.O).transpose(0, 3, 1, 2)
+    zeros = np.zeros(max(1, min(g.C, 512)), np.float32)
+    blocks = np.array(native_blocks(g.N * g.OH * g.OW, g.O, len(th) * g.C, n_threads), np.int64)
+    for a in (tap_info, zeros, blocks):
+        a.flags.writeable = False
+    return tap_info, zeros, blocks, rs, cs, nchw and g.OH * g.OW <= INT32_MAX // 32
 
 
 def _skipped_taps_nan(out, w, g: Geometry, layout: str, taps_h, taps_w) -> None:

@@ -334,7 +334,7 @@ NATIVE_MR, NATIVE_NR = 14, 32
 NATIVE_PARALLEL_MIN_FLOPS = 8e6
 
 
-def native_blocks(M: int, N: int, K: int):
+def native_blocks(M: int, N: int, K: int, n_threads=None):
     """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on the library's pool
     (`native_run`). Columns are
     split (in whole NR panels) when they divide evenly over the threads or are plenty, since then
@@ -345,7 +345,8 @@ def native_blocks(M: int, N: int, K: int):
     packing all of B."""
     from ._runtime import threads
 
-    t = threads.num_threads() if 2.0 * M * N * K >= NATIVE_PARALLEL_MIN_FLOPS else 1
+    t = threads.num_threads() if n_threads is None else int(n_threads)
+    t = t if 2.0 * M * N * K >= NATIVE_PARALLEL_MIN_FLOPS else 1
     panels, tiles = ceil_div(N, NATIVE_NR), ceil_div(M, NATIVE_MR)
     if t == 1 or (panels < t and tiles < t):
         return [(0, M, 0, N)]
@@ -356,12 +357,13 @@ def native_blocks(M: int, N: int, K: int):
 
 def native_run(blocks, fn, *args) -> None:
     """``fn(*args, blocks, len(blocks), threads)``: a native entry point that runs the C blocks of
-    `native_blocks` on the library's own pool (``cpu_src/pool.h``, whose workers spin between
-    back-to-back calls instead of sleeping, see there) with `threads.num_threads` threads."""
+    `native_blocks` (a list, or an (n, 4) int64 array) on the library's own pool
+    (``cpu_src/pool.h``, whose workers spin between back-to-back calls instead of sleeping, see
+    there) with `threads.num_threads` threads."""
     from ._runtime import native, threads
 
-    arr = np.asarray(blocks, np.int64).reshape(-1)
-    fn(*args, native.ptr(arr), len(blocks), threads.num_threads() if len(blocks) > 1 else 1)
+    arr = np.ascontiguousarray(blocks, np.int64).reshape(-1, 4)
+    fn(*args, native.ptr(arr), len(arr), threads.num_threads() if len(arr) > 1 else 1)
 
 
 def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, lib=None):

@@ -42,6 +42,36 @@ constexpr int64_t KC_MAX = 512;     // K block: the tile's A rows (14 x 512 x 4 
 constexpr int64_t NC_MAX = 512;     // columns per packed B block (512 x 512 x 4 B = 1 MiB of L2 at most)
 constexpr int64_t CONV_KC = 3072;   // rows of B per convolution K block: a panel of 384 KiB in L2
 
+#ifdef PYGPU_SGEMM_AVX512
+// o[l][c] = r[c][l]: a 16 x 16 transpose in registers (unpack pairs, then pairs of pairs, then
+// 128-bit lanes across rows).
+inline void transpose16(const __m512* r, __m512* o) {
+    __m512 t[16], u[16];
+    for (int c = 0; c < 16; c += 2) {   // per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3)
+        t[c] = _mm512_unpacklo_ps(r[c], r[c + 1]);
+        t[c + 1] = _mm512_unpackhi_ps(r[c], r[c + 1]);
+    }
+    for (int c = 0; c < 16; c += 4) {   // per lane, u[c + q] = rows c .. c+3 at element q
+        const __m512d a = _mm512_castps_pd(t[c]), b = _mm512_castps_pd(t[c + 2]);
+        const __m512d e = _mm512_castps_pd(t[c + 1]), f = _mm512_castps_pd(t[c + 3]);
+        u[c] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[c + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[c + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(e, f));
+        u[c + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(e, f));
+    }
+    for (int q = 0; q < 4; ++q) {      // lane L of u[q], u[4+q], u[8+q], u[12+q] is column 4 L + q
+        const __m512 v = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x44);
+        const __m512 v2 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xEE);
+        const __m512 w = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x44);
+        const __m512 w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xEE);
+        o[q] = _mm512_shuffle_f32x4(v, w, 0x88);
+        o[4 + q] = _mm512_shuffle_f32x4(v, w, 0xDD);
+        o[8 + q] = _mm512_shuffle_f32x4(v2, w2, 0x88);
+        o[12 + q] = _mm512_shuffle_f32x4(v2, w2, 0xDD);
+    }
+}
+#endif
+
 // Columns n0 .. n1 of rows 0 .. kc of B (element (k, j) at B[k * rs + j * cs]) into panels of
 // NR columns, pstride floats apart: dst[p * pstride + k * NR + c] = B[k, n0 + p * NR + c], zero
 // past n1.
@@ -69,29 +99,9 @@ void pack_b(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_t n0, int6
                     for (int c = 0; c < 16; ++c)
                         r[c] = h * 16 + c < nc ? _mm512_maskz_loadu_ps(km, src + (h * 16 + c) * cs + k)
                                                : _mm512_setzero_ps();
-                    __m512 t[16], u[16];
-                    for (int c = 0; c < 16; c += 2) {   // per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3)
-                        t[c] = _mm512_unpacklo_ps(r[c], r[c + 1]);
-                        t[c + 1] = _mm512_unpackhi_ps(r[c], r[c + 1]);
-                    }
-                    for (int c = 0; c < 16; c += 4) {   // per lane, u[c + q] = rows c .. c+3 at element q
-                        const __m512d a = _mm512_castps_pd(t[c]), b = _mm512_castps_pd(t[c + 2]);
-                        const __m512d e = _mm512_castps_pd(t[c + 1]), f = _mm512_castps_pd(t[c + 3]);
-                        u[c] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-                        u[c + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-                        u[c + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(e, f));
-                        u[c + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(e, f));
-                    }
-                    for (int q = 0; q < 4; ++q) {      // gather lane L of u[q], u[4+q], u[8+q], u[12+q]
-                        const __m512 v = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x44);
-                        const __m512 v2 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xEE);
-                        const __m512 w = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x44);
-                        const __m512 w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xEE);
-                        const __m512 o[4] = {_mm512_shuffle_f32x4(v, w, 0x88), _mm512_shuffle_f32x4(v, w, 0xDD),
-                                             _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
-                        for (int l = 0; l < 4; ++l)     // o[l] is column k + 4 l + q of the 16 rows
-                            if (4 * l + q < kn) _mm512_store_ps(dst + (k + 4 * l + q) * NR + h * 16, o[l]);
-                    }
+                    __m512 o[16];
+                    transpose16(r, o);
+                    for (int l = 0; l < kn; ++l) _mm512_store_ps(dst + (k + l) * NR + h * 16, o[l]);
                 }
             continue;
         }
@@ -114,6 +124,35 @@ void pack_b(const float* B, int64_t rs, int64_t cs, int64_t kc, int64_t n0, int6
                 dst[k * NR + c] = c < nc ? src[k * rs + c * cs] : 0.0f;
     }
 }
+
+#ifdef PYGPU_SGEMM_AVX512
+// NCHW conv weights, a K block of every one of the T taps: B(t, c, o) = w[o * cs + c * T + t] is
+// contiguous over q = c * T + t for each output channel o, so 16 x 16 transposes of 16 channels
+// by 16 consecutive q give whole 16-wide rows of packed B (as pack_b: dst[p * pstride + (t * C +
+// c) * NR + col]), where per-tap packing would gather element by element.
+void pack_b_taps(const float* w, int64_t T, int64_t C, int64_t cs, int64_t n0, int64_t n1, int64_t pstride,
+                 float* __restrict dst) {
+    const int64_t Q = C * T;
+    for (int64_t j0 = n0; j0 < n1; j0 += NR, dst += pstride) {
+        const int nc = (int)(n1 - j0 < NR ? n1 - j0 : NR);
+        for (int h = 0; h < 2; ++h)
+            for (int64_t q = 0; q < Q; q += 16) {
+                const int kn = (int)(Q - q < 16 ? Q - q : 16);
+                const __mmask16 km = kn == 16 ? 0xFFFF : (__mmask16)((1u << kn) - 1);
+                __m512 r[16], o[16];
+                for (int c = 0; c < 16; ++c)
+                    r[c] = h * 16 + c < nc ? _mm512_maskz_loadu_ps(km, w + (j0 + h * 16 + c) * cs + q)
+                                           : _mm512_setzero_ps();
+                transpose16(r, o);
+                int64_t c0 = q / T, t0 = q % T;
+                for (int l = 0; l < kn; ++l) {
+                    _mm512_store_ps(dst + (t0 * C + c0) * NR + h * 16, o[l]);
+                    if (++t0 == T) t0 = 0, ++c0;
+                }
+            }
+    }
+}
+#endif
 
 #ifdef PYGPU_SGEMM_AVX512
 inline __m512 activate(__m512 v, int act, __m512 slope) {
@@ -244,8 +283,8 @@ float* packed_buffer(int64_t n) {
 inline int64_t k_pieces(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
 
 // Rows m0 .. m1, columns n0 .. n1 of C, over nblocks K blocks. K block kb is `nseg(kb)` segments
-// of `seg(kb)` rows of B each; `b_at(kb, s)` is segment s's first row of B (rows at rs, columns
-// at cs) and `rows_at(i, rows, kb, ptrs)` fills the MR row pointers of A of every segment of the
+// of `seg(kb)` rows of B each; `pack(kb, nseg, seg, j0, j1, pstride, dst)` packs its B (as
+// pack_b: panels pstride apart, segment s at rows s * seg ..) and `rows_at(i, rows, kb, ptrs)` fills the MR row pointers of A of every segment of the
 // tile starting at row i (ptrs[s * MR + r]); rows past m1 must point at readable memory (their
 // sums are dropped). Partial sums between K blocks are kept in C. With fcs != 0 the last K block
 // stores column j of row i at fin_at(i)[j * fcs] instead of C.
@@ -253,9 +292,9 @@ inline int64_t k_pieces(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_M
 //   from L2: the GEMM, K blocks of KC_MAX); otherwise for each panel every tile (the panel, up
 //   to CONV_KC x NR floats, stays in L2; the convolution, whose taps re-read the same input
 //   pixels, so one K block spans all of them and the sums never leave the registers).
-template <class Seg, class BAt, class Rows, class Fin>
+template <class Seg, class Pack, class Rows, class Fin>
 void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int64_t max_seg, Seg seg_of,
-           BAt b_at, Rows rows_at, Fin fin_at, int64_t fcs, int64_t rs, int64_t cs, float* C, int64_t ldc,
+           Pack pack, Rows rows_at, Fin fin_at, int64_t fcs, float* C, int64_t ldc,
            const float* bias, int act, float slope, bool tile_outer) {
     if (m1 <= m0 || n1 <= n0) return;
     int64_t kc_max = 1;
@@ -277,16 +316,12 @@ void drive(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t nblocks, int6
         kernel(ptrs.data(), nseg, seg, panel, C + i * ldc + j, ldc, rows, (int)(j1 - j < NR ? j1 - j : NR),
                kb == 0, last, bias ? bias + j : nullptr, act, slope, fcol, fcs);
     };
-    auto pack = [&](int64_t kb, int64_t nseg, int64_t seg, int64_t j0, int64_t j1, int64_t pstride) {
-        for (int64_t sg = 0; sg < nseg; ++sg)
-            pack_b(b_at(kb, sg), rs, cs, seg, j0, j1, pstride, packed + sg * seg * NR);
-    };
     for (int64_t j0 = n0; j0 < n1; j0 += nc_max) {
         const int64_t j1 = n1 - j0 < nc_max ? n1 : j0 + nc_max;
         for (int64_t kb = 0; kb < nblocks; ++kb) {
             int64_t nseg, seg;
             seg_of(kb, nseg, seg);
-            pack(kb, nseg, seg, j0, j1, nseg * seg * NR);
+            pack(kb, nseg, seg, j0, j1, nseg * seg * NR, packed);
             for (int64_t i = m0; i < m1; i += MR) {
                 const int rows = (int)(m1 - i < MR ? m1 - i : MR);
                 rows_at(i, rows, kb, ptrs.data());
@@ -309,12 +344,14 @@ static void sgemm_block(const float* A, int64_t lda, const float* B, int64_t rs,
     const int64_t nb = k_pieces(K);
     auto p0_of = [&](int64_t kb) { return K * kb / nb; };
     auto seg_of = [&](int64_t kb, int64_t& nseg, int64_t& seg) { nseg = 1; seg = p0_of(kb + 1) - p0_of(kb); };
-    auto b_at = [&](int64_t kb, int64_t) { return B + p0_of(kb) * rs; };
+    auto pack = [&](int64_t kb, int64_t, int64_t seg, int64_t j0, int64_t j1, int64_t pstride, float* dst) {
+        pack_b(B + p0_of(kb) * rs, rs, cs, seg, j0, j1, pstride, dst);
+    };
     auto rows_at = [&](int64_t i, int rows, int64_t kb, const float** ptrs) {
         for (int r = 0; r < MR; ++r) ptrs[r] = A + (i + (r < rows ? r : 0)) * lda + p0_of(kb);
     };
     auto no_fin = [](int64_t, int, float**) {};
-    drive(m0, m1, n0, n1, nb, 1, seg_of, b_at, rows_at, no_fin, 0, rs, cs, C, ldc, bias, act, slope, true);
+    drive(m0, m1, n0, n1, nb, 1, seg_of, pack, rows_at, no_fin, 0, C, ldc, bias, act, slope, true);
 }
 
 // The convolution of one group as a GEMM over its im2col matrix, without building it:
@@ -362,10 +399,18 @@ static void conv_block(const float* x, int64_t H, int64_t W, int64_t C, int64_t 
             c0 = 0;
         }
     };
-    auto b_at = [&](int64_t kb, int64_t sg) {
-        int64_t t, c0;
-        tap_of(kb, sg, t, c0);
-        return w + boff[t] + c0 * rs;
+    // NCHW weights (rs = taps, boff[t] = t) and a block of every tap: transposes, not gathers
+    bool interleaved = rs == taps && taps > 1;
+    for (int64_t t = 0; t < taps && interleaved; ++t) interleaved = boff[t] == t;
+    auto pack = [&](int64_t kb, int64_t nseg, int64_t seg, int64_t j0, int64_t j1, int64_t pstride, float* dst) {
+#ifdef PYGPU_SGEMM_AVX512
+        if (interleaved && nseg == taps) return pack_b_taps(w, taps, C, cs, j0, j1, pstride, dst);
+#endif
+        for (int64_t sg = 0; sg < nseg; ++sg) {
+            int64_t t, c0;
+            tap_of(kb, sg, t, c0);
+            pack_b(w + boff[t] + c0 * rs, rs, cs, seg, j0, j1, pstride, dst + sg * seg * NR);
+        }
     };
     auto rows_at = [&](int64_t i, int rows, int64_t kb, const float** ptrs) {
         int64_t nseg, seg;
@@ -394,8 +439,8 @@ static void conv_block(const float* x, int64_t H, int64_t W, int64_t C, int64_t 
             if (++q == hw) q = 0, ++n;
         }
     };
-    drive(m0, m1, n0, n1, nblocks, per_tap > 1 ? 1 : tpb, seg_of, b_at, rows_at, fin_at, nchw_out ? hw : 0,
-          rs, cs, out, ldc, bias, act, slope, false);
+    drive(m0, m1, n0, n1, nblocks, per_tap > 1 ? 1 : tpb, seg_of, pack, rows_at, fin_at, nchw_out ? hw : 0,
+          out, ldc, bias, act, slope, false);
 }
 
 // The exported entry points take a list of C blocks, blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1)

@@ -48,12 +48,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._runtime import backends, native, threads, validate
+from ._runtime import backends, native, validate
 from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
-from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant, native_blocks, native_run
+from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant, native_blocks, native_run, native_threads
 from .linalg import launch_config as gemm_launch_config
 
 # ---------------------------------------------------------------------------------------------
@@ -791,15 +791,16 @@ def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: flo
     layout. Only the taps that read the input enter the sum, as in the NumPy route
     (`_skipped_taps_nan` covers the others). NCHW: x is transposed to NHWC first (O(input));
     the kernel scatters its last K block's results straight into the NCHW output. Blocks of
-    output channels (or pixels) per thread (`linalg.native_blocks`) on the library's pool."""
+    output channels (or pixels) per thread (`linalg.native_blocks`) on OpenMP threads."""
     nchw = layout == "NCHW"
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nchw else x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
-    tap_info, zeros, blocks, rs, cs, scatter = _native_plan(g, nchw, threads.num_threads())
+    nt = native_threads(g.N * g.OH * g.OW, g.O, g.KH * g.KW * g.C)
+    tap_info, zeros, blocks, rs, cs, scatter = _native_plan(g, nchw, nt)
     y = np.empty((g.N * g.OH * g.OW, g.O), np.float32) if nchw else out
     b = None if bias is None else np.ascontiguousarray(bias, np.float32)
     ptr = native.ptr
-    native_run(blocks, lib.conv_nhwc_f32, ptr(x), g.H, g.W, g.C, g.OH, g.OW, g.SH, g.SW, g.PT, g.PL,
+    native_run(blocks, nt, lib.conv_nhwc_f32, ptr(x), g.H, g.W, g.C, g.OH, g.OW, g.SH, g.SW, g.PT, g.PL,
                g.DH, g.DW, ptr(tap_info), len(tap_info) // 3, ptr(zeros), ptr(w), rs, cs, ptr(y), g.O,
                ptr(out) if scatter else None, g.O, None if b is None else ptr(b), act, slope)
     if nchw and not scatter:

@@ -329,41 +329,43 @@ def _numpy_gemm(opa, opb, c, alpha, beta, dtype, out):
 
 #: The native GEMM's tile (cpu_src/sgemm.cpp: MR rows x NR columns per micro-kernel call).
 NATIVE_MR, NATIVE_NR = 14, 32
-#: Below this many flops one thread does the whole product (handing a block to the pool costs
-#: tens of microseconds, about 5 MFLOP of the kernel).
-NATIVE_PARALLEL_MIN_FLOPS = 8e6
 
 
-def native_blocks(M: int, N: int, K: int, n_threads=None):
-    """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on the library's pool
-    (`native_run`). Columns are
-    split (in whole NR panels) when they divide evenly over the threads or are plenty, since then
-    a block packs only its own columns of B, into up to two blocks per thread: on a shared
-    machine a worker that wakes late, or a core another process holds, then still leaves the
-    blocks balanced (traced here: with one block per thread the caller often ran both while the
-    worker waited for a core). Otherwise rows (in whole MR tiles), one block per thread, each
-    packing all of B."""
+def native_threads(M: int, N: int, K: int) -> int:
+    """Threads for a native (M, N, K) product: `native.threads_for` of M * N * K / 16 "bytes", so
+    a second thread joins from about 4M multiply-adds (~40 us of one core at the kernel's ~200
+    GFLOP/s), and never in a fork child or inside a Python pool chunk."""
+    from ._runtime import native
+
+    return native.threads_for(M * N * K // 16)
+
+
+def native_blocks(M: int, N: int, K: int, n_threads: int):
+    """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on ``n_threads`` threads.
+    Columns are split (in whole NR panels) when they divide evenly over the threads or are
+    plenty, since then a block packs only its own columns of B, into up to two blocks per thread:
+    on a shared machine a thread that starts late, or a core another process holds, then still
+    leaves the work balanced (traced here: with one block per thread the caller often ran both
+    while the other thread waited for a core). Otherwise rows (in whole MR tiles), one block per
+    thread, each packing all of B."""
     from ._runtime import threads
 
-    t = threads.num_threads() if n_threads is None else int(n_threads)
-    t = t if 2.0 * M * N * K >= NATIVE_PARALLEL_MIN_FLOPS else 1
+    t = int(n_threads)
     panels, tiles = ceil_div(N, NATIVE_NR), ceil_div(M, NATIVE_MR)
-    if t == 1 or (panels < t and tiles < t):
+    if t <= 1 or (panels < t and tiles < t):
         return [(0, M, 0, N)]
     if panels >= t and (panels % t == 0 or panels >= 4 * t or tiles < t):
         return [(0, M, a * NATIVE_NR, min(N, b * NATIVE_NR)) for a, b in threads.split(panels, 1, t, 2)]
     return [(a * NATIVE_MR, min(M, b * NATIVE_MR), 0, N) for a, b in threads.split(tiles, 1, t)]
 
 
-def native_run(blocks, fn, *args) -> None:
+def native_run(blocks, n_threads: int, fn, *args) -> None:
     """``fn(*args, blocks, len(blocks), threads)``: a native entry point that runs the C blocks of
-    `native_blocks` (a list, or an (n, 4) int64 array) on the library's own pool
-    (``cpu_src/pool.h``, whose workers spin between back-to-back calls instead of sleeping, see
-    there) with `threads.num_threads` threads."""
-    from ._runtime import native, threads
+    `native_blocks` (a list, or an (n, 4) int64 array) on ``n_threads`` OpenMP threads."""
+    from ._runtime import native
 
     arr = np.ascontiguousarray(blocks, np.int64).reshape(-1, 4)
-    fn(*args, native.ptr(arr), len(arr), threads.num_threads() if len(arr) > 1 else 1)
+    fn(*args, native.ptr(arr), len(arr), n_threads if len(arr) > 1 else 1)
 
 
 def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, lib=None):
@@ -397,7 +399,8 @@ def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, li
         return out
     ptr = native.ptr
     lda, (rs, cs), ldc = a.strides[0] // 4, (st // 4 for st in b.strides), out.strides[0] // 4
-    native_run(native_blocks(M, N, K), lib.sgemm_f32, ptr(a), lda, ptr(b), rs, cs, ptr(out), ldc, K,
+    nt = native_threads(M, N, K)
+    native_run(native_blocks(M, N, K, nt), nt, lib.sgemm_f32, ptr(a), lda, ptr(b), rs, cs, ptr(out), ldc, K,
                None if bias is None else ptr(bias), act, slope)
     return out
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._runtime import backends, npfast, threads, validate
+from ._runtime import backends, native, validate
 from ._runtime.device import Launch, device_scope, get_device, to_host
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
@@ -128,8 +128,9 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
             if outer * inner == 0:
                 # an empty result: numpy.take may check nothing (it skips an empty outer part)
                 _check_on_host(op, ids_name, ids, dim, axis)
-            if axis == 0 and ids.size * inner * dtype.itemsize >= npfast.PARALLEL_MIN_BYTES:
-                return _take_rows_parallel(op, ids_name, np.asarray(data), ids, out_shape, axis)
+            lib = native.lib() if axis == 0 and not dtype.hasobject else None
+            if lib is not None:
+                return _take_rows_native(op, ids_name, np.asarray(data), ids, out_shape, axis, lib)
             try:
                 # mode="raise" takes -dim <= i < dim, ONNX's range, so the ids are checked in the
                 # same pass; np.asarray: a 0-d take of a 1-D array is a NumPy scalar.
@@ -159,21 +160,19 @@ def _gather(op: str, data, ids, axis, names, backend: str, table_2d: bool = Fals
         return dev.result(out)
 
 
-def _take_rows_parallel(op, ids_name, data, ids, out_shape, axis):
-    """Rows of data (axis 0) for a large result: the ids checked in one pass (their min and max),
-    then one ``numpy.take`` per piece of the ids on the thread pool, each writing its slice of
-    the result. ``mode="wrap"`` after the check: it maps -dim <= i < 0 as ONNX does, and unlike
-    ``mode="raise"`` it writes into ``out=`` without a buffer."""
-    dim = data.shape[0]
-    flat = ids.reshape(-1)
-    lo, hi = int(flat.min()), int(flat.max())
-    if lo < -dim or hi >= dim:
-        _check_on_host(op, ids_name, ids, dim, axis)     # raises, naming the first bad id
+def _take_rows_native(op, ids_name, data, ids, out_shape, axis, lib):
+    """Rows of data (axis 0) by cpu_src/gather.cpp: the ids checked first (nothing is copied when
+    one is out of range; the error names the first), then one memcpy per row, the ids split over
+    the loop's threads."""
+    data = np.ascontiguousarray(data)
+    flat = np.ascontiguousarray(ids).reshape(-1)       # int32 or int64, native order (_gather checked)
     out = np.empty(out_shape, data.dtype)
-    rows = out.reshape((flat.size,) + data.shape[1:])
-    row_bytes = max(1, rows[:1].nbytes)
-    threads.map_ranges(threads.split(flat.size, max(1, npfast.PARALLEL_MIN_BYTES // (2 * row_bytes))),
-                       lambda a, b: np.take(data, flat[a:b], axis=0, out=rows[a:b], mode="wrap"))
+    row_bytes = data[:1].nbytes if data.shape[0] else int(np.prod(data.shape[1:], dtype=np.int64)) * data.itemsize
+    fn = lib.gather_rows_i64 if flat.dtype == np.int64 else lib.gather_rows_i32
+    bad = fn(native.ptr(data), native.ptr(flat), flat.size, data.shape[0], row_bytes, native.ptr(out),
+             native.threads_for(out.nbytes))
+    if bad >= 0:
+        _check_on_host(op, ids_name, ids, data.shape[0], axis)     # raises, naming the first bad id
     return out
 
 

@@ -297,3 +297,12 @@ def test_large_results_split_over_the_threads(monkeypatch, nthreads, ids_dtype):
     bad.reshape(-1)[[4000, 4050]] = [1000, -1001]
     with pytest.raises(ValueError, match=r"^embedding: ids holds 1000 at position \(800, 0\), out of range"):
         po.embedding(bad, table, backend="numpy")
+
+
+@pytest.mark.parametrize("ids_dtype", [np.int32, np.int64])
+def test_rows_of_any_byte_order_are_copied_as_they_are(ids_dtype):
+    """The host loop copies row bytes: a big-endian table comes back big-endian, values intact."""
+    table = np.arange(60, dtype=">f4").reshape(20, 3)
+    ids = np.array([[3, -1], [19, 0]], dtype=ids_dtype)
+    got = po.embedding(ids, table, backend="numpy")
+    assert got.dtype == table.dtype and np.array_equal(got, table[ids])

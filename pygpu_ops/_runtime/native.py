@@ -50,6 +50,8 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     "max_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 8 + (I64, I32),
     "avg_pool_nhwc_f32": (P, P) + (I64,) * 5 + (I32,) * 9 + (I64, I32),
     "avg_pool_nchw_f32": (P, P) + (I64,) * 4 + (I32,) * 9 + (I64, I32),
+    # gather.cpp (returns the first bad id's position, or -1)
+    "gather_rows_i32": (P, P, I64, I64, I64, P, I32), "gather_rows_i64": (P, P, I64, I64, I64, P, I32),
     # transpose.cpp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
@@ -61,6 +63,9 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
                       P, P, I64, I64, P, I64, P, I64, P, I32, F32, P, I64, I32),
     "sgemm_f32_avx512": (P,),
 }
+
+#: The functions that return a value (the others return nothing).
+RESTYPES = {"gather_rows_i32": I64, "gather_rows_i64": I64}
 
 #: Work (bytes read) under which a native loop runs on the calling thread alone.
 PARALLEL_MIN_BYTES = 256 << 10
@@ -120,7 +125,7 @@ def _build() -> ctypes.CDLL:
     dll = ctypes.CDLL(str(so))
     for name, args in SIGNATURES.items():
         fn = getattr(dll, name)
-        fn.argtypes, fn.restype = args, None
+        fn.argtypes, fn.restype = args, RESTYPES.get(name)
     return dll
 
 

@@ -36,7 +36,7 @@ from . import sources, threads
 
 ENV_VAR = "PYGPU_OPS_NATIVE"
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC",
-         "-shared", "-fvisibility=hidden", "-fno-math-errno", "-fdiagnostics-color=never")
+         "-shared", "-fvisibility=hidden", "-fno-math-errno", "-ffp-contract=off", "-fdiagnostics-color=never")
 
 F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 #: The exported functions and their argument types (pointers are passed as ints).
@@ -52,6 +52,8 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     "avg_pool_nchw_f32": (P, P) + (I64,) * 4 + (I32,) * 9 + (I64, I32),
     # gather.cpp (returns the first bad id's position, or -1)
     "gather_rows_i32": (P, P, I64, I64, I64, P, I32), "gather_rows_i64": (P, P, I64, I64, I64, P, I32),
+    # rnn.cpp
+    "lstm_cell_f32": (P, P, P, P, I64, I64, I64, I32), "tanh_f32": (P, P, I64),
     # transpose.cpp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp

@@ -228,3 +228,38 @@ def test_a_forked_child_runs_the_loops_on_one_thread():
     env = dict(os.environ, PYGPU_OPS_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tanh_within_three_ulps():
+    lib = native.lib()
+    x = np.concatenate([np.linspace(-20, 20, 400_001, dtype=np.float32),
+                        (np.float32(10) ** np.linspace(-30, 1, 20_000)).astype(np.float32)])
+    x = np.concatenate([x, -x])
+    got = _run(lib.tanh_f32, x)
+    assert _ulps(got, np.tanh(x.astype(np.float64))).max() <= 3
+    special = np.float32([np.nan, np.inf, -np.inf, 0.0, -0.0])
+    out = _run(lib.tanh_f32, special)
+    assert np.isnan(out[0]) and out[1:3].tolist() == [1, -1] and np.signbit(out[4]) and not np.signbit(out[3])
+
+
+@pytest.mark.parametrize("kw", [{}, {"bidirectional": True}, {"batch_first": True},
+                                {"lengths": np.array([5, 1, 3])}])
+def test_lstm_layer_native_cell_against_the_numpy_cell(monkeypatch, kw):
+    """The fused native cell against the NumPy cell with the loops off (the transposed step
+    layout is the same in both; tests/test_recurrent.py checks the layer against a float64 loop
+    and PyTorch)."""
+    from pygpu_ops import lstm
+
+    rng = np.random.default_rng(9)
+    S, B, E, H = 5, 3, 7, 19
+    D = 2 if kw.get("bidirectional") else 1
+    x = rng.standard_normal((B, S, E) if kw.get("batch_first") else (S, B, E)).astype(np.float32)
+    w = [(rng.standard_normal((D, 4 * H, n)) * 0.4).astype(np.float32) for n in (E, H)]
+    b = [(rng.standard_normal((D, 4 * H)) * 0.2).astype(np.float32) for _ in range(2)]
+    args = (x, w[0][0] if D == 1 else w[0], w[1][0] if D == 1 else w[1], b[0][0] if D == 1 else b[0],
+            b[1][0] if D == 1 else b[1])
+    got = lstm(*args, backend="numpy", **kw)
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    want = lstm(*args, backend="numpy", **kw)
+    for g, v in zip(got, want):
+        np.testing.assert_allclose(g, v, rtol=0, atol=2e-6)

@@ -450,8 +450,11 @@ def _gemm_problem(op: str, a, b, a_zero_point, b_zero_point, a_zp_per_row: bool)
     a_shift = 128 if adt == np.uint8 else 0
     b_shift = 128 if bdt == np.uint8 else 0
     za, zb = za - a_shift, zb - b_shift
-    amax = int(max(127 - za.min(), za.max() + 128))
-    bmax = int(max(127 - zb.min(), zb.max() + 128))
+    # (Python ints for scalar zero points: four reductions of one-element arrays cost ~4 us a call)
+    za_lo, za_hi = (int(za[0]),) * 2 if za.size == 1 else (int(za.min()), int(za.max()))
+    zb_lo, zb_hi = (int(zb[0]),) * 2 if zb.size == 1 else (int(zb.min()), int(zb.max()))
+    amax = max(127 - za_lo, za_hi + 128)
+    bmax = max(127 - zb_lo, zb_hi + 128)
     kmax = INT32_MAX // max(16384, amax * bmax)
     if K > kmax:
         raise ValueError(
@@ -495,7 +498,8 @@ def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     b, ldb = _byte_rows(p.b)
     # the zero points in the operands' own ranges (the problem holds them shifted for uint8), za
     # then zb in one buffer
-    zp = np.concatenate([p.za + (128 if p.a_flip else 0), p.zb + (128 if p.b_flip else 0)]).astype(np.int32)
+    za, zb = p.za + (128 if p.a_flip else 0), p.zb + (128 if p.b_flip else 0)
+    zp = np.array([za[0], zb[0]], np.int32) if za.size == zb.size == 1 else np.concatenate([za, zb]).astype(np.int32)
     out = np.empty((M, N), np.int32)
     pza = native.ptr(zp)
     lib.int8_gemm(native.ptr(a), lda, int(not p.a_flip), native.ptr(b), ldb, int(not p.b_flip), M, N, K,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate the README's results tables: the newest GPU benchmark, and the analysis.
+"""Regenerate the README's results tables: the newest GPU benchmark, the newest CPU benchmark
+(the numpy backend against PyTorch on the CPU), and the analysis.
 
 Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --json`` on a GPU
 (see ``profiling/gpu_check.sh``) and replaces the text between ``<!-- results:start -->`` and
@@ -8,9 +9,12 @@ Reads the newest ``profiling/results/*.json`` written by ``pygpu-ops bench --jso
 ``<!-- analysis:end -->``) is the newest ``profiling/results/analysis_*.json`` written by
 ``pygpu-ops analyze --json``: counts, SASS and modeled times, with the measured time and counters of
 the newest ``ncu_*.json`` (``profiling/ncu_counters.py`` on a GPU) or GPU bench next to them and the
-model's error where both exist. Never edit those parts of the README by hand.
+model's error where both exist. The third (between ``<!-- cpu:start -->`` and ``<!-- cpu:end -->``)
+is the newest ``profiling/results/cpu_*.json``, a ``pygpu-ops bench --json`` run without a GPU,
+filed with ``--add-cpu``: each op's numpy backend against its ``torch-cpu`` row, time and ratio.
+Never edit those parts of the README by hand.
 
-    python profiling/update_readme.py [--add bench.json] [--add-ncu ncu.json] [--check]
+    python profiling/update_readme.py [--add bench.json] [--add-ncu ncu.json] [--add-cpu bench.json] [--check]
 
 ``--add`` first files a ``pygpu-ops bench --json`` output from a GPU run under
 ``profiling/results/<device>_<date>.json`` (commit that file). The table shows both times the
@@ -28,14 +32,15 @@ from pathlib import Path
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 A_START, A_END = "<!-- analysis:start -->", "<!-- analysis:end -->"
 ROOT = Path(__file__).resolve().parent.parent
-#: File name prefixes of the other recorded documents (not bench runs).
-ANALYSIS, NCU = "analysis_", "ncu_"
+C_START, C_END = "<!-- cpu:start -->", "<!-- cpu:end -->"
+#: File name prefixes of the other recorded documents (not GPU bench runs).
+ANALYSIS, NCU, CPU = "analysis_", "ncu_", "cpu_"
 
 
 def newest(results_dir: Path):
     docs = []
     for path in sorted(results_dir.glob("*.json")):
-        if path.name.startswith((ANALYSIS, NCU)):
+        if path.name.startswith((ANALYSIS, NCU, CPU)):
             continue
         doc = json.loads(path.read_text())
         why = _schema_problem(doc)
@@ -216,6 +221,49 @@ def render_analysis(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def render_cpu(results_dir: Path) -> str:
+    """The newest CPU bench: per case, the numpy backend's median against the torch-cpu row of
+    its group, the ratio (ours / torch-cpu, lower is better) and the peak memory one call adds."""
+    found = _newest_prefixed(results_dir, CPU)
+    if found is None:
+        return "No CPU benchmark has been recorded yet."
+    _, name, doc = found
+    meta = doc["meta"]
+    rows = doc.get("results", [])
+    base = {r["group"]: r for r in rows if r.get("variant") == "torch-cpu" and r.get("status") == "ok"}
+    lines = [f"Measured on {meta.get('device', '?')}, {meta.get('date', '?')}, {meta.get('threads', '?')} threads "
+             f"both sides, NumPy {meta.get('numpy', '?')}, PyTorch {meta.get('torch', 'not installed')}; "
+             f"median of {meta.get('repeats', '?')} calls, {meta.get('timing', {}).get('protocol', '')} "
+             f"(`{name}`, `pygpu-ops bench --json`, filed with `profiling/update_readme.py --add-cpu`). "
+             "Ratio: ours / torch-cpu, lower is better.", "",
+             "| op | dtype | size | numpy backend ms | torch-cpu ms | ratio | peak MiB (traced) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    worst = None
+    for r in rows:
+        if r.get("variant") != "numpy backend":
+            continue
+        b = base.get(r.get("group"))
+        ours = r.get("op_median_ms") if r.get("status") == "ok" else None
+        theirs = b.get("op_median_ms") if b else None
+        ratio = ours / theirs if ours is not None and theirs else None
+        if ratio is not None and (worst is None or ratio > worst[0]):
+            worst = (ratio, f"{r['op']} {r['size']}")
+        peak = r.get("peak_traced_bytes")
+        lines.append(f"| {r['op']} | {r['dtype']} | {r['size']} | {_ms(ours) if ours is not None else r.get('status')} | "
+                     f"{_ms(theirs)} | {'-' if ratio is None else f'{ratio:.2f}x'} | "
+                     f"{'-' if peak is None else f'{peak / 2**20:.1f}'} |")
+    if worst is not None:
+        lines += ["", f"Worst ratio: {worst[0]:.2f}x ({worst[1]})."]
+    return "\n".join(lines)
+
+
+def add_cpu(path: Path, results_dir: Path) -> Path:
+    doc = json.loads(path.read_text())
+    if doc.get("meta", {}).get("backend") != "numpy":
+        raise SystemExit(f"{path}: not a CPU run of pygpu-ops bench (meta.backend is not 'numpy'); nothing recorded")
+    return _record(doc, results_dir, CPU)
+
+
 def _replace(text: str, start: str, end: str, body: str, readme: Path) -> str:
     if start not in text or end not in text:
         raise SystemExit(f"{readme}: markers {start} / {end} not found")
@@ -226,6 +274,7 @@ def _replace(text: str, start: str, end: str, body: str, readme: Path) -> str:
 
 def rendered(text: str, readme: Path, results_dir: Path) -> str:
     text = _replace(text, START, END, render(newest(results_dir)), readme)
+    text = _replace(text, C_START, C_END, render_cpu(results_dir), readme)
     return _replace(text, A_START, A_END, render_analysis(results_dir), readme)
 
 
@@ -270,7 +319,11 @@ def main(argv=None) -> int:
     p.add_argument("--add", type=Path, metavar="BENCH_JSON", help="record a GPU bench JSON first")
     p.add_argument("--add-ncu", type=Path, metavar="NCU_JSON",
                    help="record profiling/ncu_counters.py's JSON from a GPU run first")
+    p.add_argument("--add-cpu", type=Path, metavar="BENCH_JSON",
+                   help="record a pygpu-ops bench JSON from a run without a GPU first")
     args = p.parse_args(argv)
+    if args.add_cpu:
+        print(f"recorded {add_cpu(args.add_cpu, args.results)}")
     if args.add:
         print(f"recorded {add(args.add, args.results)}")
     if args.add_ncu:

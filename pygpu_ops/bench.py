@@ -1312,7 +1312,7 @@ def main(args) -> int:
     else:
         print(f"pygpu-ops bench: no GPU here ({why}); timing the NumPy fallback against PyTorch on "
               f"this CPU ('{TORCH_CPU}' rows, at the same thread count) where it is importable, else "
-              f"plain NumPy/BLAS, interleaved per group (emulator runs are never timed), then the "
+              f"plain NumPy/BLAS, in alternating blocks per group (emulator runs are never timed), then the "
               f"kernels' analysis: memory "
               f"counts from the emulator, SASS, occupancy and a modeled time, which are counts "
               f"and a model, not measurements.")

@@ -160,11 +160,13 @@ def test_readme_table_generator(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{mod.START}\nold\n{mod.END}\n{mod.A_START}\nold\n{mod.A_END}\ntail\n")
+    readme.write_text(f"# x\n{mod.START}\nold\n{mod.END}\n{mod.C_START}\nold\n{mod.C_END}\n"
+                      f"{mod.A_START}\nold\n{mod.A_END}\ntail\n")
     results = tmp_path / "results"
     results.mkdir()
     assert mod.main(["--readme", str(readme), "--results", str(results)]) == 0
     assert "not measured" in readme.read_text()
+    assert "No CPU benchmark has been recorded yet." in readme.read_text()
     timing = {"kernel": "kernel ms: one call captured into a CUDA graph", "op": "op ms: the public call",
               "throughput_from": "kernel"}
     row = dict(op="gemm", dtype="float32", variant="warptile", size="4096", unit="TFLOP/s", value=45.0,
@@ -204,6 +206,24 @@ def test_readme_table_generator(tmp_path):
     with pytest.raises(SystemExit, match="older than the kernel/op time split"):
         mod.main(["--readme", str(readme), "--results", str(results), "--add", str(old)])
     assert not list(results.glob("X_*"))
+    # a CPU run: the numpy backend against its group's torch-cpu row
+    ours = dict(op="relu", dtype="float32", variant="numpy backend", size="1048576", group="relu/1048576",
+                status="ok", op_median_ms=0.3, peak_traced_bytes=4 << 20)
+    theirs = dict(ours, variant="torch-cpu", op_median_ms=0.2, peak_traced_bytes=None)
+    alone = dict(ours, op="softmax", group="softmax/1", op_median_ms=0.5)
+    cpu_run = tmp_path / "cpu_run.json"
+    cpu_run.write_text(json.dumps({"meta": {"backend": "numpy", "device": "CPU (x86_64)", "threads": 2,
+                                            "date": "2026-05-01T00:00:00Z", "torch": "2.13.0",
+                                            "timing": {"protocol": "blocks: 3 rounds"}},
+                                   "results": [theirs, ours, alone]}))
+    assert mod.main(["--readme", str(readme), "--results", str(results), "--add-cpu", str(cpu_run)]) == 0
+    assert (results / "cpu_CPU_x86_64_2026_05_01T00_00_00Z.json").exists()
+    text = readme.read_text()
+    assert "| relu | float32 | 1048576 | 0.300 | 0.200 | 1.50x | 4.0 |" in text
+    assert "| softmax | float32 | 1048576 | 0.500 | - | - | 4.0 |" in text
+    assert "Worst ratio: 1.50x (relu 1048576)." in text and "NVIDIA H100 80GB HBM3" in text
+    with pytest.raises(SystemExit, match="not a CPU run"):
+        mod.main(["--readme", str(readme), "--results", str(results), "--add-cpu", str(newer)])
 
 
 def test_info_gpu_branch_through_fake_cupy(capsys, fake_cupy):

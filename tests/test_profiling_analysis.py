@@ -55,7 +55,7 @@ def _analysis_row(**kw):
 def test_analysis_table_not_measured_then_measured(tmp_path):
     mod = _load("update_readme")
     readme = tmp_path / "README.md"
-    readme.write_text(f"{mod.START}\nx\n{mod.END}\n{mod.A_START}\nx\n{mod.A_END}\n")
+    readme.write_text(f"{mod.START}\nx\n{mod.END}\n{mod.C_START}\nx\n{mod.C_END}\n{mod.A_START}\nx\n{mod.A_END}\n")
     results = tmp_path / "results"
     results.mkdir()
     assert mod.main(["--readme", str(readme), "--results", str(results)]) == 0

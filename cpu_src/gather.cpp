@@ -8,6 +8,8 @@
 
 namespace {
 
+constexpr int64_t PREFETCH = 4;
+
 template <typename I>
 int64_t gather(const uint8_t* __restrict data, const I* __restrict ids, int64_t n, int64_t dim,
                int64_t row_bytes, uint8_t* __restrict out, int32_t nt) {
@@ -15,6 +17,13 @@ int64_t gather(const uint8_t* __restrict data, const I* __restrict ids, int64_t 
         if (ids[i] < -dim || ids[i] >= dim) return i;
     pygpu::parallel_rows(0, n, nt, [&](int64_t a, int64_t b) {
         for (int64_t i = a; i < b; ++i) {
+            // the rows are scattered over the table, so the hardware prefetcher cannot see the
+            // next one coming: ask for the row PREFETCH ids ahead while this one is copied
+            if (i + PREFETCH < b) {
+                const int64_t q = ids[i + PREFETCH] < 0 ? ids[i + PREFETCH] + dim : ids[i + PREFETCH];
+                const uint8_t* src = data + q * row_bytes;
+                for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(src + off);
+            }
             const int64_t r = ids[i] < 0 ? ids[i] + dim : ids[i];
             std::memcpy(out + i * row_bytes, data + r * row_bytes, static_cast<size_t>(row_bytes));
         }

@@ -1,11 +1,11 @@
 // The LSTM cell of the numpy backend's recurrent layers (pygpu_ops/recurrent.py `_numpy_layer`),
-// one time step over every direction, with the state transposed (gates and hidden units as rows,
-// the batch along a row): from the pre-activations z (D, 4H, B) = x W^T + h R^T + biases, in
+// one time step of one direction, with the state transposed (gates and hidden units as rows,
+// the batch along a row): from the pre-activations z (4H, B) = (x W^T + biases) + h R^T, in
 // the gate order of recurrent.py (i, f, g, o: rows k*H..(k+1)*H, PyTorch's order),
 //   c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(c'),
 // each product and sum rounded on its own (no FMA contraction: ISO C++ mode), the same steps
 // as the NumPy route; sigmoid and tanh from exp_f32 (within 3 ulp; tests/_runtime/test_native.py).
-// Rows of (d, unit) are split over the threads.
+// The hidden units are split over the threads; each writes its own column of the step's output.
 #include "common.h"
 
 namespace {
@@ -43,30 +43,45 @@ inline float tanh_f32(float x) {
 
 namespace {
 
-void lstm_rows(const float* __restrict z, const float* __restrict c, float* __restrict h_out,
-               float* __restrict c_out, int64_t H, int64_t B, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {            // r = d * H + unit
-        const int64_t d = r / H, u = r % H;
-        const float* zi = z + (d * 4 * H + u) * B;
-        const float* zf = zi + H * B;
-        const float* zg = zf + H * B;
-        const float* zo = zg + H * B;
-        const float* cr = c + r * B;
-        float* hr = h_out + r * B;
-        float* cn = c_out + r * B;
-        for (int64_t b = 0; b < B; ++b) {
-            const float cc = sigmoid(zf[b]) * cr[b] + sigmoid(zi[b]) * pygpu::tanh_f32(zg[b]);
-            cn[b] = cc;
-            hr[b] = sigmoid(zo[b]) * pygpu::tanh_f32(cc);
+// z of gate k, unit u, batch row b: (x W^T + bias) + h R^T, in the order the NumPy route adds them
+void lstm_rows(const float* __restrict xw, int64_t ldx, const float* __restrict bias, const float* __restrict hr,
+               const float* __restrict c, float* __restrict h_out, float* __restrict c_out, float* __restrict y,
+               int64_t H, int64_t B, int64_t u0, int64_t u1) {
+    float z[4][64];
+    for (int64_t u = u0; u < u1; ++u) {
+        for (int64_t b0 = 0; b0 < B; b0 += 64) {
+            const int64_t nb = B - b0 < 64 ? B - b0 : 64;
+            for (int k = 0; k < 4; ++k) {
+                const int64_t row = k * H + u;
+                const float* xr = xw + row * ldx + b0;
+                const float* hrr = hr + row * B + b0;
+                for (int64_t b = 0; b < nb; ++b) z[k][b] = (xr[b] + bias[row]) + hrr[b];
+            }
+            const float* cr = c + u * B + b0;
+            float* ho = h_out + u * B + b0;
+            float* co = c_out + u * B + b0;
+            for (int64_t b = 0; b < nb; ++b) {
+                const float cc = sigmoid(z[1][b]) * cr[b] + sigmoid(z[0][b]) * pygpu::tanh_f32(z[2][b]);
+                co[b] = cc;
+                ho[b] = sigmoid(z[3][b]) * pygpu::tanh_f32(cc);
+            }
+            if (y)
+                for (int64_t b = 0; b < nb; ++b) y[(b0 + b) * H + u] = ho[b];
         }
     }
 }
 
 }  // namespace
 
-PYGPU_EXPORT void lstm_cell_f32(const float* z, const float* c, float* h_out, float* c_out, int64_t D,
-                                int64_t H, int64_t B, int32_t nt) {
-    pygpu::parallel_rows(0, D * H, nt, [&](int64_t a, int64_t b) { lstm_rows(z, c, h_out, c_out, H, B, a, b); });
+// One direction's step: xw (4H, B) rows ldx floats apart (the step's columns of the input
+// projection), bias (4H), hr = R h^T (4H, B), c (H, B) -> h_out, c_out (H, B); with y not null
+// also y[b * H + u] = h_out[u, b] (the step's (B, H) slice of the output). Units split over nt
+// threads.
+PYGPU_EXPORT void lstm_cell_f32(const float* xw, int64_t ldx, const float* bias, const float* hr, const float* c,
+                                float* h_out, float* c_out, float* y, int64_t H, int64_t B, int32_t nt) {
+    pygpu::parallel_rows(0, H, nt, [&](int64_t a, int64_t b) {
+        lstm_rows(xw, ldx, bias, hr, c, h_out, c_out, y, H, B, a, b);
+    });
 }
 
 // tanh elementwise (tanh_f32), for the tests' accuracy check.

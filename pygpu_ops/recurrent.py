@@ -292,7 +292,8 @@ def _numpy_layer(L: Layer):
     (H, B): R read in place as the long operand and only the small h^T packed, where h (B, H) @
     R^T would repack all of R (G*H x H) every step (measured for LSTM H = 512, B = 32: 0.18 vs
     0.53 ms a step), and the gates are row blocks of the (D, G*H, B) pre-activations. An LSTM
-    without peepholes runs its cell as one native loop (cpu_src/rnn.cpp) where it is built."""
+    without peepholes runs the rest of its step (bias, sum, gates, state, output row) as one
+    native loop per direction (cpu_src/rnn.cpp) where it is built."""
     S, B, E, H, D = L.dims
     G = GATES[L.kind]
     GH = G * H
@@ -312,11 +313,27 @@ def _numpy_layer(L: Layer):
     y = np.zeros((S, D, B, H), F32)
     rev = np.array(L.reverse)[:, None]
     lib = native.lib()
-    cell = lib.lstm_cell_f32 if lib is not None and L.kind == "lstm" and L.peep is None else None
+    cell = lib.lstm_cell_f32 if lib is not None and L.kind == "lstm" and L.peep is None and B else None
     for s in range(S):
         valid = np.broadcast_to(s < lens[None, :], (D, B))
         t = np.where(rev, lens[None, :] - 1 - s, s).clip(0, max(S - 1, 0))   # (D, B)
-        xs = step_inputs(s, t)                                              # (D, GH, B)
+        cols = step_inputs(s, t)                 # per direction (GH, B): x W^T, no bias yet
+        if cell is not None:    # LSTM without peepholes: one fused native step per direction
+            hr = _mm_dirs(r, hT)
+            h_new, c_new = np.empty_like(hT), np.empty_like(cT)
+            nt = native.threads_for(hr.nbytes)
+            for d in range(D):
+                col, ptr = cols[d], native.ptr       # rows of unit-stride floats (_step_inputs)
+                # every_step: the cell also writes the step's (B, H) slice of y
+                yp = ptr(y[t[d, 0], d]) if every_step else None
+                cell(ptr(col), col.strides[0] // 4, ptr(bias[d]), ptr(hr[d]), ptr(cT[d]), ptr(h_new[d]),
+                     ptr(c_new[d]), yp, H, B, nt)
+            cT = c_new if every_step else np.where(valid[:, None, :], c_new, cT)
+            hT = h_new if every_step else np.where(valid[:, None, :], h_new, hT)
+            if not every_step:
+                y[t[valid], np.nonzero(valid)[0], np.nonzero(valid)[1]] = hT.transpose(0, 2, 1)[valid]
+            continue
+        xs = np.stack(cols) + bias[:, :, None]                                  # (D, GH, B)
         if L.kind == "gru" and not L.linear_before_reset:
             hr = _mm_dirs(r[:, :2 * H], hT)
             rg = _sigmoid(xs[:, :H] + hr[:, :H])
@@ -325,13 +342,7 @@ def _numpy_layer(L: Layer):
             h_new = (1 - zg) * ng + zg * hT
         else:
             hr = _mm_dirs(r, hT)
-            if cell is not None:       # LSTM without peepholes: the fused native cell
-                z = np.add(xs, hr, out=hr)
-                h_new, c_new = np.empty_like(hT), np.empty_like(cT)
-                cell(native.ptr(z), native.ptr(cT), native.ptr(h_new), native.ptr(c_new), D, H, B,
-                     native.threads_for(z.nbytes))
-            else:
-                h_new, c_new = _numpy_cell(L, xs + (hr if L.kind != "gru" else 0), hr, hT, cT, bhn, H)
+            h_new, c_new = _numpy_cell(L, xs + (hr if L.kind != "gru" else 0), hr, hT, cT, bhn, H)
             if cT is not None:
                 cT = c_new if every_step else np.where(valid[:, None, :], c_new, cT)
         hT = h_new.astype(F32, copy=False) if every_step else np.where(valid[:, None, :], h_new, hT).astype(F32)
@@ -347,28 +358,23 @@ def _numpy_layer(L: Layer):
 
 
 def _step_inputs(L: Layer, x, w, bias):
-    """The input pre-activations of every step, transposed as the state is: per direction
+    """The input projections of every step, transposed as the state is: per direction
     ``W (G*H, E) @ X^T`` (G*H, S * B) computed at once, W read in place as the long operand
-    (measured 23 ms for the bench's LSTM against 28 ms for X @ W^T, whose W^T is repacked).
-    Returns a function (s, t) -> step s's (D, G*H, B) with the bias added (one pass over the
-    step's columns, in cache; over the whole projection it was a 5 ms pass of its own), t (D, B)
-    the time each (direction, row) is at."""
+    (measured 23 ms for the bench's LSTM against 28 ms for X @ W^T, whose W^T is repacked). Returns
+    a function (s, t) -> step s's columns per direction, (G*H, B) each, without the bias (the
+    step adds it in cache: over the whole projection it was a 5 ms pass of its own); t (D, B) is
+    the time each (direction, row) is at. Where every row of a direction is at the same time the
+    columns are a view (rows S * B apart), else a gathered copy."""
     S, B, E, H, D = L.dims
     xt = x.reshape(-1, E).T                     # columns: t * B + b, or b * S + t (batch_first)
     xw = [_mm(w[d], xt) for d in range(D)]      # (GH, S * B) each
     rows = np.arange(B)
-    b3 = bias[:, :, None]                       # (D, GH, 1)
 
     def at(s, t):
         if not L.batch_first and B and (t == t[:, :1]).all():
-            cols = [xw[d][:, t[d, 0] * B:(t[d, 0] + 1) * B] for d in range(D)]      # views
-        else:
-            idx = rows * S + t if L.batch_first else t * B + rows                 # (D, B)
-            cols = [xw[d][:, idx[d]] for d in range(D)]
-        out = np.empty((D, b3.shape[1], B), F32)
-        for d in range(D):
-            np.add(cols[d], b3[d], out=out[d])
-        return out
+            return [xw[d][:, t[d, 0] * B:(t[d, 0] + 1) * B] for d in range(D)]
+        idx = rows * S + t if L.batch_first else t * B + rows                     # (D, B)
+        return [np.ascontiguousarray(xw[d][:, idx[d]]) for d in range(D)]   # (the gather may come out F-ordered)
     return at
 
 

@@ -53,7 +53,7 @@ SIGNATURES = {       # the last argument of each is the thread count (`threads_f
     # gather.cpp (returns the first bad id's position, or -1)
     "gather_rows_i32": (P, P, I64, I64, I64, P, I32), "gather_rows_i64": (P, P, I64, I64, I64, P, I32),
     # rnn.cpp
-    "lstm_cell_f32": (P, P, P, P, I64, I64, I64, I32), "tanh_f32": (P, P, I64),
+    "lstm_cell_f32": (P, I64, P, P, P, P, P, P, I64, I64, I32), "tanh_f32": (P, P, I64),
     # transpose.cpp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp

@@ -3,24 +3,27 @@ through ctypes, where NumPy alone cannot come near PyTorch on the CPU.
 
 Why: an op NumPy computes in several passes (softmax: max, subtract, exp, sum, divide; a pool:
 one strided slice per window tap) reads and writes memory once per pass, and its float32 ``exp``
-is a library call per pass; PyTorch's CPU kernels make one or two fused, vectorized passes. The
-loops in ``cpu_src/`` do the same, and `npfast` hands them blocks on its thread pool (ctypes
-releases the GIL during a call) and each loop splits its work over OpenMP threads, as many as
-the Python pool has (`threads_for`): handing a piece to a Python thread costs 30-90 us here, as
-much as a whole softmax at the bench's size, where OpenMP's team takes it in microseconds.
+is a library call per pass; PyTorch's CPU kernels make one or two fused, vectorized passes, and
+NumPy has no integer GEMM at all. The loops in ``cpu_src/`` make the fused passes (and an
+AVX-512 SGEMM and an AVX512-VNNI int8 GEMM). A caller makes one ctypes call (which releases the
+GIL); the loop splits its work over OpenMP threads, as many as `threads_for` says. Why not the
+Python pool (`threads`): handing a piece to a Python thread measured 30-90 us here, as much as a
+whole softmax at the bench's size, where OpenMP's spinning team takes it in microseconds.
 
 How: every ``cpu_src/*.cpp`` file, its quoted includes inlined (`sources.expand_files`), is one
 translation unit compiled once with the C++ compiler the emulator uses (``PYGPU_OPS_EMU_CXX``,
-``CXX`` or g++) at ``-O3 -march=native`` without ``-ffast-math`` (IEEE comparisons, NaN, signed
-zeros and the order of every sum are the source's), and cached on disk next to the emulator's
-builds (``~/.cache/pygpu_ops/native``, keyed on the text, flags, compiler version and this CPU's
-model and flags). The first use in a fresh cache compiles for about two seconds.
+``CXX`` or g++) with `FLAGS`: ``-O3 -march=native -fopenmp``, no ``-ffast-math`` (IEEE
+comparisons, NaN and signed zeros as written) and ``-ffp-contract=off`` (no product and sum fused
+unless the source asks for an FMA), and cached on disk next to the emulator's builds
+(``~/.cache/pygpu_ops/native``, keyed on the text, flags, compiler version and this CPU's model
+and flags). The first use in a fresh cache compiles for several seconds.
 
 Where there is no compiler, the build fails, or ``PYGPU_OPS_NATIVE=0`` is set, `lib` returns
 None and every caller keeps its NumPy route (`problem` says why); a failed build warns once.
-The two routes give the same bits where the op is exact (relu, leaky_relu, clip, pooling); where
-it rounds an ``exp`` (softmax, sigmoid) the native one is within 1 ulp of the exact exponential
-and the results are within the ops' documented error bounds, not bitwise equal to NumPy's.
+The two routes give the same bits where the op is exact (relu, leaky_relu, clip, pooling, the
+transposes, row gathers, the int8 GEMM); softmax, sigmoid and the LSTM cell round their own
+``exp`` (within 1 ulp) and ``tanh`` (within 3 ulp), and the SGEMM sums in its own order, all
+within the ops' documented error bounds, not bitwise equal to the NumPy route.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fo
 
 F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 #: The exported functions and their argument types (pointers are passed as ints).
-SIGNATURES = {       # the last argument of each is the thread count (`threads_for`)
+SIGNATURES = {       # the loops take the thread count last (`threads_for`); exp_f32 and tanh_f32
+                     # are the accuracy tests' hooks, the *_info / *_avx512 ones say what was built
     "relu_f32": (P, P, I64, I32), "relu_f64": (P, P, I64, I32),
     "leaky_relu_f32": (P, P, I64, F32, I32), "leaky_relu_f64": (P, P, I64, F64, I32),
     "clip_f32": (P, P, I64, F32, F32, I32), "clip_f64": (P, P, I64, F64, F64, I32),

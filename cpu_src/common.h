@@ -45,6 +45,21 @@ inline void parallel_rows(int64_t r0, int64_t r1, int32_t nt, F body, int64_t al
     if (n > 0) body(r0, r1);
 }
 
+// f(0) .. f(n - 1) on nt OpenMP threads, each taking the next index (dynamic: on shared cores a
+// thread that starts late still gets a share); nt <= 1 runs them on the caller without entering
+// OpenMP (native.threads_for passes 1 after a fork, where libgomp's team would hang).
+template <class F>
+inline void run_blocks(int64_t n, int32_t nt, F f) {
+#ifdef _OPENMP
+    if (nt > 1 && n > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+        for (int64_t k = 0; k < n; ++k) f(k);
+        return;
+    }
+#endif
+    for (int64_t k = 0; k < n; ++k) f(k);
+}
+
 inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 
 // e^x in float32, within 1 ulp of the exact value on [-87, 88] (checked against float64 exp in
@@ -73,6 +88,33 @@ inline float exp_f32(float x) {
     const float s1 = bits_to_float((uint32_t)(n1 + 127) << 23);
     const float s2 = bits_to_float((uint32_t)(n2 + 127) << 23);
     return (p * s1) * s2;
+}
+
+// 1 / (1 + e^-x) from t = e^-|x| only (it never overflows): x >= 0 ? 1 / (1 + t) : t / (1 + t).
+// NaN stays NaN. Within 3 ulp (tests/_runtime/test_native.py).
+inline float sigmoid_f32(float x) {
+    const float t = exp_f32(-std::fabs(x));
+    const float d = 1.0f + t;
+    return x >= 0.0f ? 1.0f / d : t / d;
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e) with e = e^(-2|x|), written with u = e - 1 (expm1 of
+// -2|x|) as -u / (2 + u): for |x| < 1/4 u comes from its Taylor series (no cancellation in
+// e - 1), above from exp_f32. NaN stays NaN; +-inf give +-1.
+inline float tanh_f32(float x) {
+    const float a = std::fabs(x);
+    const float v = -2.0f * a;
+    float p = 1.0f / 40320.0f;                       // expm1(v) = v + v^2/2! + ... + v^8/8!
+    p = std::fma(p, v, 1.0f / 5040.0f);
+    p = std::fma(p, v, 1.0f / 720.0f);
+    p = std::fma(p, v, 1.0f / 120.0f);
+    p = std::fma(p, v, 1.0f / 24.0f);
+    p = std::fma(p, v, 1.0f / 6.0f);
+    p = std::fma(p, v, 0.5f);
+    const float small = std::fma(p * v, v, v);
+    const float u = a < 0.25f ? small : exp_f32(v) - 1.0f;
+    const float t = -u / (2.0f + u);
+    return std::copysign(t, x);
 }
 
 }  // namespace pygpu

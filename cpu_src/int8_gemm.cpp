@@ -1,5 +1,5 @@
-// Exact int8 GEMM of the numpy backend (pygpu_ops/quantization.py `_native_acc` calls it; the
-// output is split over OpenMP threads, `int8_gemm` at the end): c (M, N) int32 = sum_k (a[m, k] - za[m]) (b[k, n] - zb[n])
+// Exact int8 GEMM of the numpy backend (pygpu_ops/quantization.py `_native_acc` calls it with
+// blocks of the output for OpenMP threads, `int8_gemm` at the end): c (M, N) int32 = sum_k (a[m, k] - za[m]) (b[k, n] - zb[n])
 // for a (M, K) and b (K, N) of int8 or uint8 (independently; the bytes are passed with a flag),
 // za per row or scalar, zb per column or scalar, both in their operand's own range.
 //
@@ -338,7 +338,8 @@ void block(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b, in
 
 }  // namespace i8gemm
 
-// out[0]: columns per panel, out[1]: 1 with the VNNI kernel, 0 portable (for the tests).
+// out[0]: columns per panel (pygpu_ops/quantization.py `INT8_NR`), out[1]: 1 with the VNNI
+// kernel, 0 portable (for the tests).
 PYGPU_EXPORT void int8_gemm_info(int64_t* out) {
     out[0] = i8gemm::NR;
 #ifdef PYGPU_I8GEMM_VNNI
@@ -350,22 +351,16 @@ PYGPU_EXPORT void int8_gemm_info(int64_t* out) {
 
 // c (M, N) exact int32 (see the top of the file): a (M, K) and b (K, N) as bytes, rows lda / ldb
 // bytes apart, a_signed / b_signed: int8 (1) or uint8 (0); za[m * za_step], zb[n * zb_step] the
-// zero points in the operands' own ranges; c rows ldc int32 apart. With nt threads, each takes
-// whole panels of columns when they share out evenly (b is then packed once in all), else a block
-// of rows (each packs all of b, K * N bytes, small next to its (M / nt) * N * K products).
+// zero points in the operands' own ranges; c rows ldc int32 apart. The output is computed as the
+// disjoint blocks blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1) (pygpu_ops/linalg.py `native_blocks`:
+// whole panels of columns, so that each block packs only its own columns of b, or blocks of
+// rows), taken by `threads` OpenMP threads (`pygpu::run_blocks`).
 PYGPU_EXPORT void int8_gemm(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b, int64_t ldb,
-                            int32_t b_signed, int64_t M, int64_t N, int64_t K, const int32_t* za, int64_t za_step,
-                            const int32_t* zb, int64_t zb_step, int32_t* c, int64_t ldc, int32_t nt) {
-    using i8gemm::NR;
-    const int64_t P = (N + NR - 1) / NR;
-    if (nt > 1 && P >= nt && (P % nt == 0 || P >= 4 * nt)) {
-        pygpu::parallel_rows(0, P, nt, [&](int64_t p0, int64_t p1) {
-            i8gemm::block(a, lda, a_signed, b, ldb, b_signed, 0, M, K, p0 * NR, p1 * NR < N ? p1 * NR : N, za,
-                          za_step, zb, zb_step, c, ldc);
-        });
-    } else {
-        pygpu::parallel_rows(0, M, nt, [&](int64_t m0, int64_t m1) {
-            i8gemm::block(a, lda, a_signed, b, ldb, b_signed, m0, m1, K, 0, N, za, za_step, zb, zb_step, c, ldc);
-        }, 16);
-    }
+                            int32_t b_signed, int64_t K, const int32_t* za, int64_t za_step, const int32_t* zb,
+                            int64_t zb_step, int32_t* c, int64_t ldc, const int64_t* blocks, int64_t nblocks,
+                            int32_t threads) {
+    pygpu::run_blocks(nblocks, threads, [&](int64_t k) {
+        const int64_t* q = blocks + 4 * k;
+        i8gemm::block(a, lda, a_signed, b, ldb, b_signed, q[0], q[1], K, q[2], q[3], za, za_step, zb, zb_step, c, ldc);
+    });
 }

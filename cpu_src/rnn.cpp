@@ -4,42 +4,9 @@
 // the gate order of recurrent.py (i, f, g, o: rows k*H..(k+1)*H, PyTorch's order),
 //   c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(c'),
 // each product and sum rounded on its own (no FMA contraction: ISO C++ mode), the same steps
-// as the NumPy route; sigmoid and tanh from exp_f32 (within 3 ulp; tests/_runtime/test_native.py).
+// as the NumPy route; sigmoid_f32 and tanh_f32 from common.h (within 3 ulp; tests/_runtime/test_native.py).
 // The hidden units are split over the threads; each writes its own column of the step's output.
 #include "common.h"
-
-namespace {
-
-inline float sigmoid(float x) {
-    const float t = pygpu::exp_f32(-std::fabs(x));
-    const float d = 1.0f + t;
-    return x >= 0.0f ? 1.0f / d : t / d;
-}
-
-}  // namespace
-
-namespace pygpu {
-
-// tanh(x) = sign(x) (1 - e) / (1 + e) with e = e^(-2|x|), written with u = e - 1 (expm1 of
-// -2|x|) as -u / (2 + u): for |x| < 1/4 u comes from its Taylor series (no cancellation in
-// e - 1), above from exp_f32. NaN stays NaN; +-inf give +-1.
-inline float tanh_f32(float x) {
-    const float a = std::fabs(x);
-    const float v = -2.0f * a;
-    float p = 1.0f / 40320.0f;                       // expm1(v) = v + v^2/2! + ... + v^8/8!
-    p = std::fma(p, v, 1.0f / 5040.0f);
-    p = std::fma(p, v, 1.0f / 720.0f);
-    p = std::fma(p, v, 1.0f / 120.0f);
-    p = std::fma(p, v, 1.0f / 24.0f);
-    p = std::fma(p, v, 1.0f / 6.0f);
-    p = std::fma(p, v, 0.5f);
-    const float small = std::fma(p * v, v, v);
-    const float u = a < 0.25f ? small : exp_f32(v) - 1.0f;
-    const float t = -u / (2.0f + u);
-    return std::copysign(t, x);
-}
-
-}  // namespace pygpu
 
 namespace {
 
@@ -61,9 +28,10 @@ void lstm_rows(const float* __restrict xw, int64_t ldx, const float* __restrict 
             float* ho = h_out + u * B + b0;
             float* co = c_out + u * B + b0;
             for (int64_t b = 0; b < nb; ++b) {
-                const float cc = sigmoid(z[1][b]) * cr[b] + sigmoid(z[0][b]) * pygpu::tanh_f32(z[2][b]);
+                using pygpu::sigmoid_f32;
+                const float cc = sigmoid_f32(z[1][b]) * cr[b] + sigmoid_f32(z[0][b]) * pygpu::tanh_f32(z[2][b]);
                 co[b] = cc;
-                ho[b] = sigmoid(z[3][b]) * pygpu::tanh_f32(cc);
+                ho[b] = sigmoid_f32(z[3][b]) * pygpu::tanh_f32(cc);
             }
             if (y)
                 for (int64_t b = 0; b < nb; ++b) y[(b0 + b) * H + u] = ho[b];

@@ -1,7 +1,7 @@
 // float32 GEMM of the numpy backend: C = act(A @ B + bias), and the NHWC convolution with its
 // im2col folded into the A operand (no column buffer). Called from pygpu_ops/linalg.py and
 // pygpu_ops/conv.py through pygpu_ops/_runtime/native.py with a list of (rows, columns) blocks of
-// C, which OpenMP threads take one at a time (`run_blocks`).
+// C, which OpenMP threads take one at a time (`pygpu::run_blocks`).
 //
 //   A is read through MR row pointers per tile: rows of a row-major (M, K) matrix for the GEMM;
 //   for the convolution, the pixel's input vector x[n, ih, iw, :] of the current kernel tap, or a
@@ -442,23 +442,8 @@ static void conv_block(const float* x, int64_t H, int64_t W, int64_t C, int64_t 
           out, ldc, bias, act, slope, false);
 }
 
-// f(0) .. f(n - 1) on nt OpenMP threads, each taking the next index (dynamic: on shared cores a
-// thread that starts late still gets a share); nt <= 1 runs them on the caller without entering
-// OpenMP (native.threads_for passes 1 after a fork, where libgomp's team would hang).
-template <class F>
-void run_blocks(int64_t n, int32_t nt, F f) {
-#ifdef _OPENMP
-    if (nt > 1 && n > 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-        for (int64_t k = 0; k < n; ++k) f(k);
-        return;
-    }
-#endif
-    for (int64_t k = 0; k < n; ++k) f(k);
-}
-
 // The exported entry points take a list of C blocks, blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1)
-// (disjoint), run on `threads` threads (`run_blocks`).
+// (disjoint), run on `threads` threads (`pygpu::run_blocks`, common.h).
 PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t rs, int64_t cs, float* C,
                             int64_t ldc, int64_t K, const float* bias, int32_t act, float slope,
                             const int64_t* blocks, int64_t nblocks, int32_t threads) {
@@ -466,7 +451,7 @@ PYGPU_EXPORT void sgemm_f32(const float* A, int64_t lda, const float* B, int64_t
         const int64_t* b = blocks + 4 * k;
         sgemm_block(A, lda, B, rs, cs, C, ldc, K, bias, act, slope, b[0], b[1], b[2], b[3]);
     };
-    run_blocks(nblocks, threads, one);
+    pygpu::run_blocks(nblocks, threads, one);
 }
 
 PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
@@ -480,7 +465,7 @@ PYGPU_EXPORT void conv_nhwc_f32(const float* x, int64_t H, int64_t W, int64_t C,
         conv_block(x, H, W, C, OH, OW, sh, sw, pt, pl, dh, dw, tap_info, taps, zeros, w, rs, cs, out, ldc,
                    nchw_out, O, bias, act, slope, b[0], b[1], b[2], b[3]);
     };
-    run_blocks(nblocks, threads, one);
+    pygpu::run_blocks(nblocks, threads, one);
 }
 
 // *out = 1 when this build runs the AVX-512 micro-kernel, 0 for the portable one (for the tests).

@@ -340,8 +340,10 @@ def native_threads(M: int, N: int, K: int) -> int:
     return native.threads_for(M * N * K // 16)
 
 
-def native_blocks(M: int, N: int, K: int, n_threads: int):
-    """``[(m0, m1, n0, n1), ...]``: blocks of C for the native GEMM on ``n_threads`` threads.
+def native_blocks(M: int, N: int, K: int, n_threads: int, mr: int = NATIVE_MR, nr: int = NATIVE_NR):
+    """``[(m0, m1, n0, n1), ...]``: blocks of C for a native GEMM on ``n_threads`` threads, for a
+    kernel of ``mr`` x ``nr`` register tiles over ``nr``-column panels of packed B (the float32
+    GEMM's by default; the int8 GEMM passes its own).
     Columns are split (in whole NR panels) when they divide evenly over the threads or are
     plenty, since then a block packs only its own columns of B, into up to two blocks per thread:
     on a shared machine a thread that starts late, or a core another process holds, then still
@@ -351,12 +353,12 @@ def native_blocks(M: int, N: int, K: int, n_threads: int):
     from ._runtime import threads
 
     t = int(n_threads)
-    panels, tiles = ceil_div(N, NATIVE_NR), ceil_div(M, NATIVE_MR)
+    panels, tiles = ceil_div(N, nr), ceil_div(M, mr)
     if t <= 1 or (panels < t and tiles < t):
         return [(0, M, 0, N)]
     if panels >= t and (panels % t == 0 or panels >= 4 * t or tiles < t):
-        return [(0, M, a * NATIVE_NR, min(N, b * NATIVE_NR)) for a, b in threads.split(panels, 1, t, 2)]
-    return [(a * NATIVE_MR, min(M, b * NATIVE_MR), 0, N) for a, b in threads.split(tiles, 1, t)]
+        return [(0, M, a * nr, min(N, b * nr)) for a, b in threads.split(panels, 1, t, 2)]
+    return [(a * mr, min(M, b * mr), 0, N) for a, b in threads.split(tiles, 1, t)]
 
 
 def native_run(blocks, n_threads: int, fn, *args) -> None:

@@ -488,11 +488,17 @@ def _byte_rows(x) -> Tuple[np.ndarray, int]:
     return x.view(np.uint8), int(x.strides[0]) if x.shape[0] > 1 else x.shape[1]
 
 
+#: The native int8 GEMM's register tile (rows) and packed-b panel (columns): cpu_src/int8_gemm.cpp.
+INT8_MR, INT8_NR = 6, 64
+
+
 def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     """int32 sum_k (a - za)(b - zb) by ``cpu_src/int8_gemm.cpp`` (vpdpbusd with AVX512-VNNI, a
-    plain int32 loop without), exact for every K `_gemm_problem` accepts; the loop splits the
-    output over its threads (`native.threads_for`, with M * N * K / 8 as the work in bytes: about
-    2M multiply-adds, 5 us of one core, before a second thread helps)."""
+    plain int32 loop without), exact for every K `_gemm_problem` accepts; the output in blocks
+    (`linalg.native_blocks`) on OpenMP threads (`native.threads_for`, with M * N * K / 8 as the
+    work in bytes: about 2M multiply-adds, 5 us of one core, before a second thread helps)."""
+    from .linalg import native_blocks, native_run
+
     M, N, K = p.M, p.N, p.K
     a, lda = _byte_rows(p.a)
     b, ldb = _byte_rows(p.b)
@@ -502,9 +508,10 @@ def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     zp = np.array([za[0], zb[0]], np.int32) if za.size == zb.size == 1 else np.concatenate([za, zb]).astype(np.int32)
     out = np.empty((M, N), np.int32)
     pza = native.ptr(zp)
-    lib.int8_gemm(native.ptr(a), lda, int(not p.a_flip), native.ptr(b), ldb, int(not p.b_flip), M, N, K,
-                  pza, int(p.za.size > 1), pza + 4 * p.za.size, int(p.zb.size > 1), native.ptr(out), N,
-                  native.threads_for(M * N * K // 8))
+    nt = native.threads_for(M * N * K // 8)
+    native_run(native_blocks(M, N, K, nt, INT8_MR, INT8_NR), nt, lib.int8_gemm, native.ptr(a), lda,
+               int(not p.a_flip), native.ptr(b), ldb, int(not p.b_flip), K, pza, int(p.za.size > 1),
+               pza + 4 * p.za.size, int(p.zb.size > 1), native.ptr(out), N)
     return out
 
 

@@ -62,7 +62,7 @@ SIGNATURES = {       # the loops take the thread count last (`threads_for`); exp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
     "int8_gemm_info": (P,),
-    "int8_gemm": (P, I64, I32, P, I64, I32, I64, I64, I64, P, I64, P, I64, P, I64, I32),
+    "int8_gemm": (P, I64, I32, P, I64, I32, I64, P, I64, P, I64, P, I64, P, I64, I32),
     # sgemm.cpp
     "sgemm_f32": (P, I64, P, I64, I64, P, I64, I64, P, I32, F32, P, I64, I32),
     "conv_nhwc_f32": (P, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, P, I64,
@@ -128,10 +128,15 @@ def _build() -> ctypes.CDLL:
     text = sources.expand_files(_sources())
     key = b.digest(text, FLAGS, b.compiler_version(), _cpu_id())
     so = b.build("native", key, text, FLAGS, "the numpy backend's native loops (cpu_src/)", folder="native")
-    dll = ctypes.CDLL(str(so))
-    for name, args in SIGNATURES.items():
+    return bind(ctypes.CDLL(str(so)))
+
+
+def bind(dll: ctypes.CDLL, names=None) -> ctypes.CDLL:
+    """Sets the argument and result types of `SIGNATURES` (or of ``names`` only: a library built
+    from some of the files, as the tests' portable builds are) on ``dll``; returns it."""
+    for name in SIGNATURES if names is None else names:
         fn = getattr(dll, name)
-        fn.argtypes, fn.restype = args, RESTYPES.get(name)
+        fn.argtypes, fn.restype = SIGNATURES[name], RESTYPES.get(name)
     return dll
 
 

@@ -77,11 +77,6 @@ def native_fn(name: str, dtype):
     return getattr(lib, f"{name}_{suffix}", None) if f"{name}_{suffix}" in native.SIGNATURES else None
 
 
-def _pieces(n: int, itemsize: int):
-    """One contiguous piece of n items per thread (the whole range under ``PARALLEL_MIN_BYTES``)."""
-    return threads.split(n, max(1, PARALLEL_MIN_BYTES // max(1, itemsize)))
-
-
 def native_elementwise(x: np.ndarray, fn, *args) -> np.ndarray:
     """A new C-contiguous array of x's shape and dtype: ``fn(x, y, n, *args, threads)`` (a native
     loop, which splits the flat arrays over its threads)."""

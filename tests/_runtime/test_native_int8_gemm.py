@@ -56,6 +56,14 @@ def test_vnni_kernel_is_the_one_built_where_the_compiler_targets_it():
     assert info[0] == 64
 
 
+def test_python_side_blocks_in_the_kernels_panels():
+    """quantization.INT8_NR (the column unit of the blocks handed to the loop) is the panel width
+    the library was built with."""
+    info = np.zeros(2, np.int64)
+    native.lib().int8_gemm_info(native.ptr(info))
+    assert quant.INT8_NR == info[0]
+
+
 @pytest.mark.parametrize("adt,bdt", KINDS, ids=lambda d: np.dtype(d).name)
 def test_every_shape_of_small_dims(adt, bdt):
     """M, N, K each among DIMS (edges of the 6-row tile, the 64-column panel, groups of 4 k),
@@ -162,9 +170,7 @@ def portable_lib(tmp_path_factory):
     so = folder / "int8_gemm.so"
     flags = [f for f in native.FLAGS if f != "-march=native"]
     subprocess.run([_build.compiler(), *flags, "-march=x86-64-v2", str(src), "-o", str(so)], check=True)
-    dll = ctypes.CDLL(str(so))
-    for name in ("int8_gemm_info", "int8_gemm"):
-        getattr(dll, name).argtypes, getattr(dll, name).restype = native.SIGNATURES[name], None
+    dll = native.bind(ctypes.CDLL(str(so)), ("int8_gemm_info", "int8_gemm"))
     info = np.zeros(2, np.int64)
     dll.int8_gemm_info(native.ptr(info))
     assert info[1] == 0       # built without AVX512-VNNI: the portable loop

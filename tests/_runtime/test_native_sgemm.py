@@ -55,11 +55,7 @@ def portable_lib(tmp_path_factory):
                        check=True, capture_output=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"no portable build: {exc}")
-    lib = ctypes.CDLL(str(so))
-    for name, args in native.SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, None
-    return lib
+    return native.bind(ctypes.CDLL(str(so)))
 
 
 def _path(lib):

@@ -49,9 +49,9 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct Ws {              // a chunk's workspace, laid out in the caller's buffer
     uint8_t* bp;         // packed b: panels x (K4 / 4) groups x NR columns x 4 bytes
-    int32_t* colterm;    // per column of the chunk: colsum(d) - K zd (mod 2**32)
+    int32_t* colterm;    // per column of the chunk: colsum(d) - K zd, times za when za is one scalar (mod 2**32)
     int32_t* zd;         // per column: zb + beta
-    int32_t* rowsum;     // per row: rowsum(a)
+    int32_t* rowsum;     // per row: rowsum(a), times zd when zd is one scalar (mod 2**32)
 };
 
 inline int64_t panels(int64_t ncols) { return (ncols + NR - 1) / NR; }
@@ -80,16 +80,47 @@ inline Ws layout(void* ws, int64_t M, int64_t K, int64_t ncols) {
 #ifdef PYGPU_I8GEMM_VNNI
 
 // Packs columns [n0, n0 + nc) of b (nc <= NR) into one panel, xor-ing each byte with bx, and
-// returns colsum(d) per column in cs (NR lanes, 0 past nc). Per 4 rows of b and 16 columns,
-// unpacking bytes then words interleaves them as r0 r1 r2 r3 per column (the vpdpbusd order).
+// returns colsum(d) per column in cs (NR lanes, 0 past nc). A group of 4 rows of a whole panel
+// (nc == NR) is read as 4 zmm rows of 64 columns: unpacking bytes then words interleaves them as
+// r0 r1 r2 r3 per column (the vpdpbusd order) within each 128-bit lane, which leaves lane L of
+// the 4 results holding columns 16 L + 0-3, 4-7, 8-11, 12-15; a 4 x 4 transpose of the lanes
+// (vshufi64x2) puts columns 16 v .. 16 v + 15 in vector v. The last, partial group and a partial
+// panel take 16 columns at a time through masked loads, so only the chunk's own columns are read
+// and xor-ed, and the padding stays 0.
 template <bool D_SIGNED>
 void pack_panel(const uint8_t* b, int64_t ldb, int64_t K, int64_t n0, int64_t nc, uint8_t bx,
                 uint8_t* __restrict out, int32_t* cs) {
     const __m128i x = _mm_set1_epi8(static_cast<char>(bx));
+    const __m512i x4 = _mm512_set1_epi8(static_cast<char>(bx));
     const __m512i ones = _mm512_set1_epi8(1);
     __m512i sum[NV];
     for (int v = 0; v < NV; ++v) sum[v] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < K; k += 4, out += NR * 4) {
+    auto add = [&](int v, __m512i g) {
+        _mm512_store_si512(reinterpret_cast<__m512i*>(out + 64 * v), g);
+        sum[v] = D_SIGNED ? _mm512_dpbusd_epi32(sum[v], ones, g) : _mm512_dpbusd_epi32(sum[v], g, ones);
+    };
+    int64_t k = 0;
+    if (nc == NR) {
+        static_assert(NV == 4, "the lane transpose below is for 4 vectors of 16 columns");
+        for (; k + 4 <= K; k += 4, out += NR * 4) {
+            const uint8_t* r = b + k * ldb + n0;
+            const __m512i r0 = _mm512_xor_si512(_mm512_loadu_si512(r), x4);
+            const __m512i r1 = _mm512_xor_si512(_mm512_loadu_si512(r + ldb), x4);
+            const __m512i r2 = _mm512_xor_si512(_mm512_loadu_si512(r + 2 * ldb), x4);
+            const __m512i r3 = _mm512_xor_si512(_mm512_loadu_si512(r + 3 * ldb), x4);
+            const __m512i lo01 = _mm512_unpacklo_epi8(r0, r1), hi01 = _mm512_unpackhi_epi8(r0, r1);
+            const __m512i lo23 = _mm512_unpacklo_epi8(r2, r3), hi23 = _mm512_unpackhi_epi8(r2, r3);
+            const __m512i x0 = _mm512_unpacklo_epi16(lo01, lo23), x1 = _mm512_unpackhi_epi16(lo01, lo23);
+            const __m512i x2 = _mm512_unpacklo_epi16(hi01, hi23), x3 = _mm512_unpackhi_epi16(hi01, hi23);
+            const __m512i t0 = _mm512_shuffle_i64x2(x0, x1, 0x44), t1 = _mm512_shuffle_i64x2(x2, x3, 0x44);
+            const __m512i t2 = _mm512_shuffle_i64x2(x0, x1, 0xEE), t3 = _mm512_shuffle_i64x2(x2, x3, 0xEE);
+            add(0, _mm512_shuffle_i64x2(t0, t1, 0x88));
+            add(1, _mm512_shuffle_i64x2(t0, t1, 0xDD));
+            add(2, _mm512_shuffle_i64x2(t2, t3, 0x88));
+            add(3, _mm512_shuffle_i64x2(t2, t3, 0xDD));
+        }
+    }
+    for (; k < K; k += 4, out += NR * 4) {
         for (int v = 0; v < NV; ++v) {
             const int64_t c0 = n0 + 16 * v, cols = nc - 16 * v;
             __m128i r[4];
@@ -98,7 +129,6 @@ void pack_panel(const uint8_t* b, int64_t ldb, int64_t K, int64_t n0, int64_t nc
                     r[t] = _mm_setzero_si128();
                     continue;
                 }
-                // only the columns of the chunk are read, and only they are xor-ed: padding stays 0
                 const __mmask16 m = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
                 r[t] = _mm_maskz_mov_epi8(m, _mm_xor_si128(_mm_maskz_loadu_epi8(m, b + (k + t) * ldb + c0), x));
             }
@@ -108,8 +138,7 @@ void pack_panel(const uint8_t* b, int64_t ldb, int64_t K, int64_t n0, int64_t nc
             g = _mm512_inserti32x4(g, _mm_unpackhi_epi16(lo01, lo23), 1);             // 4-7
             g = _mm512_inserti32x4(g, _mm_unpacklo_epi16(hi01, hi23), 2);             // 8-11
             g = _mm512_inserti32x4(g, _mm_unpackhi_epi16(hi01, hi23), 3);             // 12-15
-            _mm512_store_si512(reinterpret_cast<__m512i*>(out + 64 * v), g);
-            sum[v] = D_SIGNED ? _mm512_dpbusd_epi32(sum[v], ones, g) : _mm512_dpbusd_epi32(sum[v], g, ones);
+            add(v, g);
         }
     }
     for (int v = 0; v < NV; ++v) _mm512_storeu_si512(reinterpret_cast<__m512i*>(cs + 16 * v), sum[v]);
@@ -133,9 +162,15 @@ struct Tile {
     int64_t ldc;
     int64_t nr;              // valid columns (<= NR)
     bool first, last;        // the first K block (start from 0), the last (apply zero points)
-    const int32_t* za;       // a's zero point at row m0 (za_step 0: one for all rows)
+    // The zero-point terms of the last K block (`gemm` says which form each takes):
+    //   za_mode 0: none (za is 0 throughout); 1: c -= colterm (already times the scalar za);
+    //           2: c -= za[i] * colterm (a zero point per row);
+    //   zd_mode 0: none (zd is 0 throughout); 1: c -= rowterm[i] (rowsum(a) times the one zd);
+    //           2: c -= rowsum[i] * zd (a zero point per column).
+    int za_mode, zd_mode;
+    const int32_t* za;       // a's zero point at row m0 (za_mode 2), za[i * za_step] for row i
     int64_t za_step;
-    const int32_t* rowsum;   // at row m0
+    const int32_t* rowsum;   // rowsum (zd_mode 2) or rowterm (zd_mode 1) at row m0
     const int32_t* colterm;  // at the panel's first column
     const int32_t* zd;
 };
@@ -192,29 +227,47 @@ void tile(const Tile& t) {
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
         if (i >= t.mr) continue;
-        if (t.last) {
-            const __m512i za = _mm512_set1_epi32(t.za[i * t.za_step]);
-            const __m512i rs = _mm512_set1_epi32(t.rowsum[i]);
+        // the zero-point terms (see Tile): with scalar zero points, the usual case, they are
+        // subtractions of terms `gemm` multiplied out once, not 24 vpmulld per tile
+        if (t.last && t.za_mode) {
+            const __m512i za = _mm512_set1_epi32(t.za_mode == 2 ? t.za[i * t.za_step] : 1);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) {
                 const __m512i ct = _mm512_loadu_si512(t.colterm + 16 * v);
-                const __m512i zd = _mm512_loadu_si512(t.zd + 16 * v);
-                acc[i][v] = _mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(za, ct));
-                acc[i][v] = _mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(rs, zd));
+                acc[i][v] = _mm512_sub_epi32(acc[i][v], t.za_mode == 2 ? _mm512_mullo_epi32(za, ct) : ct);
             }
+        }
+        if (t.last && t.zd_mode) {
+            const __m512i rs = _mm512_set1_epi32(t.rowsum[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v)
+                acc[i][v] = _mm512_sub_epi32(acc[i][v], t.zd_mode == 2 ? _mm512_mullo_epi32(rs, _mm512_loadu_si512(t.zd + 16 * v)) : rs);
         }
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) _mm512_mask_storeu_epi32(t.c + i * t.ldc + 16 * v, mask[v], acc[i][v]);
     }
 }
 
-template <typename T>
+// rowsum(a) per row, 64 bytes a vpdpbusd against bytes of 1 (a as the signed operand when it is
+// int8, the unsigned one when uint8); the row's last K % 64 bytes through a masked load.
+// |sum| <= 255 K < 2**31 (K is limited).
+template <bool A_SIGNED>
 void row_sums(const uint8_t* a, int64_t lda, int64_t M, int64_t K, int32_t* rs) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    const int64_t Kv = K / 64 * 64;
+    const __mmask64 tail = K % 64 ? (~0ULL >> (64 - K % 64)) : 0;
     for (int64_t m = 0; m < M; ++m) {
-        const T* r = reinterpret_cast<const T*>(a + m * lda);
-        int32_t s = 0;
-        for (int64_t k = 0; k < K; ++k) s += r[k];   // |s| <= 255 K < 2**31 (K is limited)
-        rs[m] = s;
+        const uint8_t* r = a + m * lda;
+        __m512i s = _mm512_setzero_si512();
+        for (int64_t k = 0; k < Kv; k += 64) {
+            const __m512i v = _mm512_loadu_si512(r + k);
+            s = A_SIGNED ? _mm512_dpbusd_epi32(s, ones, v) : _mm512_dpbusd_epi32(s, v, ones);
+        }
+        if (tail) {
+            const __m512i v = _mm512_maskz_loadu_epi8(tail, r + Kv);
+            s = A_SIGNED ? _mm512_dpbusd_epi32(s, ones, v) : _mm512_dpbusd_epi32(s, v, ones);
+        }
+        rs[m] = _mm512_reduce_add_epi32(s);
     }
 }
 
@@ -228,7 +281,9 @@ void gemm(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t 
     const bool same = A_SIGNED == b_signed;
     const uint8_t bx = same ? 0x80 : 0;
     const int32_t beta = !same ? 0 : A_SIGNED ? 128 : -128;
-    bool any_zd = false;
+    bool any_za = false, any_zd = false;
+    for (int64_t m = m0; m < (za_step ? m1 : m0 + 1); ++m) any_za |= za[m * za_step] != 0;
+    const uint32_t za_all = za_step || !any_za ? 1u : static_cast<uint32_t>(za[0]);   // the scalar za
     for (int64_t p = 0; p < P; ++p) {
         const int64_t nc = n1 - n0 - p * NR < NR ? n1 - n0 - p * NR : NR;
         int32_t* cs = w.colterm + p * NR;
@@ -240,15 +295,16 @@ void gemm(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t 
             const int32_t zd = j < nc ? static_cast<int32_t>(zb[(n0 + p * NR + j) * zb_step] + beta) : 0;
             w.zd[p * NR + j] = zd;
             any_zd |= zd != 0;
-            cs[j] = static_cast<int32_t>(static_cast<uint32_t>(cs[j]) - static_cast<uint32_t>(K) * static_cast<uint32_t>(zd));
+            cs[j] = static_cast<int32_t>(za_all * (static_cast<uint32_t>(cs[j]) - static_cast<uint32_t>(K) * static_cast<uint32_t>(zd)));
         }
     }
     const uint8_t* a0 = a + m0 * lda;
-    if (any_zd) {
-        if (A_SIGNED) row_sums<int8_t>(a0, lda, M, K, w.rowsum);
-        else row_sums<uint8_t>(a0, lda, M, K, w.rowsum);
-    } else {
-        std::memset(w.rowsum, 0, static_cast<size_t>(M) * 4);
+    if (any_zd) row_sums<A_SIGNED>(a0, lda, M, K, w.rowsum);
+    const int za_mode = !any_za ? 0 : za_step ? 2 : 1;
+    const int zd_mode = !any_zd ? 0 : zb_step ? 2 : 1;
+    if (zd_mode == 1) {      // one zd for every column (a scalar zb): the row terms multiplied out
+        const uint32_t zd = static_cast<uint32_t>(zb[0] + beta);
+        for (int64_t m = 0; m < M; ++m) w.rowsum[m] = static_cast<int32_t>(static_cast<uint32_t>(w.rowsum[m]) * zd);
     }
     const int64_t Kfull = K / 4 * 4;
     for (int64_t k0 = 0; k0 < K4; k0 += KC) {
@@ -270,6 +326,8 @@ void gemm(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t 
                     t.nr = n1 - n0 - p * NR < NR ? n1 - n0 - p * NR : NR;
                     t.first = k0 == 0;
                     t.last = last;
+                    t.za_mode = za_mode;
+                    t.zd_mode = zd_mode;
                     t.za = za + (m0 + m) * za_step;
                     t.za_step = za_step;
                     t.rowsum = w.rowsum + m;
@@ -349,17 +407,26 @@ PYGPU_EXPORT void int8_gemm_info(int64_t* out) {
 #endif
 }
 
-// c (M, N) exact int32 (see the top of the file): a (M, K) and b (K, N) as bytes, rows lda / ldb
-// bytes apart, a_signed / b_signed: int8 (1) or uint8 (0); za[m * za_step], zb[n * zb_step] the
-// zero points in the operands' own ranges; c rows ldc int32 apart. The output is computed as the
-// disjoint blocks blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1) (pygpu_ops/linalg.py `native_blocks`:
-// whole panels of columns, so that each block packs only its own columns of b, or blocks of
-// rows), taken by `threads` OpenMP threads (`pygpu::run_blocks`).
-PYGPU_EXPORT void int8_gemm(const uint8_t* a, int64_t lda, int32_t a_signed, const uint8_t* b, int64_t ldb,
-                            int32_t b_signed, int64_t K, const int32_t* za, int64_t za_step, const int32_t* zb,
-                            int64_t zb_step, int32_t* c, int64_t ldc, const int64_t* blocks, int64_t nblocks,
-                            int32_t threads) {
-    pygpu::run_blocks(nblocks, threads, [&](int64_t k) {
+// c (M, N) exact int32 (see the top of the file) of a (M, K) and b (K, N) as bytes. Everything
+// but the three arrays comes in one int64 block q (pygpu_ops/quantization.py `_native_params`
+// prepares it once per problem, strides and thread count, so a call converts 4 arguments, not 16):
+//   q[0] lda, q[1] a_signed, q[2] ldb, q[3] b_signed: rows lda / ldb bytes apart, int8 (1) or
+//        uint8 (0);
+//   q[4] K;
+//   q[5] za, q[6] za_step, q[7] zb, q[8] zb_step: za[m * za_step], zb[n * zb_step] (addresses of
+//        int32) the zero points in the operands' own ranges;
+//   q[9] ldc: c rows ldc int32 apart;
+//   q[10] blocks, q[11] nblocks, q[12] threads: the output is computed as the disjoint blocks
+//        blocks[4 k .. 4 k + 3] = (m0, m1, n0, n1) (int64; pygpu_ops/linalg.py `native_blocks`:
+//        whole panels of columns, so that each block packs only its own columns of b, or blocks
+//        of rows), taken by `threads` OpenMP threads (`pygpu::run_blocks`).
+PYGPU_EXPORT void int8_gemm(const uint8_t* a, const uint8_t* b, int32_t* c, const int64_t* q) {
+    const int64_t lda = q[0], ldb = q[2], K = q[4], za_step = q[6], zb_step = q[8], ldc = q[9];
+    const int32_t a_signed = static_cast<int32_t>(q[1]), b_signed = static_cast<int32_t>(q[3]);
+    const int32_t* za = reinterpret_cast<const int32_t*>(q[5]);
+    const int32_t* zb = reinterpret_cast<const int32_t*>(q[7]);
+    const int64_t* blocks = reinterpret_cast<const int64_t*>(q[10]);
+    pygpu::run_blocks(q[11], static_cast<int32_t>(q[12]), [&](int64_t k) {
         const int64_t* q = blocks + 4 * k;
         i8gemm::block(a, lda, a_signed, b, ldb, b_signed, q[0], q[1], K, q[2], q[3], za, za_step, zb, zb_step, c, ldc);
     });

@@ -53,7 +53,7 @@ from ._runtime.validate import INT32_MAX
 from ._runtime.device import Launch, device_scope, get_device
 from ._runtime.kernels import Kernel, ceil_div, register
 from ._runtime.nvtx import op_range
-from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant, native_blocks, native_run, native_threads
+from .linalg import MAX_GRID_YZ, SGEMM_LADDER, GemmVariant, native_block_table, native_run, native_threads
 from .linalg import launch_config as gemm_launch_config
 
 # ---------------------------------------------------------------------------------------------
@@ -827,8 +827,8 @@ def _native_plan(g: Geometry, nchw: bool, n_threads: int):
         boff, rs, cs = [(i * g.KW + j) * g.C for i, j in zip(th, tw)], 1, taps * g.C
     tap_info = np.array(th + tw + boff, np.int64)
     zeros = np.zeros(max(1, min(g.C, 512)), np.float32)
-    blocks = np.array(native_blocks(g.N * g.OH * g.OW, g.O, len(th) * g.C, n_threads), np.int64)
-    for a in (tap_info, zeros, blocks):
+    blocks = native_block_table(g.N * g.OH * g.OW, g.O, len(th) * g.C, n_threads)
+    for a in (tap_info, zeros):
         a.flags.writeable = False
     return tap_info, zeros, blocks, rs, cs, nchw and g.OH * g.OW <= INT32_MAX // 32
 

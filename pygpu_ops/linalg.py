@@ -15,6 +15,7 @@ it in chunks of at most 65535 tiles (``gridDim.y``), and the kernels form every 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Tuple
@@ -361,13 +362,24 @@ def native_blocks(M: int, N: int, K: int, n_threads: int, mr: int = NATIVE_MR, n
     return [(a * mr, min(M, b * mr), 0, N) for a, b in threads.split(tiles, 1, t)]
 
 
-def native_run(blocks, n_threads: int, fn, *args) -> None:
-    """``fn(*args, blocks, len(blocks), threads)``: a native entry point that runs the C blocks of
-    `native_blocks` (a list, or an (n, 4) int64 array) on ``n_threads`` OpenMP threads."""
+@functools.lru_cache(maxsize=512)
+def native_block_table(M: int, N: int, K: int, n_threads: int, mr: int = NATIVE_MR,
+                       nr: int = NATIVE_NR) -> Tuple[np.ndarray, int]:
+    """`native_blocks` as a read-only (n, 4) int64 array and its address, cached per problem: a
+    repeated product builds neither again (the list, the array and the pointer cost ~5 us, as
+    long as a quarter of a 256^3 int8 GEMM)."""
     from ._runtime import native
 
-    arr = np.ascontiguousarray(blocks, np.int64).reshape(-1, 4)
-    fn(*args, native.ptr(arr), len(arr), n_threads if len(arr) > 1 else 1)
+    arr = np.array(native_blocks(M, N, K, n_threads, mr, nr), np.int64).reshape(-1, 4)
+    arr.flags.writeable = False
+    return arr, native.ptr(arr)
+
+
+def native_run(table: Tuple[np.ndarray, int], n_threads: int, fn, *args) -> None:
+    """``fn(*args, blocks, len(blocks), threads)``: a native entry point that runs the C blocks of
+    a `native_block_table` on ``n_threads`` OpenMP threads."""
+    arr, addr = table
+    fn(*args, addr, len(arr), n_threads if len(arr) > 1 else 1)
 
 
 def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, lib=None):
@@ -402,7 +414,7 @@ def native_sgemm(a, b, bias=None, act: int = 0, slope: float = 0.0, out=None, li
     ptr = native.ptr
     lda, (rs, cs), ldc = a.strides[0] // 4, (st // 4 for st in b.strides), out.strides[0] // 4
     nt = native_threads(M, N, K)
-    native_run(native_blocks(M, N, K, nt), nt, lib.sgemm_f32, ptr(a), lda, ptr(b), rs, cs, ptr(out), ldc, K,
+    native_run(native_block_table(M, N, K, nt), nt, lib.sgemm_f32, ptr(a), lda, ptr(b), rs, cs, ptr(out), ldc, K,
                None if bias is None else ptr(bias), act, slope)
     return out
 

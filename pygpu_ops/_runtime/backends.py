@@ -13,6 +13,8 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from . import envvars
+
 BACKENDS: Tuple[str, ...] = ("numpy", "emulator", "cuda")
 ENV_VAR = "PYGPU_OPS_BACKEND"
 
@@ -23,8 +25,11 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this machine; the message says what to install."""
 
 
+_WITH_AUTO = BACKENDS + ("auto",)
+
+
 def _check_name(name: object, what: str, allow_auto: bool = False) -> str:
-    names = BACKENDS + (("auto",) if allow_auto else ())
+    names = _WITH_AUTO if allow_auto else BACKENDS
     if not isinstance(name, str) or name not in names:
         raise ValueError(f"{what} must be one of {', '.join(repr(n) for n in names)}; got {name!r}")
     return name
@@ -46,7 +51,7 @@ def default_backend() -> str:
     name = _default.get()
     if name is not None:
         return name
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = (envvars.get(ENV_VAR) or "").strip()
     if not env or env == "auto":
         return "numpy"
     return _check_name(env, f"the environment variable {ENV_VAR}")
@@ -60,6 +65,8 @@ _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 def array_kind(x: object) -> Optional[str]:
     """``"numpy"``, ``"cuda"`` (CuPy, or a CUDA tensor via CAI / DLPack), or None."""
+    if type(x) is np.ndarray:         # the common case first, without the module-name test
+        return "numpy"
     if type(x).__module__.split(".")[0] == "cupy":
         return "cuda"
     if isinstance(x, np.ndarray):
@@ -87,12 +94,12 @@ def _describe(x: object) -> str:
 def resolve(op: str, backend: str, arrays: Dict[str, object]) -> str:
     """The backend name an op call runs on; ``arrays`` maps argument names to arrays (or None)."""
     _check_name(backend, f"{op}: backend", allow_auto=True)
-    kinds = {}
+    kind, mixed = None, False
     for name, x in arrays.items():
         if x is None:
             continue
-        kind = array_kind(x)
-        if kind is None:
+        k = array_kind(x)
+        if k is None:
             hint = ""
             if hasattr(x, "__dlpack__") or type(x).__module__.split(".")[0] == "torch":
                 hint = " (a CPU tensor: pass tensor.numpy(), or move it to the GPU with tensor.cuda())"
@@ -102,15 +109,16 @@ def resolve(op: str, backend: str, arrays: Dict[str, object]) -> str:
                 f"{op}: argument {name!r} must be a numpy.ndarray, a cupy.ndarray or a CUDA tensor; "
                 f"got {_describe(x)}{hint}"
             )
-        kinds[name] = kind
-    found = set(kinds.values())
-    if len(found) > 1:
+        mixed |= kind is not None and k != kind
+        kind = k
+    if mixed:
+        kinds = {n: array_kind(v) for n, v in arrays.items() if v is not None}
         detail = ", ".join(f"{n!r} is {'a NumPy array' if k == 'numpy' else 'on the GPU'}" for n, k in kinds.items())
         raise TypeError(
             f"{op}: arrays of mixed kinds in one call ({detail}); move them all to the GPU "
             f"(cupy.asarray) or all to the host (cupy.asnumpy)"
         )
-    kind = found.pop() if found else "numpy"
+    kind = kind or "numpy"
     if backend == "auto":
         backend = "cuda" if kind == "cuda" else default_backend()
     if backend == "cuda" and kind == "numpy":

@@ -35,12 +35,13 @@ import threading
 import warnings
 from typing import Optional
 
-from . import sources, threads
+from . import envvars, sources, threads
 
 ENV_VAR = "PYGPU_OPS_NATIVE"
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC",
          "-shared", "-fvisibility=hidden", "-fno-math-errno", "-ffp-contract=off", "-fdiagnostics-color=never")
 
+_addressof, _char_from_buffer = ctypes.addressof, ctypes.c_char.from_buffer
 F32, F64, I64, I32, P = ctypes.c_float, ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 #: The exported functions and their argument types (pointers are passed as ints).
 SIGNATURES = {       # the loops take the thread count last (`threads_for`); exp_f32 and tanh_f32
@@ -62,7 +63,7 @@ SIGNATURES = {       # the loops take the thread count last (`threads_for`); exp
     **{f"transpose_u{8 * size}": (P, P, I64, I64, I64, I32) for size in (1, 2, 4, 8)},
     # int8_gemm.cpp
     "int8_gemm_info": (P,),
-    "int8_gemm": (P, I64, I32, P, I64, I32, I64, P, I64, P, I64, P, I64, P, I64, I32),
+    "int8_gemm": (P, P, P, P),
     # sgemm.cpp
     "sgemm_f32": (P, I64, P, I64, I64, P, I64, I64, P, I32, F32, P, I64, I32),
     "conv_nhwc_f32": (P, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, I64, P, I64,
@@ -103,7 +104,7 @@ def threads_for(nbytes: int) -> int:
 
 def enabled() -> bool:
     """False when ``PYGPU_OPS_NATIVE`` is ``0`` (read on every call, so tests can switch it)."""
-    return os.environ.get(ENV_VAR, "").strip() != "0"
+    return (envvars.get(ENV_VAR) or "").strip() != "0"
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,5 +169,11 @@ def problem() -> Optional[str]:
 
 
 def ptr(a) -> int:
-    """The address of a NumPy array's first element."""
-    return a.__array_interface__["data"][0]
+    """The address of a NumPy array's first element. A writable C-contiguous non-empty array (what
+    the ops allocate, and most inputs) through its buffer: 0.2 us here, against 0.9-1.1 for
+    ``a.ctypes.data`` (a Python helper object per call) and 0.9-1.6 for ``__array_interface__``
+    (a dict of the shape, strides and type), which serve the others."""
+    f = a.flags
+    if f.writeable and f.c_contiguous and a.nbytes:
+        return _addressof(_char_from_buffer(a))
+    return a.ctypes.data

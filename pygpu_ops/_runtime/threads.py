@@ -37,12 +37,21 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Tuple
 
+from . import envvars
+
 ENV_VAR = "PYGPU_OPS_NUM_THREADS"
 
 _lock = threading.Lock()
 _executor: Optional[ThreadPoolExecutor] = None
 _executor_size = 0
-_local = threading.local()      # .inside: this thread is running a chunk
+
+
+class _Local(threading.local):
+    inside = False      # this thread is running a chunk (the class default: no AttributeError
+                        # raised and caught per call in the threads that never ran one)
+
+
+_local = _Local()
 
 
 def default_threads() -> int:
@@ -56,7 +65,7 @@ def default_threads() -> int:
 
 def num_threads() -> int:
     """The pool size: ``PYGPU_OPS_NUM_THREADS`` when set (a positive int), else `default_threads`."""
-    raw = os.environ.get(ENV_VAR)
+    raw = envvars.get(ENV_VAR)
     if raw is None or raw.strip() == "":
         return default_threads()
     try:
@@ -71,7 +80,7 @@ def num_threads() -> int:
 
 def inside_chunk() -> bool:
     """Whether the calling thread is running a chunk of `parallel_for`."""
-    return bool(getattr(_local, "inside", False))
+    return _local.inside
 
 
 def _get_executor(workers: int) -> ThreadPoolExecutor:
@@ -106,7 +115,7 @@ def parallel_for(n_chunks: int, fn: Callable[[int], object], threads: Optional[i
     if t < 1:
         raise ValueError(f"parallel_for: threads must be a positive int; got {threads!r}")
     t = min(t, n_chunks)
-    if t == 1 or getattr(_local, "inside", False):
+    if t == 1 or _local.inside:
         for i in range(n_chunks):
             fn(i)
         return

@@ -1,6 +1,7 @@
 """Argument checks shared by the ops: each error names the argument, what was expected and what came."""
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Sequence
 
@@ -9,6 +10,8 @@ import numpy as np
 
 def dtype_of(x) -> np.dtype:
     dt = getattr(x, "dtype", None)
+    if isinstance(dt, np.dtype):      # NumPy and CuPy arrays
+        return dt
     if dt is None:
         raise TypeError(f"expected an array with a dtype; got {type(x).__name__}")
     try:
@@ -18,9 +21,14 @@ def dtype_of(x) -> np.dtype:
         return np.dtype(str(dt).rsplit(".", 1)[-1])
 
 
+@functools.lru_cache(maxsize=256)
+def _dtypes(allowed: tuple) -> tuple:
+    return tuple(np.dtype(a) for a in allowed)
+
+
 def check_dtype(op: str, name: str, x, allowed: Sequence) -> np.dtype:
     dt = dtype_of(x)
-    allowed = [np.dtype(a) for a in allowed]
+    allowed = _dtypes(tuple(allowed))
     if dt not in allowed:
         raise TypeError(
             f"{op}: {name} has dtype {dt}; expected {' or '.join(str(a) for a in allowed)}"
@@ -81,6 +89,8 @@ def short_repr(v) -> str:
 def check_int(op: str, name: str, v, *, lo: int = INT32_MIN, hi: int = INT32_MAX) -> int:
     """``v`` as a Python int: an integer (Python or NumPy, any width or byte order; not bool)
     with ``lo <= v <= hi``. The default range is the C ``int`` most kernels take."""
+    if type(v) is int and lo <= v <= hi:      # the common case (shapes), without the ABC checks
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int; got {type(v).__name__} {v!r}")
     i = int(v)

@@ -263,3 +263,14 @@ def test_lstm_layer_native_cell_against_the_numpy_cell(monkeypatch, kw):
     want = lstm(*args, backend="numpy", **kw)
     for g, v in zip(got, want):
         np.testing.assert_allclose(g, v, rtol=0, atol=2e-6)
+
+
+def test_ptr_is_the_first_element_of_every_kind_of_array():
+    """native.ptr gives the address of element 0 for writable contiguous arrays (the buffer
+    route) and for read-only, strided, reversed, empty and 0-d ones (the ctypes route)."""
+    base = np.arange(60, dtype=np.float32).reshape(6, 10)
+    ro = base.copy()
+    ro.flags.writeable = False
+    for x in (base, base[1:], base[:, 2:], base[::-1], base[2:4, ::2], ro, np.empty(0, np.int8),
+              np.zeros((0, 5)), np.array(3.0), np.frombuffer(b"abcd", np.uint8)):
+        assert native.ptr(x) == x.__array_interface__["data"][0], x.shape

@@ -190,3 +190,23 @@ def test_portable_loop(monkeypatch, portable_lib, nthreads):
             p = quant._gemm_problem("t", a, b, za, zb, a_zp_per_row=True)
             got = quant._native_acc(p, portable_lib)
             assert np.array_equal(got.astype(np.int64), _reference(a, b, za, zb))
+
+
+@pytest.mark.parametrize("adt,bdt", KINDS, ids=lambda d: np.dtype(d).name)
+def test_zero_point_terms_skipped_only_where_zero(monkeypatch, adt, bdt):
+    """The kernel leaves out a zero-point term only where its zero points are 0 throughout the
+    block: per-row zero points that are 0 except in one row (first, middle, last, in either
+    thread's rows), and per-column ones 0 except in one column, give the exact result."""
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    rng = np.random.default_rng(7)
+    M, N, K = 131, 200, 257
+    a, b = _random(rng, (M, K), adt), _random(rng, (K, N), bdt)
+    for row in (0, 64, M - 1):
+        za = np.zeros(M, adt)
+        za[row] = np.iinfo(adt).max
+        _check(a, b, za, 0)
+    for col in (0, 100, N - 1):
+        zb = np.zeros(N, bdt)
+        zb[col] = np.iinfo(bdt).max
+        _check(a, b, 0, zb)
+    _check(a, b, np.zeros(M, adt), np.zeros(N, bdt))

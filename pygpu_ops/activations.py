@@ -52,9 +52,8 @@ def _run(op: str, kernels, x, slope, backend: str):
     with op_range(op, label), device_scope(op, name, {"x": x}):
         if name == "numpy":
             x = np.asarray(x)
-            with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in the branch not taken
-                y = npfast.relu(x) if slope is None else npfast.leaky_relu(x, slope)
-            return y   # a new C-contiguous ndarray; 0-d stays 0-d
+            # a new C-contiguous ndarray; 0-d stays 0-d
+            return npfast.relu(x) if slope is None else npfast.leaky_relu(x, slope)
         dev = get_device(name)
         src = dev.contiguous(x)
         out = dev.empty(tuple(x.shape), dtype)

@@ -71,10 +71,15 @@ _NATIVE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 def native_fn(name: str, dtype):
     """The native loop ``<name>_<f32|f64>`` for dtype, or None (not built, off, or no such loop)."""
     lib = native.lib()
+    return None if lib is None else _native_fn(lib, name, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _native_fn(lib, name: str, dtype):
     suffix = _NATIVE_SUFFIX.get(np.dtype(dtype))
-    if lib is None or suffix is None:
+    if suffix is None or f"{name}_{suffix}" not in native.SIGNATURES:
         return None
-    return getattr(lib, f"{name}_{suffix}", None) if f"{name}_{suffix}" in native.SIGNATURES else None
+    return getattr(lib, f"{name}_{suffix}")
 
 
 def native_elementwise(x: np.ndarray, fn, *args) -> np.ndarray:
@@ -203,7 +208,8 @@ def leaky_relu(x: np.ndarray, slope) -> np.ndarray:
     def body(xb, yb):
         np.multiply(xb, slope, out=yb)
         select(xb < 0, yb, xb, yb)
-    return elementwise(x, x.dtype, body)
+    with np.errstate(invalid="ignore", over="ignore"):   # inf * 0 in the branch not taken
+        return elementwise(x, x.dtype, body)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -439,7 +439,7 @@ class _GemmSpec:
     b_flip: int
     zp: np.ndarray      # int32 [za..., zb...] in the operands' own ranges (`_native_acc`), read-only
     zp_addr: int
-    #: `_native_params`' parameter blocks, by (lda, ldb, threads)
+    #: `_native_params`' parameter blocks, by (a's strides, b's strides, threads)
     native_params: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -522,17 +522,6 @@ def _pick(variant: str, backend_name: str) -> Int8GemmVariant:
 _F32_EXACT = 1 << 24
 
 
-def _byte_rows(x) -> Tuple[np.ndarray, int]:
-    """x (2-D, 8-bit) with rows of contiguous bytes, and the row stride in bytes: the array
-    itself when its rows already are (a column slice, a row-strided view), else a C copy."""
-    x = np.asarray(x)
-    st = x.strides
-    if st[1] != 1 or st[0] < 0:
-        x = np.ascontiguousarray(x)
-        st = x.strides
-    return x, st[0] if x.shape[0] > 1 else x.shape[1]
-
-
 #: The native int8 GEMM's register tile (rows) and packed-b panel (columns): cpu_src/int8_gemm.cpp.
 INT8_MR, INT8_NR = 6, 64
 
@@ -544,25 +533,42 @@ def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     the work in bytes: about 2M multiply-adds, 5 us of one core, before a second thread helps).
     A call hands the loop the three arrays and a prepared parameter block (`_native_params`)."""
     s = p.spec
-    a, lda = _byte_rows(p.a)
-    b, ldb = _byte_rows(p.b)
+    a, b = np.asarray(p.a), np.asarray(p.b)
+    nt = native.threads_for(s.M * s.N * s.K // 8)
+    addr, copy_a, copy_b = _native_params(s, a, b, nt)
+    if copy_a:
+        a = np.ascontiguousarray(a)
+    if copy_b:
+        b = np.ascontiguousarray(b)
     out = np.empty((s.M, s.N), np.int32)
     ptr = native.ptr
-    lib.int8_gemm(ptr(a), ptr(b), ptr(out), _native_params(s, lda, ldb, native.threads_for(s.M * s.N * s.K // 8)))
+    lib.int8_gemm(ptr(a), ptr(b), ptr(out), addr)
     return out
 
 
-def _native_params(s: _GemmSpec, lda: int, ldb: int, n_threads: int) -> int:
-    """The address of ``int8_gemm``'s int64 parameter block (cpu_src/int8_gemm.cpp) for this
-    problem, row strides and thread count: built once and kept in the spec, together with the
-    block table it points to (so neither is freed while it can be used). The Python side of a
-    256^3 product was 17 us, two thirds of the loop's own time; preparing the 13 scalars once
-    and converting 4 arguments instead of 16 per call is most of what brought it down."""
-    from .linalg import native_block_table
+def _byte_rows(x) -> Tuple[bool, int]:
+    """Whether x (2-D, 8-bit) must be copied for its rows to be contiguous bytes (a column slice
+    or a row-strided view is read in place; column strides other than 1 and reversed rows are
+    not), and the row stride in bytes that the loop then reads with."""
+    st = x.strides
+    if st[1] != 1 or st[0] < 0:
+        return True, x.shape[1]
+    return False, st[0] if x.shape[0] > 1 else x.shape[1]
 
-    key = (lda, ldb, n_threads)
+
+def _native_params(s: _GemmSpec, a, b, n_threads: int) -> Tuple[int, bool, bool]:
+    """``int8_gemm``'s int64 parameter block (cpu_src/int8_gemm.cpp) for this problem, the
+    operands' strides and the thread count: its address, and whether a and b are copied first
+    (`_byte_rows`). Built once and kept in the spec, together with the block table it points
+    to (so neither is freed while it can be used). The Python side of a 256^3 product was 17
+    us, two thirds of the loop's own time; preparing the 13 scalars once and converting 4
+    arguments instead of 16 per call is most of what brought it down."""
+    key = (a.strides, b.strides, n_threads)
     got = s.native_params.get(key)
     if got is None:
+        from .linalg import native_block_table
+
+        (copy_a, lda), (copy_b, ldb) = _byte_rows(a), _byte_rows(b)
         table, table_addr = native_block_table(s.M, s.N, s.K, n_threads, INT8_MR, INT8_NR)
         za_n = s.za.size
         q = np.array([lda, int(not s.a_flip), ldb, int(not s.b_flip), s.K,
@@ -571,8 +577,8 @@ def _native_params(s: _GemmSpec, lda: int, ldb: int, n_threads: int) -> int:
         q.flags.writeable = False
         if len(s.native_params) >= 16:      # a bound for strided views of many shapes
             s.native_params.clear()
-        got = s.native_params[key] = (native.ptr(q), q, table)
-    return got[0]
+        got = s.native_params[key] = (native.ptr(q), copy_a, copy_b, q, table)
+    return got[:3]
 
 
 def _numpy_acc(p: _GemmProblem) -> np.ndarray:

@@ -11,9 +11,9 @@ does not wait for a worker that has not started (on a loaded machine the caller 
 the chunks itself rather than sleep until the scheduler wakes the worker).
 
 Size: ``len(os.sched_getaffinity(0))`` (the CPUs this process may run on, which respects
-``taskset`` and container cpusets, unlike ``os.cpu_count``), or ``PYGPU_OPS_NUM_THREADS`` (a
-positive int) when set. The variable is read on every call, so a test or a user can change it at
-run time; the pool is rebuilt when the size changes. With one thread ``parallel_for`` is a plain
+``taskset`` and container cpusets, unlike ``os.cpu_count``; read once per process), or
+``PYGPU_OPS_NUM_THREADS`` (a positive int) when set. The variable is read on every call, so a
+test or a user can change it at run time; the pool is rebuilt when the size changes. With one thread ``parallel_for`` is a plain
 loop in the caller: exactly the single-threaded path, no pool, no thread ever started.
 
 Limits:
@@ -42,6 +42,7 @@ from . import envvars
 ENV_VAR = "PYGPU_OPS_NUM_THREADS"
 
 _lock = threading.Lock()
+_default_threads: Optional[int] = None
 _executor: Optional[ThreadPoolExecutor] = None
 _executor_size = 0
 
@@ -56,11 +57,17 @@ _local = _Local()
 
 def default_threads() -> int:
     """The CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` where the
-    platform has no affinity call)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:      # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    platform has no affinity call), read once per process and again in a fork child, as
+    PyTorch and OpenBLAS size their pools once: the system call on every op was ~0.5 us on the
+    2-core test VM, a tenth of a small op's Python side."""
+    global _default_threads
+    if _default_threads is None:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:      # macOS, Windows
+            n = os.cpu_count() or 1
+        _default_threads = max(1, n)
+    return _default_threads
 
 
 def num_threads() -> int:
@@ -97,8 +104,8 @@ def _get_executor(workers: int) -> ThreadPoolExecutor:
 
 def _after_fork() -> None:
     # the child has none of the parent's worker threads: forget the executor, build one on demand
-    global _executor, _executor_size, _lock
-    _executor, _executor_size, _lock = None, 0, threading.Lock()
+    global _executor, _executor_size, _lock, _default_threads
+    _executor, _executor_size, _lock, _default_threads = None, 0, threading.Lock(), None
 
 
 if hasattr(os, "register_at_fork"):

@@ -424,7 +424,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, backend="auto"):
 # ---------------------------------------------------------------------------------------------
 # int8 GEMM
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _GemmSpec:
     """What the checks of an int8 GEMM establish from its operands' dtypes and shapes and its zero
     points (nothing depends on the operands' values): sizes, zero points in the kernels' signed
@@ -535,7 +535,8 @@ def _native_acc(p: _GemmProblem, lib) -> np.ndarray:
     s = p.spec
     a, b = np.asarray(p.a), np.asarray(p.b)
     nt = native.threads_for(s.M * s.N * s.K // 8)
-    addr, copy_a, copy_b = _native_params(s, a, b, nt)
+    params = _native_params(s, a, b, nt)     # held through the call: the block it points to stays
+    addr, copy_a, copy_b = params[:3]
     if copy_a:
         a = np.ascontiguousarray(a)
     if copy_b:
@@ -556,11 +557,12 @@ def _byte_rows(x) -> Tuple[bool, int]:
     return False, st[0] if x.shape[0] > 1 else x.shape[1]
 
 
-def _native_params(s: _GemmSpec, a, b, n_threads: int) -> Tuple[int, bool, bool]:
+def _native_params(s: _GemmSpec, a, b, n_threads: int) -> tuple:
     """``int8_gemm``'s int64 parameter block (cpu_src/int8_gemm.cpp) for this problem, the
-    operands' strides and the thread count: its address, and whether a and b are copied first
-    (`_byte_rows`). Built once and kept in the spec, together with the block table it points
-    to (so neither is freed while it can be used). The Python side of a 256^3 product was 17
+    operands' strides and the thread count: ``(address, copy a, copy b, block, block table)``,
+    whether a and b are copied first (`_byte_rows`). Built once and kept in the spec; the tuple
+    holds the block and the table it points to, so while a caller holds it neither is freed
+    (another thread may clear the spec's entries meanwhile). The Python side of a 256^3 product was 17
     us, two thirds of the loop's own time; preparing the 13 scalars once and converting 4
     arguments instead of 16 per call is most of what brought it down."""
     key = (a.strides, b.strides, n_threads)
@@ -578,7 +580,7 @@ def _native_params(s: _GemmSpec, a, b, n_threads: int) -> Tuple[int, bool, bool]
         if len(s.native_params) >= 16:      # a bound for strided views of many shapes
             s.native_params.clear()
         got = s.native_params[key] = (native.ptr(q), copy_a, copy_b, q, table)
-    return got[:3]
+    return got
 
 
 def _numpy_acc(p: _GemmProblem) -> np.ndarray:

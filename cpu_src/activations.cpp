@@ -1,7 +1,7 @@
-// Elementwise activations of the numpy backend (pygpu_ops/_runtime/npfast.py calls them on
-// blocks of a flat, contiguous array, one block per thread). Each is the rule the CUDA kernels
-// apply, written as a select, so NaN payloads and -0.0 come out as the kernels and the NumPy
-// steps give them:
+// Elementwise activations of the numpy backend (pygpu_ops/_runtime/npfast.py calls each once on
+// a flat, contiguous array; `pieces` cuts it into one piece per thread). Each is the rule the
+// CUDA kernels apply, written as a select, so NaN payloads and -0.0 come out as the kernels and
+// the NumPy steps give them:
 //   relu:       x < 0 ? 0 : x
 //   leaky_relu: x < 0 ? slope * x : x
 //   clip:       r = x < lo ? lo : x;  r > hi ? hi : r

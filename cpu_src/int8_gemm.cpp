@@ -62,7 +62,7 @@ inline int64_t workspace_bytes(int64_t M, int64_t K, int64_t ncols) {
     return 64 + round_up(P * K4 * NR, 64) + 2 * round_up(P * NR * 4, 64) + round_up(M * 4, 64);
 }
 
-inline Ws layout(void* ws, int64_t M, int64_t K, int64_t ncols) {
+inline Ws layout(void* ws, int64_t K, int64_t ncols) {
     const int64_t P = panels(ncols), K4 = round_up(K, 4);
     uint8_t* p = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<intptr_t>(ws), 64));
     Ws w;
@@ -73,7 +73,6 @@ inline Ws layout(void* ws, int64_t M, int64_t K, int64_t ncols) {
     w.zd = reinterpret_cast<int32_t*>(p);
     p += round_up(P * NR * 4, 64);
     w.rowsum = reinterpret_cast<int32_t*>(p);
-    (void)M;
     return w;
 }
 
@@ -276,7 +275,7 @@ void gemm(const uint8_t* a, int64_t lda, const uint8_t* b, int64_t ldb, int64_t 
           int64_t K, int64_t n0, int64_t n1, const int32_t* za, int64_t za_step, const int32_t* zb,
           int64_t zb_step, int32_t* c, int64_t ldc, void* workspace, bool b_signed) {
     const int64_t M = m1 - m0, ncols = n1 - n0, P = panels(ncols), K4 = round_up(K, 4);
-    const Ws w = layout(workspace, M, K, ncols);
+    const Ws w = layout(workspace, K, ncols);
     // d is b in the kind a is not: xor 0x80 when both have the same kind (module comment)
     const bool same = A_SIGNED == b_signed;
     const uint8_t bx = same ? 0x80 : 0;

@@ -790,9 +790,9 @@ def _native_conv(lib, x, w, bias, g: Geometry, layout: str, act: int, slope: flo
     `set_column_buffer_limit` cap holds trivially), and the weights are read in place in either
     layout. Only the taps that read the input enter the sum, as in the NumPy route
     (`_skipped_taps_nan` covers the others). NCHW: x is transposed to NHWC first (O(input), by
-    `native_transpose`);
-    the kernel scatters its last K block's results straight into the NCHW output. Blocks of
-    output channels (or pixels) per thread (`linalg.native_blocks`) on OpenMP threads."""
+    `native_transpose`); the kernel scatters its last K block's results straight into the NCHW
+    output. Blocks of output channels (or pixels) per thread (`linalg.native_blocks`) on OpenMP
+    threads."""
     nchw = layout == "NCHW"
     x = native_transpose(lib, x, (g.N, g.H, g.W, g.C), g.N, g.C, g.H * g.W) if nchw else x
     x = np.ascontiguousarray(x, np.float32)

@@ -301,7 +301,6 @@ def _numpy_layer(L: Layer):
     w, r = np.asarray(L.w), np.ascontiguousarray(L.r, dtype=F32)
     bias, bhn = _bias_parts(L, np.empty, np.asarray, D, GH, H)
     every_step = L.lengths is None and B > 0
-    step_inputs = _step_inputs(L, x, w, bias)
     h = np.zeros((D, B, H), F32) if L.h0 is None else np.array(L.h0, dtype=F32)
     c = None
     if L.kind == "lstm":
@@ -317,7 +316,7 @@ def _numpy_layer(L: Layer):
     for s in range(S):
         valid = np.broadcast_to(s < lens[None, :], (D, B))
         t = np.where(rev, lens[None, :] - 1 - s, s).clip(0, max(S - 1, 0))   # (D, B)
-        cols = step_inputs(s, t)                 # per direction (GH, B): x W^T, no bias yet
+        cols = _step_inputs(L, x, w, t)         # per direction (GH, B): x W^T, no bias yet
         if cell is not None:    # LSTM without peepholes: one fused native step per direction
             hr = _mm_dirs(r, hT)
             h_new, c_new = np.empty_like(hT), np.empty_like(cT)
@@ -357,30 +356,26 @@ def _numpy_layer(L: Layer):
     return np.ascontiguousarray(yt), h, c
 
 
-def _step_inputs(L: Layer, x, w, bias):
-    """The input projections, transposed as the state is: a function (s, t) -> step s's
-    ``W (G*H, E) @ x_t^T (E, B)`` per direction, (G*H, B) each and contiguous, without the bias
-    (the step adds it in cache); t (D, B) is the time each (direction, row) is at. Computed per
-    step, like the recurrent product beside it, rather than as one (G*H, S * B) product up front:
-    a step's columns of that were G*H rows S * B floats apart (16 KiB in the bench's LSTM), so
-    the cell read 2048 rows on as many pages every step (121 us a step there, against 52 us from
-    contiguous rows), and the S products of the step's shape measured 23.5 ms against 28 ms for
-    the single one (W streams from L3 either way; the small B panel packs faster). ``x_t`` is a
-    view of x (its rows E floats apart, which the GEMM packs) where every row of a direction is
-    at the same time, else a gathered copy."""
+def _step_inputs(L: Layer, x, w, t):
+    """A step's input projections, transposed as the state is: per direction ``W (G*H, E) @ x_t^T
+    (E, B)``, (G*H, B) and contiguous, without the bias (the step adds it in cache); t (D, B) is
+    the time each (direction, row) is at. Computed per step, like the recurrent product beside
+    it, rather than as one (G*H, S * B) product up front: a step's columns of that were G*H rows
+    S * B floats apart (16 KiB in the bench's LSTM), so the cell read 2048 rows on as many pages
+    every step (121 us a step there, against 52 us from contiguous rows), and the S products of
+    the step's shape measured 23.5 ms against 28 ms for the single one (W streams from L3 either
+    way; the small B panel packs faster). ``x_t`` is a view of x (its rows E floats apart, which
+    the GEMM packs) where every row of a direction is at the same time, else a gathered copy."""
     S, B, E, H, D = L.dims
-    rows = np.arange(B)
-
-    def at(s, t):
-        out = []
-        for d in range(D):
-            if B and (t[d] == t[d, 0]).all():
-                xs = x[:, t[d, 0]] if L.batch_first else x[t[d, 0]]           # (B, E) view
-            else:
-                xs = x[rows, t[d]] if L.batch_first else x[t[d], rows]         # (B, E) gathered
-            out.append(_mm(w[d], xs.T))
-        return out
-    return at
+    out = []
+    for d in range(D):
+        if B and (t[d] == t[d, 0]).all():
+            xs = x[:, t[d, 0]] if L.batch_first else x[t[d, 0]]                  # (B, E) view
+        else:
+            rows = np.arange(B)
+            xs = x[rows, t[d]] if L.batch_first else x[t[d], rows]              # (B, E) gathered
+        out.append(_mm(w[d], xs.T))
+    return out
 
 
 def _numpy_cell(L: Layer, z, hr, h, c, bhn, H):

@@ -235,6 +235,9 @@ def clip(x: np.ndarray, lo, hi) -> np.ndarray:
     """x unchanged unless strictly below ``lo`` (then lo) or, after that, above ``hi`` (then hi):
     one ``numpy.clip`` pass where it has those semantics (`clip_is_select`), else two bitwise
     selects. lo and hi are scalars of x's dtype."""
+    fn = native_fn("clip", x.dtype)
+    if fn is not None:
+        return native_elementwise(x, fn, lo, hi)
     if clip_is_select(x.dtype):
         return elementwise(x, x.dtype, lambda xb, yb: np.clip(xb, lo, hi, out=yb))
 

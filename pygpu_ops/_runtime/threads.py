@@ -13,8 +13,9 @@ the chunks itself rather than sleep until the scheduler wakes the worker).
 Size: ``len(os.sched_getaffinity(0))`` (the CPUs this process may run on, which respects
 ``taskset`` and container cpusets, unlike ``os.cpu_count``; read once per process), or
 ``PYGPU_OPS_NUM_THREADS`` (a positive int) when set. The variable is read on every call, so a
-test or a user can change it at run time; the pool is rebuilt when the size changes. With one thread ``parallel_for`` is a plain
-loop in the caller: exactly the single-threaded path, no pool, no thread ever started.
+test or a user can change it at run time; the pool is rebuilt when the size changes. With one
+thread ``parallel_for`` is a plain loop in the caller: exactly the single-threaded path, no pool,
+no thread ever started.
 
 Limits:
 - A chunk must be independent of the others (disjoint output slices); no ordering is promised.
